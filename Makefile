@@ -1,0 +1,41 @@
+# Every target sets up a fresh machine by itself: .venv, the package, the Fashion-MNIST Debian package.
+PY      := .venv/bin/python
+STAMP   := .venv/.hwnas-installed
+FMNIST  := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+PYTEST_ARGS ?=
+
+.PHONY: test test-fast demo bench bench-quick setup data clean
+
+setup: $(STAMP) data
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv .venv
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+data:
+	@if [ ! -f $(FMNIST) ]; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist; \
+	  else echo "Fashion-MNIST missing: run 'sudo apt-get install dataset-fashion-mnist'"; fi; \
+	fi
+
+test: setup
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: setup
+	$(PY) -m pytest -m 'not slow' $(PYTEST_ARGS)
+
+demo: setup
+	.venv/bin/hwnas quickstart --out runs/quickstart
+
+bench: setup
+	$(PY) -m pip install -q --no-deps 'ofa==0.1.0'
+	$(PY) bench/run_all.py
+
+bench-quick: setup
+	$(PY) -m pip install -q --no-deps 'ofa==0.1.0'
+	$(PY) bench/run_all.py --quick
+
+clean:
+	rm -rf .venv *.egg-info .pytest_cache runs

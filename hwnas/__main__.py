@@ -1,0 +1,6 @@
+"""`python -m hwnas` — same as the `hwnas` console script."""
+
+from hwnas.cli import main
+
+if __name__ == "__main__":
+    raise SystemExit(main())

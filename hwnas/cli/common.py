@@ -1,0 +1,62 @@
+"""Argument helpers shared by several subcommands: space selection, arch parsing, budgets, output paths."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+from pathlib import Path
+
+from hwnas.errors import HwnasError
+from hwnas.space import SPACE_NAMES, Arch, SpaceSpec, check_arch, get_space
+
+__all__ = ["add_space_args", "space_from_args", "parse_arch", "positive_float", "positive_int", "check_out_dir"]
+
+
+def add_space_args(parser: argparse.ArgumentParser, *, default: str = "mbv3") -> None:
+    parser.add_argument("--space", default=default, help=f"search space ({', '.join(SPACE_NAMES)}; default {default})")
+    parser.add_argument("--width", type=positive_float, default=1.0, help="width multiplier (default 1.0)")
+
+
+def space_from_args(args: argparse.Namespace) -> SpaceSpec:
+    return get_space(args.space, width=args.width)
+
+
+def parse_arch(space: SpaceSpec, text: str) -> Arch:
+    return check_arch(space, Arch.parse(text))
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}")
+    return value
+
+
+def check_out_dir(path: Path, *, force: bool, produces: tuple[str, ...] = ()) -> Path:
+    """Make sure `path` can hold outputs: creatable, writable, and not about to overwrite results without `--force`."""
+    if path.exists() and not path.is_dir():
+        raise HwnasError(f"output path {path} exists and is not a directory; choose another --out")
+    existing = [name for name in produces if (path / name).exists()]
+    if existing and not force:
+        raise HwnasError(f"{path / existing[0]} already exists; pass --force to overwrite or choose another --out")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise HwnasError(f"cannot create output directory {path}: {exc.strerror}; choose a writable --out") from None
+    if not os.access(path, os.W_OK):
+        raise HwnasError(f"output directory {path} is not writable; choose a writable --out")
+    return path

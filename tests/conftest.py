@@ -1,0 +1,18 @@
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))  # `import archs`
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+FASHION_MNIST = Path(os.environ.get("HWNAS_FASHION_MNIST", "/usr/share/datasets/fashion-mnist"))
+
+
+@pytest.fixture(scope="session")
+def fashion_dir() -> Path:
+    if not (FASHION_MNIST / "train-images-idx3-ubyte.gz").exists():
+        pytest.fail(f"Fashion-MNIST not found in {FASHION_MNIST}; run 'make setup' (installs dataset-fashion-mnist)")
+    return FASHION_MNIST
