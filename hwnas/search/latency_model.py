@@ -72,7 +72,8 @@ class GeneLatency:
             if best_total is None or (total < best_total if pick is np.argmin else total > best_total):
                 best_total, best_genes = total, genes
         assert best_total is not None and best_genes is not None
-        return self.scale * best_total + self.offset_ms, best_genes
+        # report through __call__ so "budget >= min_ms" means exactly "this arch passes the feasibility test"
+        return float(self(best_genes[None, :])[0]), best_genes
 
     def min_ms(self) -> tuple[float, np.ndarray]:
         """Smallest achievable predicted latency and the genes of an arch achieving it."""
@@ -91,7 +92,8 @@ class GeneLatency:
         """
         g = self.genome
         out = np.array(genes, copy=True)
-        max_steps = g.n_slots * int(self.slot_ms.shape[2]) + int(g.cards[1 : 1 + g.n_stages].sum()) + int(g.cards[0]) + 1
+        per_res = g.n_slots * int(self.slot_ms.shape[2]) + int(g.cards[1 : 1 + g.n_stages].sum()) + 1
+        max_steps = per_res * int(g.cards[0])
         uncovered = ~np.isfinite(self.fixed_ms[out[:, 0]])
         if uncovered.any():  # a resolution the table has no rows for: move to the nearest covered one
             covered = np.flatnonzero(np.isfinite(self.fixed_ms))

@@ -26,6 +26,19 @@ def _finite(x: float) -> float | None:
     return float(x) if np.isfinite(x) else None
 
 
+def _clean(value: Any) -> Any:
+    """Strict JSON: numpy scalars to Python, NaN/inf to null (json.dumps would write invalid 'NaN')."""
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float):
+        return _finite(value)
+    return value
+
+
 def _budget_entry(result: SearchResult) -> dict[str, Any]:
     entry: dict[str, Any] = dict(result.summary())
     entry["accuracy"] = _finite(result.accuracy)
@@ -39,8 +52,8 @@ def _budget_entry(result: SearchResult) -> dict[str, Any]:
 def search_payload(results: Sequence[SearchResult], *, context: dict[str, Any]) -> dict[str, Any]:
     first = _budget_entry(results[0])
     top = {k: first[k] for k in ("arch", "predicted_ms", "accuracy", "budget_ms", "evaluated", "seconds")}
-    return {"schema": SCHEMA, **top, "strategy": results[0].strategy, **context, "pareto": first["pareto"],
-            "budgets": [_budget_entry(r) for r in results]}
+    return _clean({"schema": SCHEMA, **top, "strategy": results[0].strategy, **context, "pareto": first["pareto"],
+                   "budgets": [_budget_entry(r) for r in results]})
 
 
 def write_search_outputs(results: Sequence[SearchResult], out_dir: Path, *, context: dict[str, Any]) -> list[Path]:

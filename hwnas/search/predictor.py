@@ -97,31 +97,35 @@ def _fit_ridge(x: np.ndarray, y: np.ndarray, lam: float) -> tuple[np.ndarray, ..
 
 
 def _fit_mlp(x: np.ndarray, y: np.ndarray, cfg: PredictorConfig, seed: int) -> tuple[np.ndarray, ...]:
-    import torch  # only the MLP fit needs it
-
-    gen = torch.Generator().manual_seed(seed)
+    """Full-batch Adam on MSE in numpy (a few hundred pairs: milliseconds per epoch, no torch threads involved)."""
+    rng = np.random.default_rng(seed)
     dims = [x.shape[1]] + [cfg.hidden] * cfg.layers + [1]
-    mods: list[torch.nn.Module] = []
+    params: list[np.ndarray] = []
     for i in range(len(dims) - 1):
-        lin = torch.nn.Linear(dims[i], dims[i + 1])
         bound = 1.0 / np.sqrt(dims[i])
-        with torch.no_grad():
-            lin.weight.uniform_(-bound, bound, generator=gen)
-            lin.bias.uniform_(-bound, bound, generator=gen)
-        mods += [lin, torch.nn.ReLU()]
-    net = torch.nn.Sequential(*mods[:-1])
-    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    xt, yt = torch.from_numpy(x), torch.from_numpy(y.astype(np.float32))[:, None]
-    for _ in range(cfg.epochs):  # full-batch: a few hundred pairs
-        opt.zero_grad()
-        loss = torch.nn.functional.mse_loss(net(xt), yt)
-        loss.backward()
-        opt.step()
-    out: list[np.ndarray] = []
-    for m in net:
-        if isinstance(m, torch.nn.Linear):
-            out += [m.weight.detach().numpy().T.copy(), m.bias.detach().numpy().copy()]
-    return tuple(out)
+        params += [rng.uniform(-bound, bound, (dims[i], dims[i + 1])), rng.uniform(-bound, bound, dims[i + 1])]
+    m = [np.zeros_like(p) for p in params]
+    v = [np.zeros_like(p) for p in params]
+    x64, target = x.astype(np.float64), y.astype(np.float64)[:, None]
+    b1, b2, eps = 0.9, 0.999, 1e-8
+    n_layers = len(params) // 2
+    for step in range(1, cfg.epochs + 1):
+        acts = [x64]
+        for i in range(n_layers):
+            h = acts[-1] @ params[2 * i] + params[2 * i + 1]
+            acts.append(np.maximum(h, 0.0) if i < n_layers - 1 else h)
+        grad_out = 2.0 * (acts[-1] - target) / x64.shape[0]
+        grads: list[np.ndarray] = [np.empty(0)] * len(params)
+        for i in reversed(range(n_layers)):
+            grads[2 * i] = acts[i].T @ grad_out + cfg.weight_decay * params[2 * i]
+            grads[2 * i + 1] = grad_out.sum(axis=0)
+            if i:
+                grad_out = (grad_out @ params[2 * i].T) * (acts[i] > 0)
+        for j, g in enumerate(grads):
+            m[j] = b1 * m[j] + (1 - b1) * g
+            v[j] = b2 * v[j] + (1 - b2) * g * g
+            params[j] -= cfg.lr * (m[j] / (1 - b1**step)) / (np.sqrt(v[j] / (1 - b2**step)) + eps)
+    return tuple(p.astype(np.float32) for p in params)
 
 
 def _fit(genome: Genome, genes: np.ndarray, y: np.ndarray, cfg: PredictorConfig, seed: int) -> tuple[tuple[np.ndarray, ...], float, float]:

@@ -1,0 +1,182 @@
+"""`hwnas search`: the most accurate subnet of a trained run within T ms on the LUT's device.
+
+Order of work is chosen so that mistakes fail fast: the LUT is loaded and every budget checked against the smallest
+achievable latency before torch, the checkpoint or the dataset are touched.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from hwnas.cli.common import check_out_dir, positive_float, positive_int
+from hwnas.cli.output import print_json
+from hwnas.errors import HwnasError
+
+log = logging.getLogger(__name__)
+
+STRATEGIES = ("evolution", "random", "rl", "differentiable", "scale")
+
+
+def _budget_list(text: str) -> list[float]:
+    try:
+        return [positive_float(part) for part in text.split(",") if part.strip()]
+    except argparse.ArgumentTypeError as exc:
+        raise argparse.ArgumentTypeError(f"--budgets takes comma-separated positive ms values: {exc}") from None
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("search", help="find the most accurate subnet within a latency budget")
+    p.add_argument("--run", type=Path, required=True, help="trained supernet run folder (from 'hwnas train')")
+    p.add_argument("--lut", type=Path, required=True, help="latency table CSV (from 'hwnas profile')")
+    p.add_argument("--budget-ms", type=positive_float, default=None, help="latency budget in ms")
+    p.add_argument("--budgets", type=_budget_list, default=None, help="several budgets, e.g. 0.3,0.4,0.5 (shared cache)")
+    p.add_argument("--strategy", choices=STRATEGIES, default="evolution", help="search strategy (default evolution)")
+    p.add_argument("--seed", type=int, default=0, help="RNG seed (default 0)")
+    p.add_argument("--evaluations", type=positive_int, default=100,
+                   help="measured (extract + BN recalibration + val) evaluations per budget (default 100)")
+    p.add_argument("--population", type=positive_int, default=16, help="evolution population (default 16)")
+    p.add_argument("--predictor", choices=("none", "ridge", "mlp"), default="none",
+                   help="evolution only: fit an accuracy predictor on the measured archs, evolve on it (100x500), "
+                        "then measure its top candidates")
+    p.add_argument("--val-images", type=positive_int, default=2000, help="val images per evaluation (default 2000)")
+    p.add_argument("--calib-batches", type=positive_int, default=2, help="BN recalibration batches of 256 (default 2)")
+    p.add_argument("--arch", default=None, help="scale only: the arch to scale (default: the winner in RUN/search.json)")
+    p.add_argument("--out", type=Path, default=None, help="output folder (default: the run folder)")
+    p.add_argument("--force", action="store_true", help="overwrite existing search outputs")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.set_defaults(handler=_search)
+
+
+def _search(args: argparse.Namespace) -> int:
+    from hwnas.latency.lut import load_lut
+    from hwnas.search.latency_model import check_budget, gene_latency_from_lut
+    from hwnas.search.output import OUTPUT_FILES
+
+    budgets = ([args.budget_ms] if args.budget_ms is not None else []) + (args.budgets or [])
+    if not budgets:
+        raise HwnasError("give a latency budget with --budget-ms T (or several with --budgets T1,T2)")
+    if not args.run.is_dir():
+        raise HwnasError(f"run folder {args.run} not found; train one with 'hwnas train ... --out {args.run}'")
+    out_dir = check_out_dir(args.out or args.run, force=args.force, produces=OUTPUT_FILES)
+    table = load_lut(args.lut)
+    space = table.space()
+    latency = gene_latency_from_lut(table, space)
+    for budget in budgets:
+        check_budget(latency, budget, where=f"LUT {args.lut}")
+    if args.strategy == "scale":
+        return _scale(args, table, space, budgets, out_dir)
+
+    results, extra = _run_strategy(args, space, latency, budgets)
+    _write(args, results, out_dir, table, space, extra)
+    return 0
+
+
+def _scorer(args: argparse.Namespace, space: Any) -> Any:
+    """Measured accuracy on the run's own val split (the split training held out)."""
+    import torch
+
+    from hwnas.data.datasets import load_dataset
+    from hwnas.search.scorer import ScorerConfig, SupernetScorer
+    from hwnas.space import space_hash
+    from hwnas.supernet.supernet import extract
+    from hwnas.train.checkpoint import load_run
+
+    torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+    run = load_run(args.run)
+    if space_hash(run.space) != space_hash(space):
+        raise HwnasError(f"LUT {args.lut} is for space {space.name} (hash {space_hash(space)}) but run {args.run} trained "
+                         f"{run.space.name} (hash {space_hash(run.space)}); profile this space or pick the matching LUT")
+    data = load_dataset(run.dataset, run.data_dir, **run.split_args)
+    cfg = ScorerConfig(calib_batches=args.calib_batches, val_images=args.val_images, seed=args.seed)
+    return SupernetScorer(space, lambda arch: extract(run.supernet, arch), train=data.train, val=data.val, cfg=cfg)
+
+
+def _run_strategy(args: argparse.Namespace, space: Any, latency: Any, budgets: list[float]) -> tuple[list[Any], dict[str, Any]]:
+    import numpy as np
+
+    from hwnas.search import (EvolutionConfig, RandomConfig, RLConfig, differentiable_search, evolve, random_search,
+                              read_run_arch, rl_search)
+    from hwnas.search.predicted import predicted_evolution
+
+    scorer = _scorer(args, space)
+    results, extra = [], {}
+    for i, budget in enumerate(budgets):
+        rng = np.random.default_rng([args.seed, i])
+        if args.strategy == "evolution" and args.predictor != "none":
+            res, info = predicted_evolution(space, scorer, latency, budget_ms=budget, measured=args.evaluations,
+                                            kind=args.predictor, rng=rng)
+            extra[str(budget)] = info
+        elif args.strategy == "evolution":
+            cfg = EvolutionConfig(population=args.population, generations=10_000, max_evaluations=args.evaluations)
+            res = evolve(space, scorer, latency, budget_ms=budget, cfg=cfg, rng=rng)
+        elif args.strategy == "random":
+            res = random_search(space, scorer, latency, budget_ms=budget, cfg=RandomConfig(evaluations=args.evaluations),
+                                rng=rng)
+        elif args.strategy == "rl":
+            res = rl_search(space, scorer, latency, budget_ms=budget, cfg=RLConfig(evaluations=args.evaluations), rng=rng)
+        else:
+            res = differentiable_search(space, scorer, latency, arch=read_run_arch(args.run, space), budget_ms=budget)
+        log.info("budget %g ms: %s  %.4f ms  acc %.4f  (%d evaluated, %.1f s)", budget, res.arch, res.predicted_ms,
+                 res.accuracy, res.evaluated, res.seconds)
+        results.append(res)
+    extra["cache"] = {"hits": scorer.hits, "misses": scorer.misses}
+    return results, extra
+
+
+def _context(args: argparse.Namespace, table: Any, space: Any) -> dict[str, Any]:
+    from hwnas.space import space_hash
+
+    return {"seed": args.seed, "run": str(args.run), "lut": str(args.lut), "device": table.device, "space": space.name,
+            "space_hash": space_hash(space)}
+
+
+def _write(args: argparse.Namespace, results: list[Any], out_dir: Path, table: Any, space: Any, extra: dict[str, Any]) -> None:
+    from hwnas.search.output import write_search_outputs
+
+    context = {**_context(args, table, space), "extra": extra}
+    write_search_outputs(results, out_dir, context=context)
+    summaries = [r.summary() for r in results]
+    if args.json:
+        print_json(summaries[0] if len(summaries) == 1 else summaries)
+        return
+    for s in summaries:
+        print(f"budget {s['budget_ms']:g} ms -> {s['arch']}")
+        print(f"  predicted {s['predicted_ms']:.4f} ms, val accuracy {s['accuracy']:.4f}, "
+              f"{s['evaluated']} evaluated in {s['seconds']:.1f} s")
+    print(f"wrote {out_dir / 'search.json'}, pareto.csv, candidates.csv")
+
+
+def _scale(args: argparse.Namespace, table: Any, space: Any, budgets: list[float], out_dir: Path) -> int:
+    from hwnas.atomic import atomic_write_json
+    from hwnas.cli.common import parse_arch
+    from hwnas.search.scale import ScaleConfig, scale_to_budget
+
+    if args.arch is not None:
+        arch = parse_arch(space, args.arch)
+    else:
+        prior = args.run / "search.json"
+        if not prior.is_file():
+            raise HwnasError(f"--strategy scale needs a base arch: pass --arch ARCH or run a search into {args.run} first")
+        arch = parse_arch(space, json.loads(prior.read_text())["arch"])
+    entries = []
+    for budget in budgets:
+        scaled, seconds = scale_to_budget(table, space, arch, budget_ms=budget, cfg=ScaleConfig())
+        entries.append({"arch": str(scaled.arch), "predicted_ms": round(scaled.predicted_ms, 6), "accuracy": None,
+                        "budget_ms": budget, "evaluated": 0, "seconds": round(seconds, 3), "phi": scaled.phi,
+                        "width": scaled.space.width, "base_arch": str(arch),
+                        "note": "scaled arch is outside the trained supernet: train or fine-tune it before trusting it"})
+    payload = {"schema": "hwnas.search/1", **entries[0], "strategy": "scale", **_context(args, table, space),
+               "budgets": entries}
+    atomic_write_json(out_dir / "search.json", payload)
+    if args.json:
+        keys = ("arch", "predicted_ms", "accuracy", "budget_ms", "evaluated", "seconds")
+        print_json({k: entries[0][k] for k in keys} if len(entries) == 1 else [{k: e[k] for k in keys} for e in entries])
+    else:
+        for e in entries:
+            print(f"budget {e['budget_ms']:g} ms -> {e['arch']} (phi {e['phi']}, width {e['width']}, "
+                  f"predicted {e['predicted_ms']:.4f} ms; accuracy unknown until trained)")
+    return 0
