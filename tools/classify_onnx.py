@@ -92,7 +92,7 @@ def main() -> int:
     card = json.loads(args.card.read_text())
     model_path = args.model or args.card.parent / card["files"]["onnx"]["path"]
     is_int8 = card["files"].get("int8") is not None and Path(model_path).name == card["files"]["int8"]["path"]
-    expected = card["accuracy"]["int8_test_acc" if is_int8 else "test_acc"]
+    expected = card["accuracy"]["int8_test_acc" if is_int8 else "onnx_test_acc"]
 
     images = read_idx(args.data / "t10k-images-idx3-ubyte.gz")
     labels = read_idx(args.data / "t10k-labels-idx1-ubyte.gz").astype(np.int64)

@@ -1,0 +1,92 @@
+"""`hwnas export`: a trained run + an arch → verified model.onnx (+ model.int8.onnx) and model_card.json."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from hwnas.cli.common import check_out_dir, positive_int
+from hwnas.cli.output import print_json, print_table
+from hwnas.errors import HwnasError
+
+if TYPE_CHECKING:
+    from hwnas.export.pipeline import ExportResult
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("export", help="export a subnet to ONNX with parity checks, int8 and a model card")
+    p.add_argument("--run", type=Path, required=True, metavar="RUN", help="training run directory (hwnas train --out)")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--arch", metavar="ARCH", help="canonical arch string")
+    which.add_argument("--search", type=Path, metavar="SEARCH_JSON", help="search.json from 'hwnas search' (its winner)")
+    p.add_argument("--out", type=Path, required=True, metavar="DIR", help="output directory")
+    p.add_argument("--finetune-epochs", type=_non_negative_int, default=0, metavar="E",
+                   help="fine-tune with distillation from the supernet for E epochs (default 0)")
+    p.add_argument("--int8", action="store_true", help="also write a static int8 model (onnxruntime, QDQ per-channel)")
+    p.add_argument("--device", default="cpu-ort-1t", metavar="PROFILE",
+                   help="device profile for the measured latency (default cpu-ort-1t)")
+    p.add_argument("--lut", type=Path, default=None, metavar="PATH",
+                   help="LUT for the predicted latency (default latency_tables/<device>/<space>.csv)")
+    p.add_argument("--parity-images", type=positive_int, default=1000, metavar="N",
+                   help="test images for the ONNX-vs-torch check (default 1000)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--force", action="store_true", help="overwrite existing outputs in DIR")
+    p.set_defaults(handler=_export)
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
+    return value
+
+
+def _export(args: argparse.Namespace) -> int:
+    from hwnas.space import Arch
+
+    if not args.run.is_dir():
+        raise HwnasError(f"run directory {args.run} not found; pass the --out of 'hwnas train'")
+    if args.lut is not None and not args.lut.is_file():
+        raise HwnasError(f"LUT {args.lut} not found; run 'hwnas profile --device {args.device}' or omit --lut")
+    from hwnas.export.pipeline import OUTPUT_FILES, ExportConfig, arch_from_search, export_run
+    from hwnas.export.finetune import FinetuneConfig
+    from hwnas.latency.profiles import load_profile
+
+    load_profile(args.device)  # fail on a bad profile before minutes of work
+    arch_text = args.arch if args.arch is not None else arch_from_search(args.search)
+    arch = Arch.parse(arch_text)
+    check_out_dir(args.out, force=args.force, produces=OUTPUT_FILES)
+    cfg = ExportConfig(finetune=FinetuneConfig(epochs=args.finetune_epochs), int8=args.int8, device=args.device,
+                       lut=args.lut, parity_images=args.parity_images)
+    result = export_run(args.run, arch, args.out, cfg=cfg, progress=not args.json)
+    if args.json:
+        print_json(result.summary())
+        return 0
+    print_summary(result)
+    return 0
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "n/a" if value is None else format(value, spec)
+
+
+def print_summary(r: ExportResult) -> None:
+    """Human summary of an export (also printed by `hwnas quickstart`)."""
+    print(f"arch {r.arch}")
+    rows = [["fp32", str(r.onnx), f"{100 * r.test_acc:.2f}%", _fmt(r.predicted_ms, ".3f"), _fmt(r.measured_ms, ".3f")]]
+    if r.int8_onnx is not None and r.int8_test_acc is not None:
+        rows.append(["int8", str(r.int8_onnx), f"{100 * r.int8_test_acc:.2f}%", "", _fmt(r.int8_measured_ms, ".3f")])
+    print_table(["model", "file", "test acc", "predicted ms", "measured ms"], rows)
+    p = r.parity
+    print(f"ONNX parity on {p.n_images} test images: max |diff| {p.max_abs_diff:.2e}, "
+          f"top-1 agreement {100 * p.top1_agreement:.1f}%; onnx.checker passed")
+    if r.int8_test_acc is not None and r.measured_ms and r.int8_measured_ms:
+        speedup = r.measured_ms / r.int8_measured_ms
+        drop = 100 * (r.test_acc - r.int8_test_acc)
+        verdict = "worth it" if speedup >= 1.1 and drop <= 1.0 else "NOT worth it on this profile: ship fp32"
+        print(f"int8: {speedup:.2f}x the fp32 speed, {drop:+.2f} pp accuracy drop -> {verdict}")
+    print(f"model card: {r.card}")

@@ -1,0 +1,104 @@
+"""Short fine-tune of an extracted subnet with knowledge distillation from the supernet's largest subnet.
+
+Why: weights shared in a supernet are a compromise between all subnets; a few epochs alone, pulled towards the
+teacher's soft labels (BigNAS / OFA inplace distillation), usually recover a point or two. The teacher is the
+supernet itself running its largest arch at the student's resolution, in eval mode and without gradients.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hwnas.errors import HwnasError
+
+__all__ = ["FinetuneConfig", "kd_loss", "finetune_kd"]
+
+log = logging.getLogger(__name__)
+
+Batches = Callable[[int], "object"]  # epoch -> iterator of (images, labels)
+
+
+@dataclass(frozen=True, slots=True)
+class FinetuneConfig:
+    epochs: int = 0
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 3e-5
+    kd_weight: float = 0.5       # share of the loss from the teacher's soft labels
+    temperature: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.epochs, int) or self.epochs < 0:
+            raise HwnasError(f"fine-tune epochs must be a whole number >= 0, got {self.epochs!r}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise HwnasError(f"fine-tune learning rate must be positive, got {self.lr!r}")
+        if not 0.0 <= self.kd_weight <= 1.0:
+            raise HwnasError(f"kd_weight must be in 0..1, got {self.kd_weight!r}")
+
+
+def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor, *,
+            kd_weight: float, temperature: float) -> torch.Tensor:
+    """(1 - w)·CE(labels) + w·T²·KL(teacher_T ‖ student_T) (Hinton et al.)."""
+    ce = F.cross_entropy(student_logits, labels)
+    if kd_weight == 0.0:
+        return ce
+    t = temperature
+    kl = F.kl_div(F.log_softmax(student_logits / t, 1), F.softmax(teacher_logits / t, 1), reduction="batchmean")
+    return (1 - kd_weight) * ce + kd_weight * t * t * kl
+
+
+def finetune_kd(
+    student: nn.Module,
+    teacher: Callable[[torch.Tensor], torch.Tensor],
+    batches: Callable[[int], object],
+    *,
+    cfg: FinetuneConfig,
+    steps_per_epoch: int,
+    progress: bool = False,
+) -> list[float]:
+    """Train `student` in place for `cfg.epochs` (SGD, cosine LR); `batches(epoch)` yields (images, labels).
+
+    Returns the mean loss per epoch. The student is left in eval mode.
+    """
+    from tqdm import tqdm
+
+    if cfg.epochs == 0:
+        return []
+    params = [p for p in student.parameters() if p.requires_grad]
+    decay = [p for p in params if p.ndim > 1]
+    no_decay = [p for p in params if p.ndim <= 1]
+    opt = torch.optim.SGD([{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+                          lr=cfg.lr, momentum=cfg.momentum, nesterov=True)
+    total = max(1, cfg.epochs * steps_per_epoch)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total) / total)))
+    losses = []
+    bar = tqdm(total=total, desc="fine-tune (KD)", unit="step", disable=not progress, leave=False, dynamic_ncols=True)
+    try:
+        for epoch in range(cfg.epochs):
+            student.train()
+            running, n = 0.0, 0
+            for images, labels in batches(epoch):  # type: ignore[attr-defined]
+                with torch.no_grad():
+                    soft = teacher(images)
+                loss = kd_loss(student(images), soft, labels, kd_weight=cfg.kd_weight, temperature=cfg.temperature)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+                running += float(loss)
+                n += 1
+                bar.update(1)
+                bar.set_postfix(loss=f"{running / n:.3f}")
+            losses.append(running / max(n, 1))
+            log.info("fine-tune epoch %d/%d: loss %.4f", epoch + 1, cfg.epochs, losses[-1])
+    finally:
+        bar.close()
+        student.eval()
+    return losses

@@ -1,0 +1,268 @@
+"""The export pipeline: trained supernet + arch → verified ONNX (and int8) files with a model card.
+
+extract → BN recalibration → optional KD fine-tune → test accuracy → ONNX (opset 17, dynamic batch) → onnx.checker →
+onnxruntime parity on real test images → optional static int8 with its accuracy → latency of the exported files measured
+with the device profile's protocol, next to the LUT prediction → model_card.json. Every file is written atomically; a
+failed step leaves no half-written outputs behind.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from hwnas.errors import HwnasError
+from hwnas.export.card import build_model_card, make_preprocess, write_model_card
+from hwnas.export.finetune import FinetuneConfig, finetune_kd
+from hwnas.export.int8 import quantize_int8
+from hwnas.export.onnx import export_onnx
+from hwnas.export.parity import ParityResult, check_parity, onnx_accuracy
+from hwnas.space import Arch, SpaceSpec, check_arch, largest
+
+__all__ = ["ExportConfig", "ExportResult", "OUTPUT_FILES", "export_run", "arch_from_search", "measure_onnx_ms",
+           "predicted_ms_for"]
+
+log = logging.getLogger(__name__)
+
+OUTPUT_FILES = ("model.onnx", "model.int8.onnx", "model_card.json")
+PARITY_MAX_ABS_DIFF = 1e-4
+
+
+@dataclass(frozen=True, slots=True)
+class ExportConfig:
+    finetune: FinetuneConfig = FinetuneConfig()
+    int8: bool = False
+    device: str = "cpu-ort-1t"          # profile name or YAML path for the measured latency
+    lut: Path | None = None             # LUT for the predicted latency (None: latency_tables/<device>/<space>.csv if present)
+    parity_images: int = 1000
+    calib_images: int = 512             # train images for int8 calibration
+    recalib_batches: int = 20           # train batches for BN recalibration
+    batch_size: int = 128
+    seed: int = 0
+    measure: bool = True                # time the exported files (skip in tests that only check files)
+
+    def __post_init__(self) -> None:
+        for name in ("parity_images", "calib_images", "recalib_batches", "batch_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise HwnasError(f"export {name} must be a positive whole number, got {value!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class ExportResult:
+    out_dir: Path
+    onnx: Path
+    card: Path
+    int8_onnx: Path | None
+    arch: Arch
+    test_acc: float
+    int8_test_acc: float | None
+    parity: ParityResult
+    predicted_ms: float | None
+    measured_ms: float | None
+    int8_measured_ms: float | None
+
+    def summary(self) -> dict[str, Any]:
+        """The `hwnas export --json` contract."""
+        return {
+            "onnx": str(self.onnx),
+            "max_abs_diff": self.parity.max_abs_diff,
+            "top1_agreement": self.parity.top1_agreement,
+            "test_acc": self.test_acc,
+            "predicted_ms": self.predicted_ms,
+            "measured_ms": self.measured_ms,
+            "int8": None if self.int8_onnx is None else {
+                "onnx": str(self.int8_onnx), "test_acc": self.int8_test_acc, "measured_ms": self.int8_measured_ms},
+        }
+
+
+def arch_from_search(path: str | os.PathLike[str]) -> str:
+    """The winning arch string of a `hwnas search` result file."""
+    p = Path(path)
+    try:
+        data = json.loads(p.read_text())
+    except FileNotFoundError:
+        raise HwnasError(f"search file {p} not found; run 'hwnas search ... --out DIR' first") from None
+    except (OSError, json.JSONDecodeError) as exc:
+        raise HwnasError(f"cannot read search file {p}: {exc}; re-run 'hwnas search'") from None
+    if isinstance(data, dict):
+        for candidate in (data.get("winner"), data.get("best"), data):
+            if isinstance(candidate, dict) and isinstance(candidate.get("arch"), str):
+                return str(candidate["arch"])
+    raise HwnasError(f"{p} has no winning arch (expected a 'winner': {{'arch': ...}} entry); re-run 'hwnas search'")
+
+
+# ---- latency -----------------------------------------------------------------------------------------------------------
+
+def measure_onnx_ms(path: Path, input_shape: tuple[int, ...], profile: Any) -> float:
+    """p50 ms of an exported ONNX file with the profile's runner and timing protocol (same harness as the LUT)."""
+    from hwnas.latency.harness import Protocol, run_protocol
+    from hwnas.latency.runtime import OrtRunner
+
+    if profile.runtime != "onnxruntime":
+        raise HwnasError(f"profile {profile.name} times runtime {profile.runtime}, not an ONNX file; "
+                         "use an onnxruntime profile such as cpu-ort-1t")
+    # The file is already fp32 or int8: the runner only has to load and run it.
+    runner = OrtRunner(dataclasses.replace(profile, dtype="fp32"))
+    loaded = runner.load_onnx(path.read_bytes(), input_shape)
+    try:
+        protocol = Protocol.from_profile(profile, warmup_s=min(profile.warmup_s, 2.0))
+        stats = run_protocol({"model": loaded.run}, protocol, rng=random.Random(0))["model"]
+    finally:
+        loaded.release()
+    return stats.p50_ms
+
+
+def predicted_ms_for(space: SpaceSpec, arch: Arch, *, lut: Path | None, device: str) -> tuple[float | None, str | None]:
+    """(calibrated LUT prediction, LUT path), or (None, None) when no table exists for this device and space."""
+    from hwnas.latency.lut import load_lut, lut_path
+    from hwnas.latency.predictor import predict_ms
+    from hwnas.latency.profiles import profiles_dir
+
+    path = lut if lut is not None else lut_path(profiles_dir().parent / "latency_tables", Path(device).stem, space)
+    if lut is None and not path.is_file():
+        log.warning("no LUT at %s: predicted latency left empty (run 'hwnas profile --device %s --space %s')",
+                    path, device, space.name)
+        return None, None
+    table = load_lut(path, space=space)
+    return predict_ms(table, space, arch), str(path)
+
+
+# ---- pipeline ----------------------------------------------------------------------------------------------------------
+
+def _images(split: Any, n: int, *, resolution: int, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    from hwnas.data import batches
+
+    xs, ys = [], []
+    for x, y in batches(split, batch_size=batch_size, resolution=resolution, limit=(n + batch_size - 1) // batch_size):
+        xs.append(x)
+        ys.append(y)
+    return torch.cat(xs)[:n], torch.cat(ys)[:n]
+
+
+def export_run(
+    run_dir: str | os.PathLike[str],
+    arch: Arch,
+    out_dir: str | os.PathLike[str],
+    *,
+    cfg: ExportConfig = ExportConfig(),
+    progress: bool = False,
+) -> ExportResult:
+    """Run the whole export for `arch` of the supernet trained in `run_dir`; write files into `out_dir`."""
+    from hwnas.blocks import arch_macs, arch_params
+    from hwnas.data import batches, load_dataset
+    from hwnas.latency.profiles import load_profile
+    from hwnas.supernet import extract
+    from hwnas.train.checkpoint import load_run
+    from hwnas.train.evaluate import accuracy, recalibrate_bn
+
+    started = time.monotonic()
+    profile = load_profile(cfg.device) if cfg.measure else None
+    run = load_run(Path(run_dir))
+    space: SpaceSpec = run.space
+    check_arch(space, arch)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    dataset = load_dataset(run.dataset, run.data_dir, val_size=run.val_size, seed=run.seed)
+    res = arch.resolution
+    gen = torch.Generator().manual_seed(cfg.seed)
+
+    # 1. extract + BN recalibration: the supernet's running stats belong to no particular subnet.
+    model = extract(run.supernet, arch)
+    recalibrate_bn(model, (x for x, _ in batches(dataset.train, batch_size=cfg.batch_size, resolution=res,
+                                                  shuffle=True, generator=gen, limit=cfg.recalib_batches)))
+    model.eval()
+    log.info("extracted %s and recalibrated BN on %d train batches", arch, cfg.recalib_batches)
+
+    # 2. optional fine-tune with KD from the supernet's largest subnet at the same resolution.
+    if cfg.finetune.epochs:
+        teacher_arch = largest(space, resolution=res)
+        teacher = run.supernet.eval()
+        steps = len(dataset.train) // cfg.batch_size
+
+        def epoch_batches(epoch: int) -> Any:
+            g = torch.Generator().manual_seed(cfg.seed * 1000 + epoch + 1)
+            return batches(dataset.train, batch_size=cfg.batch_size, resolution=res, augment=True, shuffle=True,
+                           generator=g, drop_last=True)
+
+        finetune_kd(model, lambda x: teacher(x, teacher_arch), epoch_batches, cfg=cfg.finetune, steps_per_epoch=steps,
+                    progress=progress)
+        recalibrate_bn(model, (x for x, _ in batches(dataset.train, batch_size=cfg.batch_size, resolution=res,
+                                                      shuffle=True, generator=gen, limit=cfg.recalib_batches)))
+        model.eval()
+
+    # 3. test accuracy of the torch model.
+    test_acc = float(accuracy(model, dataset.test, resolution=res, batch_size=256))
+    log.info("test accuracy (torch, %d images): %.4f", len(dataset.test), test_acc)
+
+    # 4. ONNX + checker (inside export_onnx) + 5. parity on real test images.
+    onnx_path = export_onnx(model, out / "model.onnx", space=space, arch=arch,
+                            metadata={"hwnas.dataset": dataset.name, "hwnas.test_acc": f"{test_acc:.6f}"})
+    parity_x, _ = _images(dataset.test, cfg.parity_images, resolution=res, batch_size=cfg.batch_size)
+    parity = check_parity(model, onnx_path, parity_x)
+    log.info("parity on %d test images: max |diff| %.2e, top-1 agreement %.2f%%", parity.n_images,
+             parity.max_abs_diff, 100 * parity.top1_agreement)
+    if parity.max_abs_diff > PARITY_MAX_ABS_DIFF or parity.top1_agreement < 1.0:
+        raise HwnasError(f"ONNX parity failed for {arch}: max |diff| {parity.max_abs_diff:.2e} (limit "
+                         f"{PARITY_MAX_ABS_DIFF:.0e}), top-1 agreement {parity.top1_agreement:.4f}; report this as a bug")
+
+    # 6. optional int8: calibrated on train images, evaluated on the whole test split.
+    int8_path, int8_acc = None, None
+    test_x, test_y = _images(dataset.test, len(dataset.test), resolution=res, batch_size=512)
+    if cfg.int8:
+        calib_x, _ = _images(dataset.train, cfg.calib_images, resolution=res, batch_size=cfg.batch_size)
+        int8_path = quantize_int8(onnx_path, out / "model.int8.onnx", calib_x.numpy())
+        int8_acc = onnx_accuracy(int8_path, test_x, test_y)
+        log.info("int8 test accuracy: %.4f (fp32 %.4f)", int8_acc, test_acc)
+    elif (out / "model.int8.onnx").exists():
+        (out / "model.int8.onnx").unlink()  # a stale int8 file from an earlier export would contradict the card
+    onnx_acc = onnx_accuracy(onnx_path, test_x, test_y)
+
+    # 7. latency: measured on the profile, predicted from the LUT.
+    shape = (1, space.in_channels, res, res)
+    predicted, lut_used = predicted_ms_for(space, arch, lut=cfg.lut, device=cfg.device)
+    measured = int8_measured = None
+    if profile is not None:
+        shape = (profile.batch, space.in_channels, res, res)
+        measured = measure_onnx_ms(onnx_path, shape, profile)
+        if int8_path is not None:
+            int8_measured = measure_onnx_ms(int8_path, shape, profile)
+        log.info("latency on %s: measured %.4f ms, predicted %s ms%s", profile.name, measured,
+                 "n/a" if predicted is None else f"{predicted:.4f}",
+                 "" if int8_measured is None else f", int8 measured {int8_measured:.4f} ms")
+
+    # 8. model card.
+    card = build_model_card(
+        space=space, arch=arch, dataset=dataset.name,
+        preprocess=make_preprocess(dataset.preprocess, resolution=res),
+        accuracy={"test_acc": test_acc, "onnx_test_acc": onnx_acc, "int8_test_acc": int8_acc,
+                  "int8_drop_pp": None if int8_acc is None else round(100 * (test_acc - int8_acc), 3),
+                  "split": "test", "n_images": len(dataset.test)},
+        latency={"device": None if profile is None else profile.name, "batch": shape[0],
+                 "predicted_ms": predicted, "measured_ms": measured, "int8_measured_ms": int8_measured,
+                 "int8_speedup": None if not (measured and int8_measured) else round(measured / int8_measured, 3),
+                 "predicted_error": None if not (predicted and measured) else round(predicted / measured - 1, 4),
+                 "lut": lut_used, "profile": None if profile is None else profile.to_dict()},
+        cost={"macs": arch_macs(space, arch), "params": arch_params(space, arch)},
+        files={"onnx": onnx_path, "int8": int8_path},
+        parity={"max_abs_diff": parity.max_abs_diff, "mean_abs_diff": parity.mean_abs_diff,
+                "top1_agreement": parity.top1_agreement, "n_images": parity.n_images, "checker": "passed",
+                "opset": 17},
+        training={"run": str(Path(run_dir)), "finetune_epochs": cfg.finetune.epochs,
+                  "recalib_batches": cfg.recalib_batches, "int8_calib_images": cfg.calib_images if cfg.int8 else None,
+                  "export_seconds": round(time.monotonic() - started, 1)},
+    )
+    card_path = write_model_card(out / "model_card.json", card)
+    return ExportResult(out_dir=out, onnx=onnx_path, card=card_path, int8_onnx=int8_path, arch=arch, test_acc=test_acc,
+                        int8_test_acc=int8_acc, parity=parity, predicted_ms=predicted, measured_ms=measured,
+                        int8_measured_ms=int8_measured)
