@@ -52,16 +52,20 @@ def _export(args: argparse.Namespace) -> int:
         raise HwnasError(f"run directory {args.run} not found; pass the --out of 'hwnas train'")
     if args.lut is not None and not args.lut.is_file():
         raise HwnasError(f"LUT {args.lut} not found; run 'hwnas profile --device {args.device}' or omit --lut")
-    from hwnas.export.pipeline import OUTPUT_FILES, ExportConfig, arch_from_search, export_run
+    from hwnas.export.pipeline import OUTPUT_FILES, ExportConfig, export_run, read_search
     from hwnas.export.finetune import FinetuneConfig
     from hwnas.latency.profiles import load_profile
 
     load_profile(args.device)  # fail on a bad profile before minutes of work
-    arch_text = args.arch if args.arch is not None else arch_from_search(args.search)
+    arch_text, lut = args.arch, args.lut
+    if args.search is not None:
+        arch_text, searched_lut = read_search(args.search)
+        if lut is None and searched_lut is not None and searched_lut.parent.name == Path(args.device).stem:
+            lut = searched_lut  # the table the search used, when it is for the device we measure on
     arch = Arch.parse(arch_text)
     check_out_dir(args.out, force=args.force, produces=OUTPUT_FILES)
     cfg = ExportConfig(finetune=FinetuneConfig(epochs=args.finetune_epochs), int8=args.int8, device=args.device,
-                       lut=args.lut, parity_images=args.parity_images)
+                       lut=lut, parity_images=args.parity_images)
     result = export_run(args.run, arch, args.out, cfg=cfg, progress=not args.json)
     if args.json:
         print_json(result.summary())

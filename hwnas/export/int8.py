@@ -10,10 +10,11 @@ Whether int8 pays off is a per-arch, per-device question: on this 2-core AVX2 CP
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +26,7 @@ from hwnas.atomic import atomic_path
 from hwnas.errors import HwnasError
 from hwnas.export.onnx import check_onnx
 
-__all__ = ["ImageCalibrationReader", "cpu_has_vnni", "quantize_int8", "quantize_block_int8"]
+__all__ = ["ImageCalibrationReader", "cpu_has_vnni", "quantize_int8", "quantize_block_int8", "quantize_onnx_bytes"]
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +63,18 @@ def cpu_has_vnni() -> bool:
     return "avx512_vnni" in flags or "avx_vnni" in flags or "asimddp" in flags
 
 
+@contextlib.contextmanager
+def _quiet_root_logging() -> Iterator[None]:
+    """onnxruntime.quantization logs one root-logger line per shared bias ("Created a copy of bias input ..."), hundreds
+    per model; keep them out of the user's progress output while it runs."""
+    previous = logging.root.manager.disable
+    logging.disable(logging.INFO)
+    try:
+        yield
+    finally:
+        logging.disable(previous)
+
+
 def _input_name(path: Path) -> str:
     graph = onnx.load(str(path), load_external_data=False).graph
     initializers = {init.name for init in graph.initializer}
@@ -94,19 +107,20 @@ def quantize_int8(
         prep = Path(tmp_dir) / "prep.onnx"
         raw = Path(tmp_dir) / "int8.onnx"
         # Shape inference + graph optimisation (BN folding etc.) first, as the ORT quantization guide recommends.
-        quant_pre_process(str(src_path), str(prep), skip_symbolic_shape=True)
-        quantize_static(
-            str(prep),
-            str(raw),
-            reader,
-            quant_format=QuantFormat.QDQ,
-            per_channel=per_channel,
-            reduce_range=reduce,
-            activation_type=QuantType.QUInt8,
-            weight_type=QuantType.QInt8,
-            calibrate_method=CalibrationMethod.MinMax,
-            extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
-        )
+        with _quiet_root_logging():
+            quant_pre_process(str(src_path), str(prep), skip_symbolic_shape=True)
+            quantize_static(
+                str(prep),
+                str(raw),
+                reader,
+                quant_format=QuantFormat.QDQ,
+                per_channel=per_channel,
+                reduce_range=reduce,
+                activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
+                calibrate_method=CalibrationMethod.MinMax,
+                extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
+            )
         proto = onnx.load(str(raw))
         props = {p.key: p.value for p in onnx.load(str(src_path), load_external_data=False).metadata_props}
         props.update({"hwnas.dtype": "int8", "hwnas.int8": f"qdq per_channel={per_channel} reduce_range={reduce}"})
@@ -138,3 +152,23 @@ def quantize_block_int8(
     batch = arrays[0].shape[0]
     stacked = np.concatenate(arrays)
     return quantize_int8(src, dst, stacked, per_channel=per_channel, batch_size=batch)
+
+
+def quantize_onnx_bytes(data: bytes, calib_inputs: np.ndarray, *, per_channel: bool = True) -> bytes:
+    """In-memory form of `quantize_block_int8` for latency runners: fp32 ONNX bytes → int8 QDQ ONNX bytes.
+
+    `calib_inputs` has shape (k·batch, C, H, W) for a block exported with a static batch of `batch`; the block's input
+    batch is read from the model. This is what an int8 device profile (``dtype: int8``) hands each block before timing it.
+    """
+    with tempfile.TemporaryDirectory(prefix="hwnas-int8-block-") as tmp_dir:
+        src, dst = Path(tmp_dir) / "block.onnx", Path(tmp_dir) / "block.int8.onnx"
+        src.write_bytes(data)
+        graph = onnx.load_from_string(data).graph
+        dim = graph.input[0].type.tensor_type.shape.dim[0]
+        batch = dim.dim_value if dim.HasField("dim_value") and dim.dim_value > 0 else 1
+        arrays = np.asarray(calib_inputs, dtype=np.float32)
+        usable = len(arrays) - len(arrays) % batch
+        if usable == 0:
+            raise HwnasError(f"int8 calibration needs at least {batch} inputs (the block's batch), got {len(arrays)}")
+        quantize_int8(src, dst, arrays[:usable], per_channel=per_channel, batch_size=batch)
+        return dst.read_bytes()

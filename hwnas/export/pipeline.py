@@ -29,7 +29,7 @@ from hwnas.export.onnx import export_onnx
 from hwnas.export.parity import ParityResult, check_parity, onnx_accuracy
 from hwnas.space import Arch, SpaceSpec, check_arch, largest
 
-__all__ = ["ExportConfig", "ExportResult", "OUTPUT_FILES", "export_run", "arch_from_search", "measure_onnx_ms",
+__all__ = ["ExportConfig", "ExportResult", "OUTPUT_FILES", "export_run", "arch_from_search", "read_search", "measure_onnx_ms",
            "predicted_ms_for"]
 
 log = logging.getLogger(__name__)
@@ -86,20 +86,24 @@ class ExportResult:
         }
 
 
-def arch_from_search(path: str | os.PathLike[str]) -> str:
-    """The winning arch string of a `hwnas search` result file."""
+def read_search(path: str | os.PathLike[str]) -> tuple[str, Path | None]:
+    """(winning arch string, LUT it was searched with or None) of a `hwnas search` search.json."""
     p = Path(path)
     try:
         data = json.loads(p.read_text())
     except FileNotFoundError:
-        raise HwnasError(f"search file {p} not found; run 'hwnas search ... --out DIR' first") from None
-    except (OSError, json.JSONDecodeError) as exc:
+        raise HwnasError(f"search file {p} not found; run 'hwnas search' first") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise HwnasError(f"cannot read search file {p}: {exc}; re-run 'hwnas search'") from None
-    if isinstance(data, dict):
-        for candidate in (data.get("winner"), data.get("best"), data):
-            if isinstance(candidate, dict) and isinstance(candidate.get("arch"), str):
-                return str(candidate["arch"])
-    raise HwnasError(f"{p} has no winning arch (expected a 'winner': {{'arch': ...}} entry); re-run 'hwnas search'")
+    if not isinstance(data, dict) or not isinstance(data.get("arch"), str):
+        raise HwnasError(f"{p} has no winning 'arch'; pass a search.json written by 'hwnas search'")
+    lut = data.get("lut")
+    return data["arch"], Path(lut) if isinstance(lut, str) and Path(lut).is_file() else None
+
+
+def arch_from_search(path: str | os.PathLike[str]) -> str:
+    """The winning arch string of a `hwnas search` result file."""
+    return read_search(path)[0]
 
 
 # ---- latency -----------------------------------------------------------------------------------------------------------
@@ -135,6 +139,9 @@ def predicted_ms_for(space: SpaceSpec, arch: Arch, *, lut: Path | None, device: 
                     path, device, space.name)
         return None, None
     table = load_lut(path, space=space)
+    if table.device != Path(device).stem:
+        raise HwnasError(f"LUT {path} was measured on {table.device!r}, but latency is measured on {device!r}; "
+                         f"pass --device {table.device} or a LUT for {device}")
     return predict_ms(table, space, arch), str(path)
 
 
@@ -173,7 +180,7 @@ def export_run(
     check_arch(space, arch)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    dataset = load_dataset(run.dataset, run.data_dir, val_size=run.val_size, seed=run.seed)
+    dataset = load_dataset(run.dataset, run.data_dir, **run.split_args)
     res = arch.resolution
     gen = torch.Generator().manual_seed(cfg.seed)
 
