@@ -1,0 +1,49 @@
+"""`hwnas search` / `hwnas report` command line: budget errors answer fast, outputs and --json follow the contract."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from search_lut import write_table
+
+from hwnas.cli.main import main
+from hwnas.search import gene_latency_from_lut
+from hwnas.space import get_space
+
+SPACE = get_space("mbv3-tiny")
+
+
+@pytest.fixture(scope="module")
+def lut(tmp_path_factory) -> Path:
+    return write_table(SPACE, tmp_path_factory.mktemp("lut") / "mbv3-tiny.csv")
+
+
+def test_infeasible_budget_is_a_fast_one_line_error(lut: Path, tmp_path: Path, capsys) -> None:
+    from hwnas.latency.lut import load_lut
+
+    min_ms = gene_latency_from_lut(load_lut(lut), SPACE).min_ms()[0]
+    t0 = time.perf_counter()
+    code = main(["search", "--run", str(tmp_path), "--lut", str(lut), "--budget-ms", f"{min_ms * 0.5:.6f}"])
+    err = capsys.readouterr().err
+    assert code == 2 and time.perf_counter() - t0 < 5.0
+    assert err.startswith("hwnas: error: budget") and f"{min_ms:.4f} ms" in err and err.count("\n") == 1
+    assert not (tmp_path / "search.json").exists()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--budget-ms", "1"], "not found"),                 # run folder missing
+    ([], "give a latency budget"),
+    (["--budget-ms", "-3"], "positive"),
+    (["--budgets", "1,x"], "comma-separated"),
+])
+def test_bad_search_arguments(lut: Path, tmp_path: Path, capsys, argv: list[str], message: str) -> None:
+    run = tmp_path / "nope" if message == "not found" else tmp_path
+    code = main(["search", "--run", str(run), "--lut", str(lut), *argv])
+    assert code == 2 and message in capsys.readouterr().err
+
+
+def test_report_without_search_results_explains(tmp_path: Path, capsys) -> None:
+    assert main(["report", str(tmp_path)]) == 2
+    assert "hwnas search" in capsys.readouterr().err
