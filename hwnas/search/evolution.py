@@ -52,19 +52,32 @@ class EvolutionConfig:
 
 
 def feasible_children(
-    make: ChildMaker, latency: GeneLatency, n: int, rng: np.random.Generator, *, budget_ms: float, retries: int
+    make: ChildMaker, latency: GeneLatency, n: int, rng: np.random.Generator, *, budget_ms: float, retries: int,
+    oversample: int = 4,
 ) -> np.ndarray:
-    """`n` rows from `make(idx, rng)` that fit the budget: regenerate over-budget rows `retries` times, then repair them."""
-    idx = np.arange(n)
-    out = make(idx, rng)
-    bad = np.flatnonzero(latency(out) > budget_ms)
-    for _ in range(retries):
-        if bad.size == 0:
+    """`n` rows from `make(idx, rng)` that fit the budget; each row is the first feasible of a stream of draws.
+
+    Draws come `oversample` per row and round, so one latency call usually settles a whole batch (rejection sampling,
+    vectorized); after `retries` extra rounds the rows still over budget are repaired instead of resampled forever.
+    """
+    out = np.empty((n, 0), dtype=np.int64)
+    pending = np.arange(n)
+    for _ in range(retries + 1):
+        if pending.size == 0:
             break
-        out[bad] = make(bad, rng)
-        bad = bad[latency(out[bad]) > budget_ms]
-    if bad.size:
-        out[bad] = latency.repair(out[bad], budget_ms=budget_ms)
+        draws = make(np.repeat(pending, oversample), rng)
+        if out.shape[1] == 0:
+            out = np.zeros((n, draws.shape[1]), dtype=draws.dtype)
+        ok = (latency(draws) <= budget_ms).reshape(pending.size, oversample)
+        has = ok.any(axis=1)
+        first = ok.argmax(axis=1)
+        chosen = draws.reshape(pending.size, oversample, -1)[np.arange(pending.size), first]
+        out[pending[has]] = chosen[has]
+        last = draws.reshape(pending.size, oversample, -1)[:, -1]
+        out[pending[~has]] = last[~has]
+        pending = pending[~has]
+    if pending.size:
+        out[pending] = latency.repair(out[pending], budget_ms=budget_ms)
     return out
 
 

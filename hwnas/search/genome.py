@@ -39,6 +39,7 @@ class Genome:
     slot_active: np.ndarray    # (L, Dmax) whether slot l is kept when its stage has depth index d
     key_radix: np.ndarray      # (G,) mixed-radix place values for `keys`, restarting at `key_split`
     key_split: int
+    slot_index: np.ndarray     # (1, L) arange, kept to save an allocation per call on the hot path
 
     @property
     def n_stages(self) -> int:
@@ -65,7 +66,7 @@ class Genome:
     def active(self, genes: np.ndarray) -> np.ndarray:
         """(n, L) bool: which layer slots belong to the arch (slot position < its stage's depth)."""
         # one gather: the depth index of each slot's stage, then a lookup of "position < depth" per (slot, depth index)
-        return self.slot_active[np.arange(self.n_slots)[None, :], genes[:, 1 + self.slot_stage]]
+        return self.slot_active[self.slot_index, genes[:, 1 + self.slot_stage]]
 
     def canonical(self, genes: np.ndarray) -> np.ndarray:
         """Genes with inactive slots set to -1: two rows are the same arch iff their canonical rows are equal."""
@@ -153,7 +154,8 @@ def genome_of(space: SpaceSpec) -> Genome:
     assert cards.size == 1 + s_count + slot_stage.size
     slot_active = slot_pos[:, None] < depths[slot_stage]
     radix, split = _radix(cards + 1)
-    return Genome(space, cards, slot_stage, slot_pos, choices, depths, slot_active, radix, split)
+    return Genome(space, cards, slot_stage, slot_pos, choices, depths, slot_active, radix, split,
+                  np.arange(slot_stage.size)[None, :])
 
 
 def _radix(base: np.ndarray) -> tuple[np.ndarray, int]:

@@ -45,7 +45,7 @@ class GeneLatency:
         """(n, L) raw ms each layer slot adds (0 for inactive slots)."""
         g = self.genome
         res = genes[:, 0][:, None]
-        per = self.slot_ms[res, np.arange(g.n_slots)[None, :], genes[:, g.slot_cols]]
+        per = self.slot_ms[res, g.slot_index, genes[:, g.slot_cols]]
         return np.where(g.active(genes), per, 0.0)
 
     # ---- extremes -----------------------------------------------------------------------------------------------------
