@@ -8,10 +8,10 @@ PYTEST_ARGS ?=
 
 setup: $(STAMP) data
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	test -x $(PY) || python3 -m venv .venv
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -e '.[dev,mobile]'
 	touch $(STAMP)
 
 data:

@@ -23,6 +23,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--out", type=Path, required=True, metavar="DIR", help="output directory")
     p.add_argument("--finetune-epochs", type=_non_negative_int, default=0, metavar="E",
                    help="fine-tune with distillation from the supernet for E epochs (default 0)")
+    p.add_argument("--format", choices=("onnx", "pte"), default="onnx",
+                   help="pte: also write model.pte for ExecuTorch + XNNPACK (Android/iOS), parity-checked and timed on "
+                        "--pte-device; needs pip install 'hwnas[mobile]' (default onnx)")
+    p.add_argument("--pte-device", default="cpu-et-xnnpack-1t", metavar="PROFILE",
+                   help="executorch profile for the .pte latency (default cpu-et-xnnpack-1t)")
     p.add_argument("--int8", action="store_true", help="also write a static int8 model (onnxruntime, QDQ per-channel)")
     p.add_argument("--device", default="cpu-ort-1t", metavar="PROFILE",
                    help="device profile for the measured latency (default cpu-ort-1t)")
@@ -57,6 +62,12 @@ def _export(args: argparse.Namespace) -> int:
     from hwnas.latency.profiles import load_profile
 
     load_profile(args.device)  # fail on a bad profile before minutes of work
+    if args.format == "pte":
+        from hwnas.latency.executorch_runner import require_executorch
+
+        require_executorch("--format pte")
+        if load_profile(args.pte_device).runtime != "executorch":
+            raise HwnasError(f"--pte-device {args.pte_device} is not an executorch profile; use cpu-et-xnnpack-1t")
     arch_text, lut = args.arch, args.lut
     if args.search is not None:
         arch_text, searched_lut = read_search(args.search)
@@ -65,7 +76,8 @@ def _export(args: argparse.Namespace) -> int:
     arch = Arch.parse(arch_text)
     check_out_dir(args.out, force=args.force, produces=OUTPUT_FILES)
     cfg = ExportConfig(finetune=FinetuneConfig(epochs=args.finetune_epochs), int8=args.int8, device=args.device,
-                       lut=lut, parity_images=args.parity_images)
+                       lut=lut, parity_images=args.parity_images, pte=args.format == "pte",
+                       pte_device=args.pte_device)
     result = export_run(args.run, arch, args.out, cfg=cfg, progress=not args.json)
     if args.json:
         print_json(result.summary())
@@ -93,4 +105,9 @@ def print_summary(r: ExportResult) -> None:
         drop = 100 * (r.test_acc - r.int8_test_acc)
         verdict = "worth it" if speedup >= 1.1 and drop <= 1.0 else "NOT worth it on this profile: ship fp32"
         print(f"int8: {speedup:.2f}x the fp32 speed, {drop:+.2f} pp accuracy drop -> {verdict}")
+    if r.pte is not None:
+        pp, pl = r.pte["parity"], r.pte["latency"]
+        print(f".pte ({r.pte['runtime']}, XNNPACK): {r.out_dir / r.pte['file']['path']}; parity max |diff| "
+              f"{pp['max_abs_diff']:.2e}, top-1 agreement {100 * pp['top1_agreement']:.1f}%; on {pl['device']}: "
+              f"measured {_fmt(pl['measured_ms'], '.3f')} ms, predicted {_fmt(pl['predicted_ms'], '.3f')} ms")
     print(f"model card: {r.card}")

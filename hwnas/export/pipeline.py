@@ -34,7 +34,7 @@ __all__ = ["ExportConfig", "ExportResult", "OUTPUT_FILES", "export_run", "arch_f
 
 log = logging.getLogger(__name__)
 
-OUTPUT_FILES = ("model.onnx", "model.int8.onnx", "model_card.json")
+OUTPUT_FILES = ("model.onnx", "model.int8.onnx", "model_card.json", "model.pte")
 PARITY_MAX_ABS_DIFF = 1e-4
 
 
@@ -50,6 +50,8 @@ class ExportConfig:
     batch_size: int = 128
     seed: int = 0
     measure: bool = True                # time the exported files (skip in tests that only check files)
+    pte: bool = False                   # also write model.pte (ExecuTorch + XNNPACK; needs hwnas[mobile])
+    pte_device: str = "cpu-et-xnnpack-1t"  # executorch profile the .pte is timed on
 
     def __post_init__(self) -> None:
         for name in ("parity_images", "calib_images", "recalib_batches", "batch_size"):
@@ -71,6 +73,7 @@ class ExportResult:
     predicted_ms: float | None
     measured_ms: float | None
     int8_measured_ms: float | None
+    pte: dict[str, Any] | None = None   # the model card's "pte" entry when --format pte
 
     def summary(self) -> dict[str, Any]:
         """The `hwnas export --json` contract."""
@@ -83,6 +86,7 @@ class ExportResult:
             "measured_ms": self.measured_ms,
             "int8": None if self.int8_onnx is None else {
                 "onnx": str(self.int8_onnx), "test_acc": self.int8_test_acc, "measured_ms": self.int8_measured_ms},
+            "pte": self.pte,
         }
 
 
@@ -180,7 +184,7 @@ def export_run(
     check_arch(space, arch)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    dataset = load_dataset(run.dataset, run.data_dir, **run.split_args)
+    dataset = load_dataset(run.dataset, run.data_dir, val_size=run.config.val_size, seed=run.config.seed)
     res = arch.resolution
     gen = torch.Generator().manual_seed(cfg.seed)
 
@@ -248,6 +252,16 @@ def export_run(
                  "n/a" if predicted is None else f"{predicted:.4f}",
                  "" if int8_measured is None else f", int8 measured {int8_measured:.4f} ms")
 
+    # 7b. optional ExecuTorch .pte: parity on the same images, measured vs predicted on the executorch profile.
+    pte_card = None
+    if cfg.pte:
+        from hwnas.export.pte import export_pte_checked
+
+        pte_card = export_pte_checked(model, out, space=space, arch=arch, images=parity_x,
+                                      device=cfg.pte_device if cfg.measure else None).card()
+    elif (out / "model.pte").exists():
+        (out / "model.pte").unlink()  # a stale .pte from an earlier export would contradict the card
+
     # 8. model card.
     card = build_model_card(
         space=space, arch=arch, dataset=dataset.name,
@@ -269,7 +283,9 @@ def export_run(
                   "recalib_batches": cfg.recalib_batches, "int8_calib_images": cfg.calib_images if cfg.int8 else None,
                   "export_seconds": round(time.monotonic() - started, 1)},
     )
+    if pte_card is not None:
+        card["pte"] = pte_card
     card_path = write_model_card(out / "model_card.json", card)
     return ExportResult(out_dir=out, onnx=onnx_path, card=card_path, int8_onnx=int8_path, arch=arch, test_acc=test_acc,
                         int8_test_acc=int8_acc, parity=parity, predicted_ms=predicted, measured_ms=measured,
-                        int8_measured_ms=int8_measured)
+                        int8_measured_ms=int8_measured, pte=pte_card)
