@@ -1,0 +1,117 @@
+"""Run directories: checkpoint.pt (atomic), config.json, and `load_run` for search and export.
+
+RUN/checkpoint.pt holds plain tensors and primitives only — model, optimizer, scheduler, RNG states, step, phase,
+config, space identity, strategy state — so it loads with `torch.load(weights_only=True)` (no pickle code execution).
+It is always written through `hwnas.atomic.atomic_path`: a crash or `kill -9` leaves the previous complete file.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from hwnas.atomic import atomic_path
+from hwnas.errors import HwnasError
+from hwnas.space import SpaceSpec, get_space, space_hash, with_io
+from hwnas.supernet import Supernet
+from hwnas.train.config import TrainConfig, config_from_dict
+
+__all__ = ["CHECKPOINT", "CONFIG", "METRICS", "FORMAT", "LoadedRun", "save_checkpoint", "read_checkpoint", "load_run",
+           "run_space"]
+
+CHECKPOINT = "checkpoint.pt"
+CONFIG = "config.json"
+METRICS = "metrics.csv"
+FORMAT = 1
+
+
+@dataclass(frozen=True)
+class LoadedRun:
+    """A trained supernet ready for search/export (eval mode, CPU unless asked otherwise)."""
+
+    run_dir: Path
+    space: SpaceSpec
+    supernet: Supernet
+    config: TrainConfig
+    dataset: str
+    data_dir: Path | None
+    step: int
+    total_steps: int
+    preprocess: dict[str, Any]
+
+    @property
+    def finished(self) -> bool:
+        return self.step >= self.total_steps
+
+
+def run_space(cfg: TrainConfig, *, in_channels: int, num_classes: int) -> SpaceSpec:
+    """The space a run trains: the named preset adapted to the dataset's channels and classes."""
+    return with_io(get_space(cfg.space, width=cfg.width), in_channels=in_channels, num_classes=num_classes)
+
+
+def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def read_checkpoint(path: Path, *, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a checkpoint safely; a missing, truncated or foreign file is an `HwnasError` naming the fix."""
+    if not path.exists():
+        raise HwnasError(f"no {path.name} in {path.parent}; train one with 'hwnas train ... --out {path.parent}'")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, pickle.UnpicklingError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise HwnasError(f"{path} is truncated or not an hwnas checkpoint ({first[:120]}); "
+                         "retrain or resume the run with 'hwnas train --resume'") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT or "model" not in payload:
+        raise HwnasError(f"{path} is not an hwnas checkpoint (format {FORMAT}); retrain with 'hwnas train'")
+    return payload
+
+
+def load_run(run_dir: str | Path, *, space: SpaceSpec | None = None,
+             device: str | torch.device = "cpu") -> LoadedRun:
+    """The supernet of a training run, for search and export. `space`, if given, must be the run's space."""
+    run = Path(run_dir)
+    if not run.is_dir():
+        raise HwnasError(f"run directory {run} not found; train one with 'hwnas train --out {run}'")
+    payload = read_checkpoint(run / CHECKPOINT)
+    cfg = config_from_dict(payload["config"])
+    run_sp = run_space(cfg, in_channels=int(payload["in_channels"]), num_classes=int(payload["num_classes"]))
+    if space_hash(run_sp) != payload["space_hash"]:
+        raise HwnasError(f"{run / CHECKPOINT} was trained on space {cfg.space} hash {payload['space_hash']}, "
+                         f"this hwnas builds hash {space_hash(run_sp)}; retrain the run with this version")
+    if space is not None and space_hash(space) != payload["space_hash"]:
+        raise HwnasError(f"run {run} was trained on space {cfg.space} (hash {payload['space_hash']}), not "
+                         f"{space.name} (hash {space_hash(space)}); pass --space {cfg.space} or another --run")
+    supernet = Supernet(run_sp)
+    try:
+        supernet.load_state_dict(payload["model"])
+    except RuntimeError as exc:
+        raise HwnasError(f"{run / CHECKPOINT} does not match the {cfg.space} supernet ({str(exc)[:120]}); "
+                         "retrain the run") from None
+    supernet.to(device).eval()
+    return LoadedRun(
+        run_dir=run,
+        space=run_sp,
+        supernet=supernet,
+        config=cfg,
+        dataset=cfg.dataset,
+        data_dir=Path(cfg.data_dir) if cfg.data_dir else None,
+        step=int(payload["step"]),
+        total_steps=int(payload["total_steps"]),
+        preprocess=dict(payload.get("preprocess", {})),
+    )
+
+
+def read_config_json(run: Path) -> dict[str, Any]:
+    try:
+        return json.loads((run / CONFIG).read_text())  # type: ignore[no-any-return]
+    except (OSError, json.JSONDecodeError) as exc:
+        raise HwnasError(f"cannot read {run / CONFIG}: {exc}; retrain the run") from None

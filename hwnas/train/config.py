@@ -1,0 +1,81 @@
+"""`TrainConfig`: every knob of a supernet training run, frozen, stored verbatim in config.json and checkpoint.pt."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from hwnas.errors import HwnasError
+
+__all__ = ["TrainConfig", "config_to_dict", "config_from_dict"]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """A run is a pure function of this config (and the data): resuming re-derives everything else from it and the step.
+
+    `epochs` sets the schedule length; `max_steps` (0 = none) caps it, the LR schedule then spans the capped length.
+    """
+
+    space: str = "mbv3-tiny"
+    width: float = 1.0
+    dataset: str = "fashion-mnist"
+    data_dir: str | None = None
+    mode: str = "bignas"
+    epochs: float = 3.0
+    max_steps: int = 0
+    batch_size: int = 128
+    lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 3e-5
+    warmup_fraction: float = 0.03
+    lr_end_fraction: float = 0.05  # bignas: exponential decay down to this fraction of lr, then constant
+    decay_end_fraction: float = 0.85  # bignas: where the exponential decay reaches lr_end_fraction
+    label_smoothing: float = 0.1
+    grad_clip: float = 5.0
+    num_random: int = 1  # bignas: random subnets per step between max and min; ofa: subnets per step after phase 1
+    kd_temperature: float = 1.0
+    ofa_phase_fractions: tuple[float, float, float, float] = (0.25, 0.25, 0.25, 0.25)
+    max_resolution_for_max: bool = True  # bignas: the max subnet always at the largest resolution
+    val_size: int = 5000
+    seed: int = 0
+    checkpoint_every: int = 200
+    log_every: int = 20
+    eval_every_epochs: int = 1
+    recal_batches: int = 20
+    eval_batch_size: int = 500
+    channels_last: bool = True
+    amp: bool = True  # only takes effect on CUDA
+    threads: int = 0  # 0 = leave torch's setting alone
+
+    def __post_init__(self) -> None:
+        if self.epochs <= 0 and self.max_steps <= 0:
+            raise HwnasError("a run needs --epochs > 0 or --max-steps > 0")
+        if self.batch_size < 2:
+            raise HwnasError(f"batch size must be >= 2 (BatchNorm needs it), got {self.batch_size}")
+        if self.lr <= 0 or not 0 < self.lr_end_fraction <= 1:
+            raise HwnasError(f"lr must be > 0 and lr_end_fraction in (0, 1], got {self.lr}, {self.lr_end_fraction}")
+        if abs(sum(self.ofa_phase_fractions) - 1) > 1e-6 or len(self.ofa_phase_fractions) != 4:
+            raise HwnasError(f"ofa_phase_fractions must be 4 fractions summing to 1, got {self.ofa_phase_fractions}")
+        if self.checkpoint_every < 1 or self.log_every < 1 or self.num_random < 0:
+            raise HwnasError("checkpoint_every and log_every must be >= 1, num_random >= 0")
+
+
+def config_to_dict(cfg: TrainConfig) -> dict[str, Any]:
+    out = dataclasses.asdict(cfg)
+    out["ofa_phase_fractions"] = list(cfg.ofa_phase_fractions)
+    return out
+
+
+def config_from_dict(data: dict[str, Any]) -> TrainConfig:
+    """Rebuild a config from config.json / a checkpoint; unknown keys are an error, missing keys take defaults."""
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise HwnasError(f"unknown training config keys {unknown}; the run was written by another hwnas version")
+    values = dict(data)
+    if "ofa_phase_fractions" in values:
+        values["ofa_phase_fractions"] = tuple(values["ofa_phase_fractions"])
+    return TrainConfig(**values)

@@ -1,0 +1,67 @@
+"""`enas` mode (Pham et al., 2018): an RL controller samples subnets of the shared weights; REINFORCE trains it.
+
+The controller's policy is per-decision logits — one categorical per layer over its choices + skip, the same layout as
+α (`ArchParams`), so its samples, its most probable arch and its expected latency use the same code as the gradient
+modes. Alternating with the weight steps (which train on controller samples, as in ENAS), each controller step draws
+`controller_samples` archs, scores each on one val batch, reward R = accuracy × (LAT/T)^w (MnasNet; w = −β over the
+target, 0 under), and follows  ∇ = −(R − b) ∇ log π(arch) − c·∇H(π)  with b a moving average of R.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from hwnas.supernet.relaxed import gated_forward
+from hwnas.train.arch_params import ArchParams
+from hwnas.train.expected_latency import expected_latency_ms, indices_latency_ms
+from hwnas.train.nas_config import reward_factor
+from hwnas.train.nas_state import NasState
+
+__all__ = ["log_prob", "weight_forward", "arch_step", "reinforce_step"]
+
+USES_TEMPERATURE = False
+
+
+def log_prob(params: ArchParams, indices: torch.Tensor) -> torch.Tensor:
+    """log π of sampled archs [n, stages, positions]: sum over the decisions that were taken (up to the first skip)."""
+    logp = torch.log_softmax(params.masked(), dim=-1)
+    taken = logp.expand(indices.shape[0], *logp.shape).gather(-1, indices.unsqueeze(-1)).squeeze(-1)
+    skipped = (indices == params.skip).long()
+    decided = (torch.cumsum(skipped, dim=-1) - skipped) == 0  # positions before and at the first skip
+    return (taken * decided).sum(dim=(-2, -1))
+
+
+def weight_forward(state: NasState, x: torch.Tensor) -> torch.Tensor:
+    return gated_forward(state.supernet, x, state.params.sample(state.generator)[0], None)
+
+
+def reinforce_step(state: NasState, indices: torch.Tensor, rewards: torch.Tensor) -> dict[str, float]:
+    """One controller update from sampled archs and their rewards (moving-average baseline, entropy bonus)."""
+    mean_r = float(rewards.mean())
+    if state.baseline is None:
+        state.baseline = mean_r
+    advantage = rewards - state.baseline
+    state.baseline = state.cfg.baseline_decay * state.baseline + (1 - state.cfg.baseline_decay) * mean_r
+    probs = state.params.probs()
+    entropy = -(probs * torch.log(probs.clamp_min(1e-12))).sum()
+    loss = -(advantage.to(probs.dtype) * log_prob(state.params, indices)).mean() - state.cfg.entropy_weight * entropy
+    state.alpha_opt.zero_grad(set_to_none=True)
+    loss.backward()
+    state.alpha_opt.step()
+    lat = float(expected_latency_ms(state.params.probs(torch.float64).detach(), state.arrays))
+    state.adapt(lat)
+    return {"reward": mean_r, "baseline": state.baseline, "expected_ms": lat}
+
+
+def arch_step(state: NasState, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+    indices = state.params.sample(state.generator, n=state.cfg.controller_samples)
+    accs = []
+    with torch.no_grad():
+        for idx in indices:
+            logits = gated_forward(state.supernet, x, idx, None)
+            accs.append((logits.argmax(1) == y).float().mean())
+    acc = torch.stack(accs).double().cpu()
+    lat = indices_latency_ms(indices, state.arrays)
+    rewards = acc * reward_factor(lat, state.cfg, scale=state.scale)
+    metrics = reinforce_step(state, indices, rewards)
+    return {**metrics, "val_acc": float(acc.mean()), "sampled_ms": float(lat.mean())}

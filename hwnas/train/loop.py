@@ -1,0 +1,259 @@
+"""The training loop shared by every mode: data order, LR, gradient all-reduce, checkpoints, resume, SIGINT, evaluation.
+
+Everything random is a pure function of (seed, step): the epoch order of `epoch_order(seed, epoch)`, the augmentation
+generator and the strategy's `random.Random`. A resumed run therefore replays exactly what the uninterrupted run
+would have done, and every DDP rank samples the same subnets without exchanging anything.
+
+DDP (`torchrun --nproc-per-node N -m hwnas train ...`): each rank takes its shard of the global batch; after the
+strategy's backward passes the gradients are averaged with one coalesced all-reduce (gloo on CPU, nccl on GPU). This
+is DistributedDataParallel's reduction done once per step, which suits sandwich steps (several forwards, one update)
+and subnets that leave parameters unused. Only rank 0 writes files.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import random
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from tqdm import tqdm
+
+from hwnas.atomic import atomic_write_json
+from hwnas.data import Dataset, epoch_order, load_dataset, make_batch
+from hwnas.errors import HwnasError
+from hwnas.space import SpaceSpec, largest, smallest, space_hash
+from hwnas.supernet import Supernet
+from hwnas.train.checkpoint import CHECKPOINT, CONFIG, FORMAT, METRICS, read_checkpoint, run_space, save_checkpoint
+from hwnas.train.config import TrainConfig, config_from_dict, config_to_dict
+from hwnas.train.evaluate import evaluate_arch
+from hwnas.train.metrics import read_metrics, write_metrics
+from hwnas.train.strategy import StepContext, load_strategy
+
+__all__ = ["TrainResult", "train", "steps_per_epoch"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    run: Path
+    steps: int
+    epochs: float
+    val_acc_max: float
+    val_acc_min: float
+    img_per_s: float
+    train_s: float
+
+
+def steps_per_epoch(n_train: int, batch_size: int, world: int) -> int:
+    return max(1, n_train // (batch_size * world))
+
+
+class _Interrupt:
+    """SIGINT sets a flag; the loop saves a checkpoint between steps and then raises KeyboardInterrupt."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: Any = None
+
+    def __enter__(self) -> _Interrupt:
+        try:
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        except ValueError:  # not the main thread: leave signals alone
+            self._previous = None
+        return self
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        self.requested = True
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # a second Ctrl-C stops at once
+
+    def __exit__(self, *exc: object) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+
+def _dist_setup() -> tuple[int, int, torch.device]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    world = dist.get_world_size() if dist.is_initialized() else 1
+    if torch.cuda.is_available():
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    else:
+        device = torch.device("cpu")
+    return rank, world, device
+
+
+def _param_groups(net: Supernet, cfg: TrainConfig) -> list[dict[str, Any]]:
+    """No weight decay on BN/bias vectors and kernel-transform matrices (they start at identity)."""
+    decay, no_decay = [], []
+    for name, p in net.named_parameters():
+        (no_decay if p.ndim <= 1 or "kernel_transforms" in name else decay).append(p)
+    return [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def _allreduce_grads(params: list[torch.nn.Parameter], world: int) -> None:
+    used = [p for p in params if p.grad is not None]  # identical on every rank: same subnets sampled
+    if not used:
+        return
+    flat = torch.cat([p.grad.reshape(-1) for p in used])  # type: ignore[union-attr]
+    dist.all_reduce(flat)
+    flat /= world
+    offset = 0
+    for p in used:
+        n = p.numel()
+        p.grad.copy_(flat[offset : offset + n].view_as(p.grad))  # type: ignore[union-attr]
+        offset += n
+
+
+def _build(cfg: TrainConfig, data: Dataset, device: torch.device) -> tuple[SpaceSpec, Supernet]:
+    space = run_space(cfg, in_channels=data.channels, num_classes=data.num_classes)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)  # identical initial weights on every rank and in a resumed run
+        net = Supernet(space)
+    net = net.to(device)
+    if cfg.channels_last:
+        net = net.to(memory_format=torch.channels_last)
+    return space, net
+
+
+def _evaluate(net: Supernet, space: SpaceSpec, data: Dataset, cfg: TrainConfig, device: torch.device) -> tuple[float, float]:
+    """Val accuracy of the smallest and largest subnets after BN recalibration (largest last: its stats stay)."""
+    kw = dict(recal_batches=cfg.recal_batches, batch_size=cfg.eval_batch_size, seed=cfg.seed, device=device,
+              channels_last=cfg.channels_last)
+    acc_min = evaluate_arch(net, data, smallest(space), **kw)  # type: ignore[arg-type]
+    acc_max = evaluate_arch(net, data, largest(space), **kw)  # type: ignore[arg-type]
+    return acc_max, acc_min
+
+
+def train(cfg: TrainConfig, out: Path, *, resume: bool = False, data: Dataset | None = None,
+          on_step: Callable[[int], None] | None = None, progress: bool = True) -> TrainResult:
+    """Train a supernet into `out` (checkpoint.pt, config.json, metrics.csv); `resume` continues from checkpoint.pt.
+
+    `on_step(step)` is called after every completed step (tests use it to interrupt a run).
+    """
+    rank, world, device = _dist_setup()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    strategy = load_strategy(cfg.mode)
+    if data is None:
+        data = load_dataset(cfg.dataset, Path(cfg.data_dir) if cfg.data_dir else None, val_size=cfg.val_size,
+                            seed=cfg.seed)
+    space, net = _build(cfg, data, device)
+    params = [p for p in net.parameters()]
+    optimizer = torch.optim.SGD(_param_groups(net, cfg), lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
+    spe = steps_per_epoch(len(data.train), cfg.batch_size, world)
+    total = math.ceil(cfg.epochs * spe) if cfg.epochs > 0 else cfg.max_steps
+    if cfg.max_steps:
+        total = min(total, cfg.max_steps)
+    ctx = StepContext(supernet=net, space=space, cfg=cfg, device=device, total_steps=total,
+                      extra={"optimizer": optimizer})
+    start, rows, train_s = 0, [], 0.0
+    if resume:
+        payload = read_checkpoint(out / CHECKPOINT, map_location=device)
+        saved = config_from_dict(payload["config"])
+        if saved != cfg:
+            raise HwnasError(f"--resume with a different configuration than {out / CONFIG}; drop the changed options")
+        if payload["space_hash"] != space_hash(space):
+            raise HwnasError(f"{out / CHECKPOINT} belongs to another space; use another --out")
+        net.load_state_dict(payload["model"])
+        optimizer.load_state_dict(payload["optimizer"])
+        if hasattr(strategy, "load_state_dict"):
+            strategy.load_state_dict(ctx, payload.get("strategy", {}))
+        start, train_s = int(payload["step"]), float(payload.get("train_s", 0.0))
+        torch.set_rng_state(payload["rng"]["torch"])
+        rows = read_metrics(out / METRICS, before_step=start)
+        log.info("resuming %s at step %d of %d", out, start, total)
+    elif rank == 0:
+        atomic_write_json(out / CONFIG, {**config_to_dict(cfg), "space_hash": space_hash(space),
+                                          "preprocess": data.preprocess, "world_size": world})
+
+    def checkpoint(step: int) -> None:
+        if rank != 0:
+            return
+        save_checkpoint(out / CHECKPOINT, {
+            "format": FORMAT, "config": config_to_dict(cfg), "space_hash": space_hash(space),
+            "in_channels": space.in_channels, "num_classes": space.num_classes, "preprocess": data.preprocess,
+            "model": net.state_dict(), "optimizer": optimizer.state_dict(),
+            "scheduler": {"kind": f"{cfg.mode}.lr_factor", "step": step, "lr": optimizer.param_groups[0]["lr"]},
+            "strategy": strategy.state_dict(ctx) if hasattr(strategy, "state_dict") else {},
+            "rng": {"torch": torch.get_rng_state()}, "step": step, "total_steps": total,
+            "phase": strategy.phase(max(0, step - 1), total, cfg), "epoch": step / spe, "train_s": train_s,
+        })
+        write_metrics(out / METRICS, rows)
+
+    bar = tqdm(total=total * cfg.batch_size * world, initial=start * cfg.batch_size * world, unit="img",
+               unit_scale=True, disable=not progress or rank != 0, desc=f"{cfg.mode} {space.name}", smoothing=0.1,
+               dynamic_ncols=True)
+    acc_max = acc_min = float("nan")
+    window_imgs, window_t = 0, time.perf_counter()
+    with _Interrupt() as interrupt:
+        for step in range(start, total):
+            epoch, in_epoch = divmod(step, spe)
+            phase = strategy.phase(step, total, cfg)
+            if hasattr(strategy, "on_phase_start") and (step == 0 or phase != strategy.phase(step - 1, total, cfg)):
+                strategy.on_phase_start(ctx, phase)
+            t0 = time.perf_counter()
+            order = epoch_order(len(data.train), seed=cfg.seed, epoch=epoch)
+            lo = (in_epoch * world + rank) * cfg.batch_size
+            gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step * 1009 + rank)
+            images, labels = make_batch(data.train, order[lo : lo + cfg.batch_size], augment=True, generator=gen,
+                                        device=device)
+            ctx.step, ctx.rng = step, random.Random(cfg.seed * 1_000_003 + step)
+            lr = cfg.lr * strategy.lr_factor(step, total, cfg)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            net.train()
+            optimizer.zero_grad(set_to_none=True)
+            losses = strategy.train_step(ctx, images, labels)
+            if world > 1:
+                _allreduce_grads(params, world)
+            if cfg.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+            optimizer.step()
+            if not all(math.isfinite(v) for v in losses.values()):
+                raise HwnasError(f"loss became {losses} at step {step + 1}; lower --lr or raise the batch size")
+            dt = time.perf_counter() - t0
+            train_s += dt
+            window_imgs += cfg.batch_size * world
+            bar.update(cfg.batch_size * world)
+            done = step + 1
+            if done % cfg.log_every == 0 or done == total:
+                rate = window_imgs / max(1e-9, time.perf_counter() - window_t)
+                rows.append({"step": done, "epoch": round(done / spe, 4), "phase": phase, "lr": lr,
+                             "img_per_s": round(rate, 1), "elapsed_s": round(train_s, 1), **losses})
+                bar.set_postfix(loss=f"{losses['loss']:.3f}", phase=phase, refresh=False)
+                window_imgs, window_t = 0, time.perf_counter()
+            epoch_end = done % spe == 0 and cfg.eval_every_epochs > 0 and (done // spe) % cfg.eval_every_epochs == 0
+            if rank == 0 and (epoch_end or done == total):
+                acc_max, acc_min = _evaluate(net, space, data, cfg, device)
+                rows.append({"step": done, "epoch": round(done / spe, 4), "phase": phase, "val_acc_max": acc_max,
+                             "val_acc_min": acc_min, "elapsed_s": round(train_s, 1)})
+                log.info("step %d: val acc largest %.4f smallest %.4f", done, acc_max, acc_min)
+                window_t = time.perf_counter()
+            if done % cfg.checkpoint_every == 0 or done == total:
+                checkpoint(done)
+            if on_step is not None:
+                on_step(done)
+            if interrupt.requested:
+                checkpoint(done)
+                bar.close()
+                raise KeyboardInterrupt
+    bar.close()
+    if start == total and rank == 0:  # resumed a finished run: report its stored numbers
+        acc_max, acc_min = _evaluate(net, space, data, cfg, device)
+    imgs = total * cfg.batch_size * world
+    return TrainResult(run=out, steps=total, epochs=round(total / spe, 4), val_acc_max=acc_max, val_acc_min=acc_min,
+                       img_per_s=imgs / max(1e-9, train_s), train_s=train_s)

@@ -1,0 +1,127 @@
+"""Configuration, temperature schedule and latency-aware losses of the architecture-search training modes.
+
+Loss forms (LAT = expected latency E[LAT](α) in ms, T = target in ms, CE = cross-entropy on a val batch):
+- ``fbnet``    CE · a · log(LAT)^b (Wu et al., 2019, a=0.2, b=0.6). LAT is measured in units of T/e, so the log is 1 at
+               the target and stays positive for LAT > T/e (FBNet's ms on a phone were ≫1; ours are ≪1, where log < 0).
+- ``linear``   CE + λ · LAT / T (ProxylessNAS's additive form with the latency normalised by the target).
+- ``mnas``     CE · (LAT / T)^β, β applied only above the target (MnasNet's hard-constraint reward, as a loss).
+- ``bisided``  CE + λ · |LAT / T − 1| (TF-NAS): pulls the expected latency to the target from both sides.
+- ``none``     CE only.
+The first three only push latency down. With ``adapt_rate > 0`` their weight (b, λ or β) is scaled by exp(ν) where ν
+follows dual ascent on LAT/T − 1: the push grows while the expected latency is over the target and fades below it,
+so the target acts as a budget. ``adapt_rate = 0`` keeps the weight fixed (for λ sweeps).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+from hwnas.errors import HwnasError
+
+__all__ = ["NasMode", "LatencyLoss", "NAS_MODES", "LOSS_FORMS", "NasConfig", "temperature", "latency_loss",
+           "default_loss", "default_weight", "reward_factor"]
+
+NasMode = Literal["fbnet", "proxyless", "darts", "enas"]
+LatencyLoss = Literal["fbnet", "linear", "mnas", "bisided", "none"]
+NAS_MODES: tuple[str, ...] = ("fbnet", "proxyless", "darts", "enas")
+LOSS_FORMS: tuple[str, ...] = ("fbnet", "linear", "mnas", "bisided", "none")
+_DEFAULT_LOSS = {"fbnet": "fbnet", "proxyless": "linear", "darts": "linear", "enas": "mnas"}
+_DEFAULT_WEIGHT = {"fbnet": 0.6, "linear": 1.0, "mnas": 0.5, "bisided": 2.0, "none": 0.0}
+
+
+def default_loss(mode: str) -> str:
+    return _DEFAULT_LOSS[mode]
+
+
+def default_weight(form: str) -> float:
+    return _DEFAULT_WEIGHT[form]
+
+
+@dataclass(frozen=True, slots=True)
+class NasConfig:
+    """Everything an architecture-search run depends on (stored in RUN/config.json)."""
+
+    mode: NasMode
+    target_ms: float
+    epochs: int = 6
+    warmup_epochs: int = 1            # weights only (architecture sampled uniformly from the initial α)
+    steps_per_epoch: int | None = None  # cap on weight steps per epoch (None: the whole train split)
+    batch_size: int = 128
+    resolution: int | None = None     # None: the smallest space resolution >= the images' size
+    lr: float = 0.05                  # weights: SGD + cosine, on the train split
+    momentum: float = 0.9
+    weight_decay: float = 4e-5
+    alpha_lr: float = 0.01            # α (or the ENAS controller): Adam, on the val split
+    alpha_weight_decay: float = 0.0
+    arch_every: int = 1               # one α step per this many weight steps
+    tau0: float = 5.0                 # Gumbel-softmax temperature τ = tau0 · exp(−tau_decay · epoch) (fbnet)
+    tau_decay: float = 0.045
+    latency_loss: LatencyLoss | None = None  # None: the mode's paper form
+    latency_weight: float | None = None      # b (fbnet), λ (linear, bisided), β (mnas); None: the form's default
+    fbnet_a: float = 0.2
+    adapt_rate: float = 0.0           # dual-ascent rate on the latency weight (0: fixed weight)
+    controller_samples: int = 4       # enas: archs per controller step
+    baseline_decay: float = 0.9       # enas: moving-average reward baseline
+    entropy_weight: float = 1e-3      # enas: entropy bonus
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.mode not in NAS_MODES:
+            raise HwnasError(f"unknown search mode {self.mode!r}; use one of {', '.join(NAS_MODES)}")
+        if not (isinstance(self.target_ms, (int, float)) and math.isfinite(self.target_ms) and self.target_ms > 0):
+            raise HwnasError(f"--target-ms must be a positive number of milliseconds, got {self.target_ms!r}")
+        if self.latency_loss is not None and self.latency_loss not in LOSS_FORMS:
+            raise HwnasError(f"unknown latency loss {self.latency_loss!r}; use one of {', '.join(LOSS_FORMS)}")
+        if not isinstance(self.epochs, int) or self.epochs < 1:
+            raise HwnasError(f"--epochs must be a whole number >= 1, got {self.epochs!r}")
+        if not isinstance(self.warmup_epochs, int) or not 0 <= self.warmup_epochs < self.epochs:
+            raise HwnasError(f"warm-up epochs must be in 0..epochs-1 ({self.epochs - 1}), got {self.warmup_epochs!r}")
+        for name in ("lr", "alpha_lr", "tau0", "batch_size", "arch_every", "controller_samples"):
+            if not getattr(self, name) > 0:
+                raise HwnasError(f"{name} must be > 0, got {getattr(self, name)!r}")
+        if self.latency_weight is not None and self.latency_weight < 0:
+            raise HwnasError(f"latency weight must be >= 0, got {self.latency_weight}")
+        if self.adapt_rate < 0 or self.tau_decay < 0:
+            raise HwnasError("adapt_rate and tau_decay must be >= 0")
+
+    @property
+    def loss_form(self) -> str:
+        return self.latency_loss if self.latency_loss is not None else default_loss(self.mode)
+
+    @property
+    def weight(self) -> float:
+        return self.latency_weight if self.latency_weight is not None else default_weight(self.loss_form)
+
+
+def temperature(cfg: NasConfig, epoch: float) -> float:
+    """Gumbel-softmax temperature after `epoch` (fractional) epochs of architecture training: τ0 · e^(−decay·epoch)."""
+    return cfg.tau0 * math.exp(-cfg.tau_decay * max(0.0, epoch))
+
+
+def latency_loss(ce: torch.Tensor, lat_ms: torch.Tensor, cfg: NasConfig, *, scale: float = 1.0) -> torch.Tensor:
+    """The architecture loss of form `cfg.loss_form`; `scale` multiplies the latency weight (dual ascent)."""
+    form, weight, ratio = cfg.loss_form, cfg.weight * scale, lat_ms / cfg.target_ms
+    if form == "fbnet":
+        log_lat = torch.log(ratio * math.e).clamp_min(1e-3)
+        return ce * cfg.fbnet_a * log_lat**weight
+    if form == "linear":
+        return ce + weight * ratio
+    if form == "mnas":
+        return ce * ratio.clamp_min(1.0) ** weight
+    if form == "bisided":
+        return ce + weight * (ratio - 1.0).abs()
+    return ce
+
+
+def reward_factor(lat_ms: torch.Tensor, cfg: NasConfig, *, scale: float = 1.0) -> torch.Tensor:
+    """ENAS / MnasNet reward multiplier (LAT/T)^w, w = −β above the target and 0 below (hard-constraint form)."""
+    ratio = lat_ms / cfg.target_ms
+    if cfg.loss_form == "none":
+        return torch.ones_like(ratio)
+    if cfg.loss_form == "bisided":
+        return torch.exp(-cfg.weight * scale * (ratio - 1.0).abs())
+    return torch.where(ratio > 1.0, ratio ** (-cfg.weight * scale), torch.ones_like(ratio))

@@ -1,0 +1,1 @@
+"""One module per training mode; see `hwnas.train.strategy` for the interface a mode implements."""
