@@ -1,0 +1,193 @@
+"""The timing protocol shared by block profiling, calibration, validation and export.
+
+Why this shape: on shared 2-core machines the same model drifts 5–20% over minutes while back-to-back runs agree within
+a few percent. So nothing is timed once. After a global warm-up over every item (caches, clocks, allocator arenas), the
+items are timed in several interleaved passes, each pass in a fresh random order, so slow phases of the machine hit all
+items alike instead of biasing whichever block happened to run then. Per item the median across passes is kept; items
+whose across-pass spread (CV) is still high get extra passes. Timer and runner are arguments, so tests drive the protocol
+with fakes and real runs use `time.perf_counter_ns` and a real runtime session.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+import numpy as np
+
+from hwnas.latency.profiles import DeviceProfile, profile_timer
+
+__all__ = ["TimingStats", "PassRecord", "Protocol", "Timer", "run_protocol", "stats_from_passes", "measure_block",
+           "measure_model_ms"]
+
+Timer = Callable[[], int]  # nanoseconds, monotonic (time.perf_counter_ns)
+K = TypeVar("K", bound=Hashable)
+
+
+@dataclass(frozen=True, slots=True)
+class TimingStats:
+    """Latency of one item: median (of per-pass medians), 90th percentile, across-pass CV, number of timed runs."""
+
+    p50_ms: float
+    p90_ms: float
+    cv: float
+    n: int
+
+
+@dataclass(frozen=True, slots=True)
+class PassRecord:
+    """What one timed pass left for one item (kept so an interrupted profile can resume from it)."""
+
+    median_ms: float
+    p90_ms: float
+    n: int
+
+
+@dataclass(frozen=True, slots=True)
+class Protocol:
+    warmup_s: float = 5.0
+    warmup: int = 3
+    rounds: int = 5
+    repeats: int = 10
+    max_cv: float = 0.03
+    remeasure: int = 3
+    checkpoint_s: float = 2.0
+
+    @classmethod
+    def from_profile(cls, profile: DeviceProfile, *, warmup_s: float | None = None) -> Protocol:
+        return cls(warmup_s=profile.warmup_s if warmup_s is None else warmup_s, warmup=profile.warmup,
+                   rounds=profile.rounds, repeats=profile.repeats, max_cv=profile.max_cv, remeasure=profile.remeasure)
+
+
+def stats_from_passes(passes: Sequence[PassRecord]) -> TimingStats:
+    """Combine passes: p50 = median of pass medians (robust to one slow pass), CV of the pass medians (drift)."""
+    medians = np.array([p.median_ms for p in passes], dtype=np.float64)
+    mean = float(medians.mean())
+    cv = float(medians.std() / mean) if len(medians) > 1 and mean > 0 else 0.0
+    return TimingStats(p50_ms=float(np.median(medians)), p90_ms=float(np.median([p.p90_ms for p in passes])),
+                       cv=cv, n=sum(p.n for p in passes))
+
+
+@dataclass
+class _State:
+    passes: dict[Hashable, list[PassRecord]] = field(default_factory=dict)
+
+
+def _time_item(run: Callable[[], object], protocol: Protocol, timer: Timer) -> PassRecord:
+    for _ in range(protocol.warmup):
+        run()
+    samples = np.empty(protocol.repeats, dtype=np.float64)
+    for i in range(protocol.repeats):
+        start = timer()
+        run()
+        samples[i] = (timer() - start) / 1e6
+    return PassRecord(float(np.median(samples)), float(np.percentile(samples, 90)), protocol.repeats)
+
+
+def _global_warmup(items: Mapping[K, Callable[[], object]], protocol: Protocol, *, rng: random.Random,
+                   timer: Timer) -> None:
+    """Run every item in random order until `warmup_s` has passed (at least once each, at most 10,000 sweeps)."""
+    keys = list(items)
+    start = timer()
+    for _ in range(10_000):
+        rng.shuffle(keys)
+        for key in keys:
+            items[key]()
+        if (timer() - start) / 1e9 >= protocol.warmup_s:
+            return
+
+
+def run_protocol(
+    items: Mapping[K, Callable[[], object]],
+    protocol: Protocol,
+    *,
+    rng: random.Random,
+    timer: Timer = time.perf_counter_ns,
+    done: Mapping[K, Sequence[PassRecord]] | None = None,
+    checkpoint: Callable[[Mapping[K, Sequence[PassRecord]]], None] | None = None,
+    progress: bool = False,
+    desc: str = "timing",
+) -> dict[K, TimingStats]:
+    """Time every item with the robust protocol and return its stats.
+
+    `done` holds passes already measured (a resumed profile): items keep them and only get the passes they miss.
+    `checkpoint` is called with all passes so far every `checkpoint_s` seconds and at the end of each pass.
+    """
+    from tqdm import tqdm
+
+    passes: dict[K, list[PassRecord]] = {key: list((done or {}).get(key, ()))[: protocol.rounds] for key in items}
+    todo = sum(max(0, protocol.rounds - len(p)) for p in passes.values())
+    bar = tqdm(total=todo, desc=desc, unit="item", disable=not progress, leave=False, dynamic_ncols=True)
+    try:
+        if todo or protocol.remeasure:
+            _global_warmup(items, protocol, rng=rng, timer=timer)
+        last_save = timer()
+
+        def sweep(keys: list[K]) -> None:
+            nonlocal last_save
+            rng.shuffle(keys)
+            for key in keys:
+                passes[key].append(_time_item(items[key], protocol, timer))
+                bar.update(1)
+                if checkpoint is not None and (timer() - last_save) / 1e9 >= protocol.checkpoint_s:
+                    checkpoint(passes)
+                    last_save = timer()
+            if checkpoint is not None:
+                checkpoint(passes)
+                last_save = timer()
+
+        for round_idx in range(protocol.rounds):
+            pending = [key for key in items if len(passes[key]) <= round_idx]
+            if pending:
+                sweep(pending)
+        for _ in range(protocol.remeasure):
+            noisy = [key for key in items if stats_from_passes(passes[key]).cv > protocol.max_cv]
+            if not noisy:
+                break
+            bar.total += len(noisy)
+            sweep(noisy)
+    finally:
+        bar.close()
+    return {key: stats_from_passes(passes[key]) for key in items}
+
+
+def measure_block(spec: object, in_shape: tuple[int, ...], *, runner: object, timer: Timer | None = None,
+                  rng: random.Random | None = None) -> TimingStats:
+    """Time one block alone (export → session → protocol). `runner` is a `hwnas.latency.runtime.Runner`."""
+    from hwnas.blocks import build_block
+
+    loaded = runner.load(build_block(spec), in_shape)  # type: ignore[attr-defined]
+    try:
+        profile: DeviceProfile = runner.profile  # type: ignore[attr-defined]
+        protocol = Protocol.from_profile(profile, warmup_s=min(profile.warmup_s, 1.0))
+        return run_protocol({"block": loaded.run}, protocol, rng=rng or random.Random(0),
+                            timer=timer or profile_timer(profile))["block"]
+    finally:
+        loaded.release()
+
+
+def measure_model_ms(model: object, input_shape: tuple[int, ...], profile: DeviceProfile, *,
+                     runner: object | None = None, timer: Timer | None = None,
+                     rng: random.Random | None = None, warmup_s: float | None = None) -> TimingStats:
+    """Whole-model latency on `profile` with the same protocol as the LUT blocks (used by export and validate).
+
+    The global warm-up defaults to the profile's, capped at 2 s: one model warms up faster than a whole table. The clock
+    is the profile's (`DeviceProfile.clock`) unless `timer` is given.
+    """
+    from hwnas.latency.runtime import make_runner
+
+    runner = runner if runner is not None else make_runner(profile)
+    loaded = runner.load(model, input_shape)  # type: ignore[attr-defined]
+    try:
+        protocol = Protocol.from_profile(profile, warmup_s=min(profile.warmup_s, 2.0) if warmup_s is None else warmup_s)
+        stats = run_protocol({"model": loaded.run}, protocol, rng=rng or random.Random(0),
+                             timer=timer or profile_timer(profile))["model"]
+    finally:
+        loaded.release()
+    if not math.isfinite(stats.p50_ms):
+        raise AssertionError("non-finite timing")
+    return stats

@@ -1,0 +1,177 @@
+"""Latency prediction from a LUT: calibrated sums of block rows, scalar and vectorized.
+
+An arch's latency is additive over its blocks, so per resolution the table folds into per-stage arrays
+``[layer position, choice]`` of (calibrated) ms plus one fixed term (stem + first block + head + offset). The same arrays
+serve three users: `predict_many` (a population as integer indices + one numpy gather), `choice_latency_ms` (FBNet's
+differentiable expected latency Σ softmax(α)·LUT) and `latency_range_ms` (exact min/max by a per-stage scan).
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import numpy as np
+
+from hwnas.errors import HwnasError
+from hwnas.latency.calibrate import Calibration
+from hwnas.latency.lut import LatencyTable
+from hwnas.space import (Arch, SpaceSpec, blocks_of, check_arch, first_block, head_block, layer_block, layer_choices,
+                         space_hash, stage_input_hw, stem_block)
+
+__all__ = ["LatencyPredictor", "ChoiceLatency", "predict_ms", "raw_sum_ms", "choice_latency_ms", "latency_range_ms"]
+
+
+class ChoiceLatency(NamedTuple):
+    """Per stage an array [layer position 0..max_depth-1, choice index in `layer_choices(stage)` order] of calibrated ms,
+    plus the fixed ms (stem + first block + head + calibration offset). Any arch at this resolution predicts as
+    ``fixed_ms + Σ_stages Σ_{kept positions p} stage_ms[s][p, choice]`` — exactly `LatencyPredictor.predict`."""
+
+    stage_ms: tuple[np.ndarray, ...]
+    fixed_ms: float
+
+
+def raw_sum_ms(table: LatencyTable, space: SpaceSpec, arch: Arch) -> float:
+    """Uncalibrated sum of the arch's block rows (stem, first block, layers, head); a missing row is an error."""
+    return float(sum(table.ms(spec.key) for spec in blocks_of(space, arch)))
+
+
+def _check_space(table: LatencyTable, space: SpaceSpec) -> None:
+    if table.space_hash != space_hash(space):
+        raise HwnasError(f"LUT {table.source} was built for space {table.space_name!r} (hash {table.space_hash}), not "
+                         f"{space.name!r} (hash {space_hash(space)}); {table.fix_hint()}")
+
+
+def _raw_arrays(table: LatencyTable, space: SpaceSpec, resolution: int, *, strict: bool) -> tuple[list[np.ndarray], float]:
+    """Raw per-stage [position, choice] ms and the fixed raw ms. Missing rows: error when strict, else NaN."""
+
+    def ms(key: str) -> float:
+        if strict or key in table:
+            return table.ms(key)
+        return float("nan")
+
+    fixed = ms(stem_block(space, resolution).key) + ms(first_block(space, resolution).key) \
+        + ms(head_block(space, resolution).key)
+    stages = []
+    for i, (stage, in_hw) in enumerate(zip(space.stages, stage_input_hw(space, resolution))):
+        choices = layer_choices(stage)
+        arr = np.empty((max(stage.depths), len(choices)), dtype=np.float64)
+        for pos in range(arr.shape[0]):
+            hw = in_hw if pos == 0 else (in_hw + stage.stride - 1) // stage.stride
+            for c, choice in enumerate(choices):
+                arr[pos, c] = ms(layer_block(space, i, pos, choice, in_hw=hw).key)
+        stages.append(arr)
+    return stages, fixed
+
+
+def choice_latency_ms(table: LatencyTable, space: SpaceSpec, resolution: int) -> ChoiceLatency:
+    """Calibrated per-stage choice-latency arrays at `resolution` (for differentiable expected latency)."""
+    _check_space(table, space)
+    if resolution not in space.resolutions:
+        raise HwnasError(f"resolution {resolution} not in space {space.name} ({list(space.resolutions)})")
+    stages, fixed = _raw_arrays(table, space, resolution, strict=True)
+    slope, offset = Calibration.from_meta(table.meta.get("calibration")).coef(resolution)
+    return ChoiceLatency(tuple(slope * s for s in stages), slope * fixed + offset)
+
+
+class LatencyPredictor:
+    """Calibrated latency of any arch of `space` from `table`; `predict_many` handles a population in one gather."""
+
+    def __init__(self, table: LatencyTable, space: SpaceSpec) -> None:
+        _check_space(table, space)
+        self.table = table
+        self.space = space
+        self.calibration = Calibration.from_meta(table.meta.get("calibration"))
+        self.resolutions = tuple(r for r in space.resolutions if not table.resolutions or r in table.resolutions)
+        self._res_index = {r: i for i, r in enumerate(space.resolutions)}
+        n_stages = len(space.stages)
+        self._depth = max(max(s.depths) for s in space.stages)
+        self._n_choices = max(len(layer_choices(s)) for s in space.stages)
+        self._choice_index = [{c: j for j, c in enumerate(layer_choices(s))} for s in space.stages]
+        # [resolution, stage, position, choice + 1 "absent" column of zeros]; NaN where the table has no row.
+        self._grid = np.zeros((len(space.resolutions), n_stages, self._depth, self._n_choices + 1))
+        self._fixed = np.full(len(space.resolutions), np.nan)
+        for r, res in enumerate(space.resolutions):
+            stages, fixed = _raw_arrays(table, space, res, strict=False)
+            slope, offset = self.calibration.coef(res)
+            self._grid[r, :, :, : self._n_choices] = np.nan
+            for s, arr in enumerate(stages):
+                self._grid[r, s, : arr.shape[0], : arr.shape[1]] = slope * arr
+            self._fixed[r] = slope * fixed + offset
+        self._cache: dict[Arch, np.ndarray] = {}
+        self._stage_ix = np.arange(n_stages)[:, None]
+        self._pos_ix = np.arange(self._depth)[None, :]
+
+    def _encode(self, arch: Arch) -> np.ndarray:
+        """[resolution index, choice index per (stage, position) with `n_choices` for absent layers] as one int row."""
+        row = self._cache.get(arch)
+        if row is None:
+            check_arch(self.space, arch)
+            row = np.full(1 + len(self.space.stages) * self._depth, self._n_choices, dtype=np.intp)
+            row[0] = self._res_index[arch.resolution]
+            for s, layers in enumerate(arch.stages):
+                index = self._choice_index[s]
+                base = 1 + s * self._depth
+                for p, layer in enumerate(layers):
+                    row[base + p] = index[layer]
+            if len(self._cache) < 200_000:
+                self._cache[arch] = row
+        return row
+
+    def predict_many(self, archs: Sequence[Arch]) -> np.ndarray:
+        """Calibrated ms for each arch, as a float64 array (one numpy gather for the whole population)."""
+        if len(archs) == 0:
+            return np.empty(0)
+        codes = np.stack([self._encode(a) for a in archs])
+        res = codes[:, 0]
+        choice = codes[:, 1:].reshape(len(archs), len(self.space.stages), self._depth)
+        out = self._fixed[res] + self._grid[res[:, None, None], self._stage_ix, self._pos_ix, choice].sum(axis=(1, 2))
+        bad = np.flatnonzero(~np.isfinite(out))
+        if len(bad):
+            raw_sum_ms(self.table, self.space, archs[int(bad[0])])  # raises naming the missing key
+            raise AssertionError("non-finite prediction without a missing row")
+        return out
+
+    def predict(self, arch: Arch) -> float:
+        return float(self.predict_many([arch])[0])
+
+    def raw_ms(self, arch: Arch) -> float:
+        return raw_sum_ms(self.table, self.space, arch)
+
+
+_PREDICTORS: weakref.WeakKeyDictionary[LatencyTable, dict[str, LatencyPredictor]] = weakref.WeakKeyDictionary()
+
+
+def predict_ms(table: LatencyTable, space: SpaceSpec, arch: Arch) -> float:
+    """Calibrated latency of one arch (the predictor for (table, space) is built once and reused)."""
+    per_table = _PREDICTORS.setdefault(table, {})
+    key = space_hash(space)
+    if key not in per_table:
+        per_table[key] = LatencyPredictor(table, space)
+    return per_table[key].predict(arch)
+
+
+def latency_range_ms(predictor: LatencyPredictor) -> tuple[float, float]:
+    """Exact smallest and largest predicted latency over the space (over the table's resolutions).
+
+    Latency is additive over layers, so per stage and depth the extreme is the sum of per-position extremes; in this space
+    that is the smallest arch at its smallest resolution and the largest at its largest.
+    """
+    space = predictor.space
+    lows, highs = [], []
+    for res in predictor.resolutions:
+        r = predictor._res_index[res]
+        low = high = float(predictor._fixed[r])
+        for s, stage in enumerate(space.stages):
+            grid = predictor._grid[r, s, :, : len(layer_choices(stage))]
+            best = grid.min(axis=1).cumsum()  # NaN (missing row) propagates
+            worst = grid.max(axis=1).cumsum()
+            low += min(float(best[d - 1]) for d in stage.depths)
+            high += max(float(worst[d - 1]) for d in stage.depths)
+        lows.append(low)
+        highs.append(high)
+    if not lows or not all(np.isfinite(lows + highs)):
+        raise HwnasError(f"LUT {predictor.table.source} does not cover space {space.name} at "
+                         f"{list(predictor.resolutions)}; {predictor.table.fix_hint()}")
+    return min(lows), max(highs)

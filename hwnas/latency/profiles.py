@@ -1,0 +1,142 @@
+"""Device profiles: how a device is timed (runtime, provider, threads, batch, dtype) and with what protocol.
+
+A profile is a small YAML file (`profiles/<name>.yaml`, read with `yaml.safe_load`) turned into a frozen `DeviceProfile`.
+Every field is validated here, so a typo in a profile fails before minutes of profiling, not after. The same profile is
+stored in each LUT's metadata, so a table always says how it was measured.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from hwnas.errors import HwnasError
+
+__all__ = ["DeviceProfile", "RUNTIMES", "PROVIDERS", "DTYPES", "CLOCKS", "profile_timer", "load_profile", "profile_from_dict", "profiles_dir",
+           "list_profiles"]
+
+Runtime = Literal["onnxruntime", "torch", "executorch"]
+Provider = Literal["cpu", "cuda"]
+Dtype = Literal["fp32", "int8"]
+Clock = Literal["thread", "wall"]
+RUNTIMES: tuple[str, ...] = ("onnxruntime", "torch", "executorch")
+PROVIDERS: tuple[str, ...] = ("cpu", "cuda")
+DTYPES: tuple[str, ...] = ("fp32", "int8")
+CLOCKS: tuple[str, ...] = ("thread", "wall")
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceProfile:
+    """How to time blocks and models on one device.
+
+    Protocol fields (see `hwnas.latency.harness`): `warmup_s` of global warm-up over all items before anything is timed,
+    `warmup` untimed runs per item, `rounds` interleaved passes in a fresh random order, `repeats` timed runs per item per
+    pass; items whose across-pass CV exceeds `max_cv` get up to `remeasure` extra passes. `calib_subnets` whole subnets are
+    timed with the blocks to fit the predictor's calibration.
+
+    `clock`: "thread" times with the calling thread's CPU clock (`time.thread_time_ns`). With one intra-op thread the
+    runtime computes in the calling thread, so this equals wall time on an idle core but does not count the time other
+    processes hold the core — the only way to get stable tables on a shared machine (a subnet timed by wall clock while two
+    other jobs ran took 18.5 ms; by thread clock 10.4 ms, the same as on the idle machine). "wall" (`perf_counter_ns`) is
+    required when the runtime computes in other threads (threads > 1, GPUs).
+    """
+
+    name: str
+    runtime: Runtime = "onnxruntime"
+    provider: Provider = "cpu"
+    threads: int = 1
+    batch: int = 1
+    dtype: Dtype = "fp32"
+    clock: Clock = "wall"
+    warmup_s: float = 5.0
+    warmup: int = 3
+    rounds: int = 5
+    repeats: int = 10
+    max_cv: float = 0.03
+    remeasure: int = 3
+    calib_subnets: int = 24
+    remote: bool = False
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        where = f"profile {self.name!r}"
+        if not isinstance(self.name, str) or not self.name or any(c in self.name for c in "/\\ \t"):
+            raise HwnasError(f"{where}: name must be a non-empty word without slashes or spaces")
+        for field, allowed in (("runtime", RUNTIMES), ("provider", PROVIDERS), ("dtype", DTYPES), ("clock", CLOCKS)):
+            if getattr(self, field) not in allowed:
+                raise HwnasError(f"{where}: {field} {getattr(self, field)!r} is not one of {', '.join(allowed)}")
+        for field, low, high in (("threads", 1, 256), ("batch", 1, 4096), ("warmup", 0, 10_000), ("rounds", 1, 1000),
+                                 ("repeats", 1, 100_000), ("remeasure", 0, 100), ("calib_subnets", 0, 10_000)):
+            value = getattr(self, field)
+            if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+                raise HwnasError(f"{where}: {field} must be an integer in {low}..{high}, got {value!r}")
+        for field, low, high in (("warmup_s", 0.0, 3600.0), ("max_cv", 0.0, 10.0)):
+            value = getattr(self, field)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) \
+                    or not low <= value <= high:
+                raise HwnasError(f"{where}: {field} must be a number in {low}..{high}, got {value!r}")
+        if self.clock == "thread" and (self.threads != 1 or self.provider != "cpu"):
+            raise HwnasError(f"{where}: clock 'thread' only measures single-threaded CPU inference; use clock: wall")
+        if self.runtime == "torch" and self.dtype != "fp32":
+            raise HwnasError(f"{where}: the torch runtime times fp32 only; use dtype fp32 or runtime onnxruntime")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+_FIELDS = {f.name for f in dataclasses.fields(DeviceProfile)}
+
+
+def profile_from_dict(data: Any, *, where: str) -> DeviceProfile:
+    """Validate a parsed mapping (from YAML or LUT metadata); unknown keys are errors, not silently ignored."""
+    if not isinstance(data, dict):
+        raise HwnasError(f"{where}: a profile must be a mapping of fields, got {type(data).__name__}")
+    unknown = sorted(set(map(str, data)) - _FIELDS)
+    if unknown:
+        raise HwnasError(f"{where}: unknown field(s) {', '.join(unknown)}; valid fields: {', '.join(sorted(_FIELDS))}")
+    if "name" not in data:
+        raise HwnasError(f"{where}: missing field 'name'")
+    return DeviceProfile(**data)
+
+
+def profiles_dir() -> Path:
+    """`<repo>/profiles`: the shipped profiles live next to the package (editable install / source checkout)."""
+    return Path(__file__).resolve().parents[2] / "profiles"
+
+
+def list_profiles() -> tuple[str, ...]:
+    return tuple(sorted(p.stem for p in profiles_dir().glob("*.yaml")))
+
+
+def load_profile(name_or_path: str | Path) -> DeviceProfile:
+    """A profile by name (`profiles/<name>.yaml`) or by path to a YAML file."""
+    import yaml  # only needed here; keeps `hwnas --help` fast
+
+    text = str(name_or_path)
+    path = Path(text)
+    if not (text.endswith((".yaml", ".yml")) or path.is_file()):
+        path = profiles_dir() / f"{text}.yaml"
+        if not path.is_file():
+            names = ", ".join(list_profiles()) or "none"
+            raise HwnasError(f"unknown device profile {text!r}; available: {names} (or pass a path to a .yaml file)")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise HwnasError(f"cannot read profile {path}: {exc.strerror}; check the path") from None
+    except yaml.YAMLError as exc:
+        line = getattr(getattr(exc, "problem_mark", None), "line", None)
+        at = f" line {line + 1}" if line is not None else ""
+        raise HwnasError(f"profile {path}{at} is not valid YAML; fix the file") from None
+    if isinstance(data, dict) and "name" not in data:
+        data = {**data, "name": path.stem}
+    return profile_from_dict(data, where=f"profile {path}")
+
+
+def profile_timer(profile: DeviceProfile) -> Callable[[], int]:
+    """The nanosecond clock the profile times with (see `DeviceProfile.clock`)."""
+    return time.thread_time_ns if profile.clock == "thread" else time.perf_counter_ns

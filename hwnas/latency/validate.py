@@ -1,0 +1,212 @@
+"""`hwnas latency validate`: does the table predict whole subnets it has never seen?
+
+N held-out random subnets (never the calibration ones) are exported whole and timed with the same robust protocol as the
+blocks; predictions are compared with the measurements: share within ±5% / ±10%, MAPE, worst error, Kendall τ — for the
+calibrated LUT, for the raw sum of rows, and for the obvious proxy, FLOPs (fvcore MACs) calibrated with the same
+subnets and the same per-resolution line. A LUT that cannot beat calibrated FLOPs is not worth its profiling time.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hwnas.errors import HwnasError
+from hwnas.latency.calibrate import CalibrationPoint, calibration_archs, fit_calibration
+from hwnas.latency.harness import Protocol, TimingStats, run_protocol
+from hwnas.latency.lut import LatencyTable
+from hwnas.latency.predictor import LatencyPredictor
+from hwnas.latency.profiles import DeviceProfile, profile_from_dict, profile_timer
+from hwnas.latency.runtime import Runner, export_many, export_pool, make_runner
+from hwnas.space import Arch, SpaceSpec, sample
+
+__all__ = ["whole_model_protocol", "measure_archs", "FidelityReport", "Fit", "kendall_tau", "fit_stats", "validate_lut", "heldout_archs", "plot_fidelity"]
+
+log = logging.getLogger(__name__)
+
+
+def kendall_tau(x: Sequence[float], y: Sequence[float]) -> float:
+    """Kendall's τ-b (ties counted as in scipy), O(n²) in numpy — fine for a few hundred subnets."""
+    a, b = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    if len(a) < 2:
+        return float("nan")
+    iu = np.triu_indices(len(a), k=1)
+    da, db = np.sign(a[:, None] - a[None, :])[iu], np.sign(b[:, None] - b[None, :])[iu]
+    denom = np.sqrt(float(np.count_nonzero(da)) * float(np.count_nonzero(db)))
+    return float(np.sum(da * db) / denom) if denom > 0 else float("nan")
+
+
+@dataclass(frozen=True, slots=True)
+class Fit:
+    """Agreement of one predictor with the measurements (relative errors as fractions)."""
+
+    within_5pct: float
+    within_10pct: float
+    mape: float
+    max_err: float
+    kendall_tau: float
+
+
+def fit_stats(predicted: Sequence[float], measured: Sequence[float]) -> Fit:
+    p, m = np.asarray(predicted, dtype=np.float64), np.asarray(measured, dtype=np.float64)
+    err = np.abs(p / m - 1.0)
+    return Fit(float(np.mean(err <= 0.05)), float(np.mean(err <= 0.10)), float(np.mean(err)), float(np.max(err)),
+               kendall_tau(p, m))
+
+
+@dataclass(frozen=True, slots=True)
+class FidelityReport:
+    lut: Fit
+    raw: Fit
+    flops: Fit
+    subnets: int
+    seconds: float
+    records: tuple[dict[str, Any], ...] = field(default=())
+
+    def summary(self) -> dict[str, Any]:
+        """The `--json` payload of `hwnas latency validate` (shares and errors as fractions 0–1)."""
+        return {"subnets": self.subnets, "within_5pct": self.lut.within_5pct, "within_10pct": self.lut.within_10pct,
+                "mape": self.lut.mape, "max_err": self.lut.max_err, "kendall_tau": self.lut.kendall_tau,
+                "raw_within_10pct": self.raw.within_10pct, "flops_kendall_tau": self.flops.kendall_tau,
+                "flops_mape": self.flops.mape, "seconds": self.seconds}
+
+
+def heldout_archs(space: SpaceSpec, n: int, *, resolutions: Sequence[int], exclude: set[str], seed: int) -> list[Arch]:
+    """`n` distinct random subnets, round-robin over `resolutions`, none of them in `exclude` (calibration subnets)."""
+    rng = random.Random(seed)
+    seen = set(exclude)
+    out: list[Arch] = []
+    for i in range(n):
+        res = resolutions[i % len(resolutions)]
+        for _ in range(1000):
+            arch = sample(space, rng, resolution=res)
+            if str(arch) not in seen:
+                break
+        else:
+            raise HwnasError(f"could not draw {n} distinct held-out subnets at {res}; ask for fewer with --subnets")
+        seen.add(str(arch))
+        out.append(arch)
+    return out
+
+
+def whole_model_protocol(profile: DeviceProfile, *, warmup_s: float) -> Protocol:
+    """A shorter protocol for hundreds of whole subnets (each 10–100× a block): 3 passes × (1 + repeats/2) runs.
+
+    Whole models are long enough that a single run is already a stable sample; the interleaved passes and the median
+    across them are what protect against drift, so those stay.
+    """
+    return Protocol(warmup_s=warmup_s, warmup=1, rounds=min(3, profile.rounds), repeats=max(3, profile.repeats // 2),
+                    max_cv=profile.max_cv, remeasure=min(1, profile.remeasure))
+
+
+def measure_archs(space: SpaceSpec, archs: Sequence[Arch], profile: DeviceProfile, *, runner: Runner,
+                  chunk: int = 40, progress: bool = False, export_workers: int = 2) -> dict[Arch, TimingStats]:
+    """Whole-subnet timings, interleaved within chunks of `chunk` models (bounded memory: one session per model)."""
+    from tqdm import tqdm
+
+    from hwnas.blocks import build_model
+
+    out: dict[Arch, TimingStats] = {}
+    rng = random.Random(0)
+    bar = tqdm(total=len(archs), desc="validate", unit="subnet", disable=not progress, dynamic_ncols=True)
+    parallel = hasattr(runner, "load_onnx") and export_workers > 1 and len(archs) > 2 * chunk
+    pool = export_pool(export_workers) if parallel else None
+    try:
+        for start in range(0, len(archs), chunk):
+            part = archs[start: start + chunk]
+            shapes = [(profile.batch, space.in_channels, a.resolution, a.resolution) for a in part]
+            if hasattr(runner, "load_onnx"):  # export in parallel worker processes, time afterwards
+                datas = export_many([(space, a, shape) for a, shape in zip(part, shapes)], workers=export_workers,
+                                    pool=pool)
+                loaded = {}
+                for n, data in enumerate(datas):  # consume fully so the worker pool shuts down
+                    loaded[part[n]] = runner.load_onnx(data, shapes[n])
+            else:
+                loaded = {a: runner.load(build_model(space, a), shape) for a, shape in zip(part, shapes)}
+            try:
+                protocol = whole_model_protocol(profile, warmup_s=profile.warmup_s if start == 0 else 1.0)
+                out.update(run_protocol({a: ld.run for a, ld in loaded.items()}, protocol, rng=rng,
+                                        timer=profile_timer(profile)))
+            finally:
+                for ld in loaded.values():
+                    ld.release()
+            bar.update(len(part))
+    finally:
+        bar.close()
+        if pool is not None:
+            pool.shutdown()
+    return out
+
+
+def validate_lut(table: LatencyTable, *, subnets: int = 100, seed: int = 1, resolution: int | None = None,
+                 runner: Runner | None = None, chunk: int = 40, progress: bool = False) -> FidelityReport:
+    """Measure held-out subnets whole on the table's device profile and compare with LUT, raw-sum and FLOPs predictions."""
+    from hwnas.blocks import arch_macs
+
+    started = time.monotonic()
+    space = table.space()
+    profile = profile_from_dict(table.meta.get("profile"), where=f"LUT {table.source} metadata")
+    if profile.remote:
+        raise HwnasError(f"LUT {table.source} was measured on a remote device ({profile.name}); validate it there")
+    resolutions = (resolution,) if resolution is not None else (table.resolutions or space.resolutions)
+    if resolution is not None and resolution not in (table.resolutions or space.resolutions):
+        raise HwnasError(f"resolution {resolution} is not in LUT {table.source} ({list(table.resolutions)})")
+    cal_meta = table.meta.get("calibration") or {}
+    cal_points = cal_meta.get("subnets", [])
+    exclude = {p["arch"] for p in cal_points}
+    archs = heldout_archs(space, subnets, resolutions=resolutions, exclude=exclude, seed=seed)
+    predictor = LatencyPredictor(table, space)
+    measured = measure_archs(space, archs, profile, runner=runner or make_runner(profile), chunk=chunk,
+                             progress=progress)
+    meas = np.array([measured[a].p50_ms for a in archs])
+    pred = predictor.predict_many(archs)
+    raw = np.array([predictor.raw_ms(a) for a in archs])
+    if not cal_points:
+        raise HwnasError(f"LUT {table.source} has no calibration subnets, so FLOPs cannot be calibrated; rebuild it "
+                         "with 'hwnas profile' (calib_subnets > 0)")
+    flops_cal = fit_calibration([CalibrationPoint(p["arch"], Arch.parse(p["arch"]).resolution,
+                                                  arch_macs(space, Arch.parse(p["arch"])) / 1e6, p["measured_ms"])
+                                 for p in cal_points])
+    macs = np.array([arch_macs(space, a) / 1e6 for a in archs])
+    flops = np.array([flops_cal.apply(m, a.resolution) for m, a in zip(macs, archs)])
+    records = tuple({"arch": str(a), "resolution": a.resolution, "measured_ms": float(m), "measured_cv": measured[a].cv,
+                     "predicted_ms": float(p), "raw_sum_ms": float(r), "mmacs": float(mm), "flops_pred_ms": float(f)}
+                    for a, m, p, r, mm, f in zip(archs, meas, pred, raw, macs, flops))
+    return FidelityReport(lut=fit_stats(pred, meas), raw=fit_stats(raw, meas), flops=fit_stats(flops, meas),
+                          subnets=len(archs), seconds=round(time.monotonic() - started, 1), records=records)
+
+
+def plot_fidelity(report: FidelityReport, path: Path, *, title: str) -> Path:
+    """Predicted-vs-measured scatter (LUT, raw sum, FLOPs) with the ±10% band, written atomically as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from hwnas.atomic import atomic_path
+
+    meas = np.array([r["measured_ms"] for r in report.records])
+    fig, ax = plt.subplots(figsize=(6, 6))
+    lo, hi = float(meas.min()) * 0.8, float(meas.max()) * 1.15
+    for key, label, marker in (("raw_sum_ms", f"raw sum (τ {report.raw.kendall_tau:.3f})", "x"),
+                               ("flops_pred_ms", f"FLOPs fit (τ {report.flops.kendall_tau:.3f}, "
+                                                 f"MAPE {report.flops.mape:.1%})", "^"),
+                               ("predicted_ms", f"LUT (τ {report.lut.kendall_tau:.3f}, MAPE {report.lut.mape:.1%})", "o")):
+        ax.scatter(meas, [r[key] for r in report.records], s=10, marker=marker, alpha=0.6, label=label)
+    xs = np.array([lo, hi])
+    ax.plot(xs, xs, "k-", lw=0.8)
+    ax.fill_between(xs, xs * 0.9, xs * 1.1, color="grey", alpha=0.15, label="±10%")
+    ax.set(xlim=(lo, hi), ylim=(lo, hi), xlabel="measured ms", ylabel="predicted ms", title=title)
+    ax.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+    return path

@@ -1,0 +1,191 @@
+"""LUT files and the predictor: round trip, validation errors, hand-made 3-row table, vectorized == scalar."""
+
+import json
+import random
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from archs import TINY_ARCHS
+
+from hwnas.errors import HwnasError
+from hwnas.latency import (LatencyPredictor, LatencyTable, TimingStats, choice_latency_ms, latency_range_ms, load_lut,
+                           predict_ms, raw_sum_ms, save_lut)
+from hwnas.latency.lut import space_meta
+from hwnas.space import Arch, SpaceSpec, StageSpec, distinct_blocks, get_space, largest, sample, smallest
+
+DATA = Path(__file__).parent / "data"
+LUT3_SPACE = SpaceSpec(name="lut3", in_channels=1, num_classes=2, resolutions=(8,), stem_ch=8, stem_stride=1,
+                       first_ch=8, stages=(StageSpec(8, 1, "re", False, (1, 2), (3,), (1,)),), head_expand=1,
+                       head_feat_ch=8)
+
+
+def tiny_table(space=None, *, calibration=None) -> LatencyTable:
+    """A full mbv3-tiny table with synthetic (but distinct, positive) latencies: p50 grows with MACs-like size."""
+    space = space or get_space("mbv3-tiny")
+    rng = random.Random(3)
+    rows = {}
+    for res, specs in distinct_blocks(space).items():
+        for s in specs:
+            ms = 1e-4 * s.in_hw * s.in_hw * s.mid_ch * s.kernel / 50 + rng.uniform(0.001, 0.01)
+            rows[s.key] = TimingStats(ms, ms * 1.1, 0.01, 50)
+    meta = {"device": "fake", "space": space_meta(space), "resolutions": list(space.resolutions),
+            "profile": {"name": "fake"}, "calibration": calibration}
+    return LatencyTable(rows, meta)
+
+
+def test_hand_made_three_row_table_predicts_sum_of_rows_plus_calibration():
+    table = load_lut(DATA / "lut3.csv", space=LUT3_SPACE)
+    assert len(table) == 3
+    # r8 with depth 2: stem + first block + 2 layers (the same signature as the first block) + head
+    arch = Arch.parse("r8/k3e1,k3e1")
+    raw = 0.125 + 0.5 + 0.5 + 0.5 + 0.25
+    assert raw_sum_ms(table, LUT3_SPACE, arch) == pytest.approx(raw, abs=1e-12)
+    assert predict_ms(table, LUT3_SPACE, arch) == pytest.approx(1.1 * raw + 0.2, abs=1e-12)
+    shallow = Arch.parse("r8/k3e1")
+    assert LatencyPredictor(table, LUT3_SPACE).predict(shallow) == pytest.approx(1.1 * (raw - 0.5) + 0.2, abs=1e-12)
+    lo, hi = latency_range_ms(LatencyPredictor(table, LUT3_SPACE))
+    assert (lo, hi) == pytest.approx((1.1 * (raw - 0.5) + 0.2, 1.1 * raw + 0.2))
+
+
+def test_round_trip_keeps_rows_and_meta(tmp_path):
+    table = tiny_table(calibration={"slope": 1.2, "offset_ms": 0.01, "per_resolution": {"32": {"slope": 1.3,
+                                                                                                "offset_ms": 0.0}}})
+    path = save_lut(table, tmp_path / "fake" / "mbv3-tiny.csv")
+    assert (tmp_path / "fake" / "mbv3-tiny.meta.json").is_file()
+    loaded = load_lut(path, space=get_space("mbv3-tiny"))
+    assert loaded.rows.keys() == table.rows.keys()
+    for key, stats in table.rows.items():
+        assert loaded.rows[key].p50_ms == pytest.approx(stats.p50_ms, abs=1e-6)
+        assert loaded.rows[key].n == stats.n
+    assert loaded.meta["calibration"] == table.meta["calibration"]
+    assert loaded.space() == get_space("mbv3-tiny")
+    arch = Arch.parse(TINY_ARCHS[1])  # r32: uses the per-resolution line
+    assert predict_ms(loaded, get_space("mbv3-tiny"), arch) == pytest.approx(
+        1.3 * raw_sum_ms(loaded, get_space("mbv3-tiny"), arch), rel=1e-9)
+
+
+def test_missing_key_names_the_key_and_the_fix(tmp_path):
+    table = tiny_table()
+    space = get_space("mbv3-tiny")
+    arch = Arch.parse(TINY_ARCHS[2])
+    victim = next(s.key for s in distinct_blocks(space)[40] if "k7_e6" in s.key)
+    del table.rows[victim]
+    path = save_lut(table, tmp_path / "fake" / "mbv3-tiny.csv")
+    loaded = load_lut(path)
+    with pytest.raises(HwnasError, match=r"LUT miss '.*k7_e6.*'.*hwnas profile --device fake --space mbv3-tiny"):
+        LatencyPredictor(loaded, space).predict_many([Arch.parse(TINY_ARCHS[0]), arch])
+    with pytest.raises(HwnasError, match="hwnas profile"):
+        latency_range_ms(LatencyPredictor(loaded, space))
+    with pytest.raises(HwnasError, match="LUT miss"):
+        choice_latency_ms(loaded, space, 40)
+    assert LatencyPredictor(loaded, space).predict(Arch.parse(TINY_ARCHS[0])) > 0  # r28 rows are all there
+
+
+def _corrupt(tmp_path, edit):
+    path = save_lut(tiny_table(), tmp_path / "fake" / "mbv3-tiny.csv")
+    edit(path)
+    with pytest.raises(HwnasError) as info:
+        load_lut(path, space=get_space("mbv3-tiny"))
+    message = str(info.value)
+    assert "\n" not in message and str(path) in message
+    return message
+
+
+def test_bad_files_are_one_line_errors(tmp_path):
+    def replace_first_value(new):
+        def edit(path):
+            lines = path.read_text().splitlines()
+            key, *rest = lines[1].split(",")
+            rest[0] = new
+            lines[1] = ",".join([key, *rest])
+            path.write_text("\n".join(lines) + "\n")
+        return edit
+
+    assert "NaN" in _corrupt(tmp_path / "a", replace_first_value("nan"))
+    assert "negative" in _corrupt(tmp_path / "b", replace_first_value("-0.5"))
+    assert "truncated" in _corrupt(tmp_path / "c", lambda p: p.write_text("\n".join(p.read_text().splitlines()[:40])))
+    assert "columns" in _corrupt(tmp_path / "d", lambda p: p.write_text(p.read_text().replace("ms_p50", "ms", 1)))
+    assert "missing" in _corrupt(tmp_path / "e", lambda p: p.with_name("mbv3-tiny.meta.json").unlink())
+    assert "truncated" in _corrupt(tmp_path / "f", lambda p: p.with_name("mbv3-tiny.meta.json").write_text('{"sche'))
+
+
+def test_table_for_another_space_is_rejected(tmp_path):
+    path = save_lut(tiny_table(), tmp_path / "fake" / "mbv3-tiny.csv")
+    from hwnas.space import with_io
+
+    rgb = with_io(get_space("mbv3-tiny"), in_channels=3, num_classes=10)  # CIFAR: other stem, other hash
+    with pytest.raises(HwnasError, match="built for space 'mbv3-tiny'.*3 input channels"):
+        load_lut(path, space=rgb)
+    with pytest.raises(HwnasError, match="hash"):
+        LatencyPredictor(load_lut(path), get_space("mbv3"))
+    meta = json.loads(path.with_name("mbv3-tiny.meta.json").read_text())
+    meta["space"]["hash"] = "000000000000"
+    path.with_name("mbv3-tiny.meta.json").write_text(json.dumps(meta))
+    with pytest.raises(HwnasError, match="different version"):
+        load_lut(path).space()
+
+
+def test_predict_many_equals_predict_and_raw_sum_calibration():
+    space = get_space("mbv3-tiny")
+    table = tiny_table(calibration={"slope": 1.15, "offset_ms": 0.02,
+                                    "per_resolution": {"28": {"slope": 1.2, "offset_ms": 0.05}}})
+    predictor = LatencyPredictor(table, space)
+    rng = random.Random(0)
+    archs = [sample(space, rng) for _ in range(100)] + [Arch.parse(t) for t in TINY_ARCHS]
+    many = predictor.predict_many(archs)
+    assert many.shape == (len(archs),) and many.dtype == np.float64
+    for arch, value in zip(archs, many):
+        slope, offset = (1.2, 0.05) if arch.resolution == 28 else (1.15, 0.02)
+        expected = slope * raw_sum_ms(table, space, arch) + offset
+        assert predictor.predict(arch) == pytest.approx(expected, rel=1e-12)
+        assert value == pytest.approx(expected, rel=1e-12)
+    predictor.predict_many(archs[:100])
+    start = time.perf_counter()
+    predictor.predict_many(archs[:100])
+    assert time.perf_counter() - start < 0.05  # typically ~0.1 ms; generous bound for a loaded CI machine
+
+
+def test_choice_latency_arrays_reproduce_predictions():
+    space = get_space("mbv3-tiny")
+    table = tiny_table(calibration={"slope": 1.1, "offset_ms": 0.03, "per_resolution": {}})
+    predictor = LatencyPredictor(table, space)
+    from hwnas.space import layer_choices
+
+    for text in TINY_ARCHS:
+        arch = Arch.parse(text)
+        stage_ms, fixed_ms = choice_latency_ms(table, space, arch.resolution)
+        assert [a.shape for a in stage_ms] == [(4, 9)] * 5
+        total = fixed_ms + sum(stage_ms[s][p, layer_choices(space.stages[s]).index(layer)]
+                               for s, layers in enumerate(arch.stages) for p, layer in enumerate(layers))
+        assert total == pytest.approx(predictor.predict(arch), rel=1e-12)
+
+
+def test_latency_range_brackets_every_arch():
+    space = get_space("mbv3-tiny")
+    predictor = LatencyPredictor(tiny_table(), space)
+    lo, hi = latency_range_ms(predictor)
+    assert lo <= predictor.predict(smallest(space)) and hi >= predictor.predict(largest(space))
+    values = predictor.predict_many([sample(space, random.Random(i)) for i in range(200)])
+    assert lo <= values.min() and values.max() <= hi
+
+
+def test_committed_tables_load_for_their_spaces():
+    root = Path(__file__).parents[1] / "latency_tables" / "cpu-ort-1t"
+    for name in ("mbv3", "mbv3-tiny"):
+        table = load_lut(root / f"{name}.csv", space=get_space(name))
+        predictor = LatencyPredictor(table, get_space(name))
+        lo, hi = latency_range_ms(predictor)
+        assert 0 < lo < hi
+        assert table.meta["calibration"]["subnets"], "committed tables are calibrated"
+
+
+def test_copy_of_table_elsewhere_still_loads(tmp_path):
+    src = save_lut(tiny_table(), tmp_path / "a" / "mbv3-tiny.csv")
+    dst = tmp_path / "b" / "mbv3-tiny.csv"
+    dst.parent.mkdir()
+    shutil.copy(src, dst)
+    shutil.copy(src.with_name("mbv3-tiny.meta.json"), dst.with_name("mbv3-tiny.meta.json"))
+    assert len(load_lut(dst.with_name("mbv3-tiny.meta.json"))) == len(load_lut(src))

@@ -1,0 +1,127 @@
+"""Profiling (real onnxruntime sessions on mbv3-tiny at one resolution), resume after a crash, validate, CLI."""
+
+import json
+import random
+
+import pytest
+
+from hwnas.cli.main import main
+from hwnas.latency import DeviceProfile, LatencyPredictor, load_lut, measure_model_ms
+from hwnas.latency.profiler import SUBNET_PREFIX, partial_paths, profile_space
+from hwnas.latency.runtime import Loaded
+from hwnas.space import distinct_blocks, get_space, sample
+
+QUICK = dict(warmup_s=0.05, warmup=1, rounds=2, repeats=3, max_cv=0.5, remeasure=0, clock="thread")
+
+
+@pytest.fixture(scope="module")
+def tiny_lut(tmp_path_factory):
+    """A real cpu-ort-1t style LUT of mbv3-tiny at 28 px (short protocol), with 4 calibration subnets."""
+    path = tmp_path_factory.mktemp("tables") / "quick" / "mbv3-tiny.csv"
+    profile = DeviceProfile(name="quick", calib_subnets=4, **QUICK)
+    table = profile_space(get_space("mbv3-tiny"), profile, out_path=path, resolutions=(28,))
+    return path, table
+
+
+def test_profile_writes_a_calibrated_table_for_every_block(tiny_lut):
+    path, table = tiny_lut
+    space = get_space("mbv3-tiny")
+    assert set(table.rows) == {s.key for s in distinct_blocks(space, (28,))[28]}
+    loaded = load_lut(path, space=space)
+    assert loaded.meta["device"] == "quick" and loaded.meta["resolutions"] == [28]
+    cal = loaded.meta["calibration"]
+    assert len(cal["subnets"]) == 4 and all(p["measured_ms"] > 0 for p in cal["subnets"])
+    assert "corrects" in cal and cal["per_resolution"] == {}  # 4 subnets < 5 per resolution: one global line
+    assert not any(p.exists() for p in partial_paths(path))
+    predictor = LatencyPredictor(loaded, space)
+    for point in cal["subnets"]:  # the fitted line reproduces its own points within the measurement noise
+        from hwnas.space import Arch
+
+        assert predictor.predict(Arch.parse(point["arch"])) == pytest.approx(point["measured_ms"], rel=0.35)
+
+
+def test_measure_model_ms_real_session():
+    from hwnas.blocks import build_model
+
+    space = get_space("mbv3-tiny")
+    arch = sample(space, random.Random(2), resolution=28)
+    profile = DeviceProfile(name="quick", **QUICK)
+    stats = measure_model_ms(build_model(space, arch), (1, 1, 28, 28), profile)
+    assert 0 < stats.p50_ms <= stats.p90_ms * 1.5 and stats.n == 6 and stats.cv >= 0
+
+
+class Interrupted(Exception):
+    pass
+
+
+class FakeRunner:
+    """A device whose models take 10–170 ms of fake time; after `fail_after` runs it raises (like a Ctrl-C)."""
+
+    def __init__(self, profile, fail_after=None):
+        self.profile, self.fail_after, self.clock, self.runs, self.loaded = profile, fail_after, 0, 0, []
+
+    def timer(self):
+        return self.clock
+
+    def load(self, model, input_shape):
+        key = len(self.loaded)
+        self.loaded.append(key)
+        ms = 10.0 * (1 + sum(input_shape) % 17)
+
+        def run():
+            self.runs += 1
+            if self.fail_after is not None and self.runs > self.fail_after:
+                raise Interrupted
+            self.clock += int(ms * 1e6)
+        return Loaded(run, lambda: None)
+
+
+def test_interrupted_profile_resumes_from_partial_file(tmp_path):
+    space = get_space("mbv3-tiny")
+    profile = DeviceProfile(name="fake", calib_subnets=2, **{**QUICK, "warmup_s": 0.0, "rounds": 3})
+    path = tmp_path / "fake" / "mbv3-tiny.csv"
+    first = FakeRunner(profile, fail_after=1000)  # in the third and last pass
+    with pytest.raises(Interrupted):
+        profile_space(space, profile, out_path=path, resolutions=(32,), runner=first, timer=first.timer)
+    partial_csv, partial_json = partial_paths(path)
+    assert partial_csv.is_file() and partial_json.is_file() and not path.exists()
+    done_items = {line.split(",")[0].strip('"') for line in partial_csv.read_text().splitlines()[1:]}
+    assert done_items
+    second = FakeRunner(profile)
+    table = profile_space(space, profile, out_path=path, resolutions=(32,), runner=second, timer=second.timer)
+    n_items = len(distinct_blocks(space, (32,))[32]) + 2
+    assert len(first.loaded) == n_items and len(second.loaded) < n_items  # completed items were not reloaded
+    assert len(table) == n_items - 2 and table.meta["resumed"]
+    assert not partial_csv.exists() and load_lut(path, space=space).rows.keys() == table.rows.keys()
+    assert all(SUBNET_PREFIX not in key for key in table.rows)
+
+
+def test_cli_predict_and_validate(tiny_lut, tmp_path, capsys):
+    path, table = tiny_lut
+    arch = str(sample(get_space("mbv3-tiny"), random.Random(0), resolution=28))
+    assert main(["latency", "predict", arch, "--lut", str(path), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert set(out) == {"arch", "latency_ms"} and out["arch"] == arch and out["latency_ms"] > 0
+    plot = tmp_path / "fid.png"
+    assert main(["latency", "validate", "--lut", str(path), "--subnets", "4", "--json", "--plot", str(plot)]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert set(report) == {"subnets", "within_5pct", "within_10pct", "mape", "max_err", "kendall_tau",
+                           "raw_within_10pct", "flops_kendall_tau", "flops_mape", "seconds"}
+    assert report["subnets"] == 4 and 0 <= report["within_10pct"] <= 1 and report["mape"] >= 0
+    assert plot.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_cli_errors_are_one_line(tiny_lut, capsys, tmp_path):
+    path, _ = tiny_lut
+    assert main(["latency", "predict", "r40/k3e3,k3e3/k3e3,k3e3/k3e3,k3e3/k3e3,k3e3/k3e3,k3e3", "--lut", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "LUT miss" in err and "--resolutions 40" in err
+    assert main(["profile", "--device", "nope", "--space", "mbv3-tiny", "--out", str(tmp_path)]) == 2
+    assert "unknown device profile" in capsys.readouterr().err
+    assert main(["latency", "predict", "r28/k3e3", "--lut", str(tmp_path / "none.csv")]) == 2
+    assert "LUT not found" in capsys.readouterr().err
+
+
+def test_remote_profile_cannot_be_profiled_locally(tmp_path, capsys):
+    assert main(["profile", "--device", "remote-template", "--space", "mbv3-tiny", "--out", str(tmp_path)]) == 2
+    assert "hwnas bundle --device remote-template" in capsys.readouterr().err
