@@ -30,15 +30,13 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from hwnas.atomic import atomic_write_json  # noqa: E402
-from hwnas.data.datasets import load_dataset  # noqa: E402
 from hwnas.latency.lut import load_lut  # noqa: E402
 from hwnas.latency.predictor import LatencyPredictor  # noqa: E402
 from hwnas.machine import machine_info  # noqa: E402
 from hwnas.search import (EvolutionConfig, RandomConfig, evolve, gene_latency_from_lut, genome_of,  # noqa: E402
                           random_search)
 from hwnas.search.predicted import predicted_evolution  # noqa: E402
-from hwnas.search.scorer import ScorerConfig, SupernetScorer  # noqa: E402
-from hwnas.supernet.supernet import extract  # noqa: E402
+from hwnas.search.scorer import ScorerConfig, scorer_for_run  # noqa: E402
 from hwnas.train.checkpoint import load_run  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -52,7 +50,8 @@ def main() -> None:
     parser.add_argument("--evaluations", type=int, default=30)
     parser.add_argument("--population", type=int, default=8)
     parser.add_argument("--fractions", default="0.15,0.35,0.6", help="budgets as fractions of the [min, max] latency range")
-    parser.add_argument("--val-images", type=int, default=2000)
+    parser.add_argument("--val-images", type=int, default=1000)
+    parser.add_argument("--strategies", default="random,evolution,evolution+predictor")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "search_quality.json")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -66,27 +65,28 @@ def main() -> None:
     exact = LatencyPredictor(table, space)
     lo, hi = latency.min_ms()[0], latency.max_ms()[0]
     budgets = [round(lo + float(f) * (hi - lo), 4) for f in args.fractions.split(",")]
-    data = load_dataset(run.dataset, run.data_dir, **run.split_args)
-    build = lambda arch: extract(run.supernet, arch)  # noqa: E731
-    val = SupernetScorer(space, build, train=data.train, val=data.val,
-                         cfg=ScorerConfig(calib_batches=2, val_images=args.val_images))
-    test = SupernetScorer(space, build, train=data.train, val=data.test, cfg=ScorerConfig(calib_batches=2))
+    val = scorer_for_run(run, cfg=ScorerConfig(calib_batches=1, val_images=args.val_images))
+    test = scorer_for_run(run, cfg=ScorerConfig(calib_batches=1), split="test")
+    wanted = args.strategies.split(",")
     n = args.evaluations
     per_budget = []
     for b_idx, budget in enumerate(budgets):
-        rows: dict[str, list[dict[str, object]]] = {"random": [], "evolution": [], "evolution+predictor": []}
+        rows: dict[str, list[dict[str, object]]] = {name: [] for name in wanted}
         for seed in range(args.seeds):
             def rng(k: int) -> np.random.Generator:
                 return np.random.default_rng([seed, b_idx, k])
 
-            found = {
-                "random": random_search(space, val, latency, budget_ms=budget, cfg=RandomConfig(evaluations=n), rng=rng(0)),
-                "evolution": evolve(space, val, latency, budget_ms=budget, rng=rng(1),
-                                    cfg=EvolutionConfig(population=args.population, generations=10_000,
-                                                        max_evaluations=n)),
-                "evolution+predictor": predicted_evolution(space, val, latency, budget_ms=budget, measured=n, kind="ridge",
-                                                           rng=rng(2))[0],
-            }
+            found = {}
+            if "random" in wanted:
+                found["random"] = random_search(space, val, latency, budget_ms=budget, cfg=RandomConfig(evaluations=n),
+                                                rng=rng(0))
+            if "evolution" in wanted:
+                found["evolution"] = evolve(space, val, latency, budget_ms=budget, rng=rng(1),
+                                            cfg=EvolutionConfig(population=args.population, generations=10_000,
+                                                                max_evaluations=n))
+            if "evolution+predictor" in wanted:
+                found["evolution+predictor"] = predicted_evolution(space, val, latency, budget_ms=budget, measured=n,
+                                                                   kind="ridge", rng=rng(2))[0]
             for name, res in found.items():
                 predicted = exact.predict(res.arch)
                 assert predicted <= budget + 1e-9, (name, predicted, budget)
@@ -104,7 +104,7 @@ def main() -> None:
         per_budget.append({"budget_ms": budget, "summary": summary, "runs": rows})
     payload = {
         "benchmark": "search_quality",
-        "setup": {"run": str(args.run), "lut": str(args.lut), "space": space.name, "dataset": run.dataset,
+        "setup": {"strategies": wanted, "run": str(args.run), "lut": str(args.lut), "space": space.name, "dataset": run.dataset,
                   "seeds": args.seeds, "evaluations_per_search": n, "evolution_population": args.population,
                   "val_images": args.val_images, "latency_range_ms": [round(lo, 5), round(hi, 5)],
                   "budget_fractions": args.fractions},

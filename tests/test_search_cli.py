@@ -47,3 +47,51 @@ def test_bad_search_arguments(lut: Path, tmp_path: Path, capsys, argv: list[str]
 def test_report_without_search_results_explains(tmp_path: Path, capsys) -> None:
     assert main(["report", str(tmp_path)]) == 2
     assert "hwnas search" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory) -> Path:
+    """A run folder holding a real (untrained, seeded) supernet checkpoint on the synthetic dataset: search needs a
+    checkpoint `load_run` accepts, not a good one, and training even a few steps costs more than this whole file."""
+    import torch
+
+    from hwnas.space import space_hash
+    from hwnas.supernet.supernet import Supernet
+    from hwnas.train.checkpoint import CHECKPOINT, FORMAT, save_checkpoint
+    from hwnas.train.config import TrainConfig, config_to_dict
+
+    out = tmp_path_factory.mktemp("run")
+    cfg = TrainConfig(space="mbv3-tiny", dataset="synthetic", max_steps=1, batch_size=16, val_size=256)
+    torch.manual_seed(0)
+    net = Supernet(SPACE)
+    save_checkpoint(out / CHECKPOINT, {"format": FORMAT, "config": config_to_dict(cfg), "space_hash": space_hash(SPACE),
+                                       "in_channels": SPACE.in_channels, "num_classes": SPACE.num_classes,
+                                       "preprocess": {}, "model": net.state_dict(), "step": 1, "total_steps": 1})
+    return out
+
+
+def test_search_json_contract_and_outputs(tiny_run: Path, lut: Path, capsys) -> None:
+    import json
+
+    from hwnas.latency.lut import load_lut
+
+    lat = gene_latency_from_lut(load_lut(lut), SPACE)
+    lo, hi = lat.min_ms()[0], lat.max_ms()[0]
+    budgets = [round(lo + 0.02 * (hi - lo), 5), round(lo + 0.05 * (hi - lo), 5)]
+    argv = ["search", "--run", str(tiny_run), "--lut", str(lut), "--budget-ms", str(budgets[0]), "--evaluations", "4",
+            "--population", "2", "--val-images", "16", "--calib-images", "32", "--seed", "3", "--json"]
+    assert main(argv) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert set(out) == {"arch", "predicted_ms", "accuracy", "budget_ms", "evaluated", "seconds"}
+    assert out["predicted_ms"] <= budgets[0] and out["evaluated"] == 4 and 0 <= out["accuracy"] <= 1
+    for name in ("search.json", "pareto.csv", "candidates.csv"):
+        assert (tiny_run / name).is_file()
+    assert main(argv) == 2 and "--force" in capsys.readouterr().err       # never overwrites silently
+    multi = ["search", "--run", str(tiny_run), "--lut", str(lut), "--budgets", ",".join(map(str, budgets)),
+             "--strategy", "random", "--evaluations", "3", "--val-images", "16", "--calib-images", "32", "--force", "--json"]
+    assert main(multi) == 0
+    both = json.loads(capsys.readouterr().out)
+    assert [b["budget_ms"] for b in both] == budgets and all(b["predicted_ms"] <= b["budget_ms"] for b in both)
+    saved = json.loads((tiny_run / "search.json").read_text())
+    assert saved["extra"]["cache"]["hits"] >= 0 and len(saved["budgets"]) == 2
+    assert main(["report", str(tiny_run)]) == 0 and (tiny_run / "pareto.png").is_file()

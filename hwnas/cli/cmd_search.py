@@ -43,7 +43,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                    help="evolution only: fit an accuracy predictor on the measured archs, evolve on it (100x500), "
                         "then measure its top candidates")
     p.add_argument("--val-images", type=positive_int, default=2000, help="val images per evaluation (default 2000)")
-    p.add_argument("--calib-batches", type=positive_int, default=2, help="BN recalibration batches of 256 (default 2)")
+    p.add_argument("--calib-images", type=positive_int, default=512,
+                   help="training images used to recalibrate BN per candidate (default 512)")
     p.add_argument("--arch", default=None, help="scale only: the arch to scale (default: the winner in RUN/search.json)")
     p.add_argument("--out", type=Path, default=None, help="output folder (default: the run folder)")
     p.add_argument("--force", action="store_true", help="overwrite existing search outputs")
@@ -79,10 +80,8 @@ def _scorer(args: argparse.Namespace, space: Any) -> Any:
     """Measured accuracy on the run's own val split (the split training held out)."""
     import torch
 
-    from hwnas.data.datasets import load_dataset
-    from hwnas.search.scorer import ScorerConfig, SupernetScorer
+    from hwnas.search.scorer import ScorerConfig, scorer_for_run
     from hwnas.space import space_hash
-    from hwnas.supernet.supernet import extract
     from hwnas.train.checkpoint import load_run
 
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
@@ -90,9 +89,10 @@ def _scorer(args: argparse.Namespace, space: Any) -> Any:
     if space_hash(run.space) != space_hash(space):
         raise HwnasError(f"LUT {args.lut} is for space {space.name} (hash {space_hash(space)}) but run {args.run} trained "
                          f"{run.space.name} (hash {space_hash(run.space)}); profile this space or pick the matching LUT")
-    data = load_dataset(run.dataset, run.data_dir, **run.split_args)
-    cfg = ScorerConfig(calib_batches=args.calib_batches, val_images=args.val_images, seed=args.seed)
-    return SupernetScorer(space, lambda arch: extract(run.supernet, arch), train=data.train, val=data.val, cfg=cfg)
+    batch = min(256, args.calib_images)
+    cfg = ScorerConfig(calib_batches=-(-args.calib_images // batch), calib_batch_size=batch, val_images=args.val_images,
+                       seed=args.seed)
+    return scorer_for_run(run, cfg=cfg)
 
 
 def _run_strategy(args: argparse.Namespace, space: Any, latency: Any, budgets: list[float]) -> tuple[list[Any], dict[str, Any]]:

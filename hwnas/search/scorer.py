@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -23,7 +24,10 @@ from hwnas.errors import HwnasError
 from hwnas.search.genome import genome_of
 from hwnas.space import Arch, SpaceSpec
 
-__all__ = ["ScorerConfig", "SupernetScorer", "recalibrate_bn_"]
+if TYPE_CHECKING:
+    from hwnas.train.checkpoint import LoadedRun
+
+__all__ = ["ScorerConfig", "SupernetScorer", "recalibrate_bn_", "scorer_for_run"]
 
 log = logging.getLogger(__name__)
 
@@ -116,3 +120,13 @@ class SupernetScorer:
     def __call__(self, genes: np.ndarray) -> np.ndarray:
         archs = genome_of(self.space).decode(genes)
         return np.array([self.accuracy(a) for a in archs])
+
+
+def scorer_for_run(run: LoadedRun, *, cfg: ScorerConfig, split: str = "val") -> SupernetScorer:
+    """Scorer of a trained run on the exact train/val split its training used (same val_size and seed: no leakage)."""
+    from hwnas.data.datasets import load_dataset
+    from hwnas.supernet.supernet import extract
+
+    data = load_dataset(run.dataset, run.data_dir, val_size=run.config.val_size, seed=run.config.seed)
+    return SupernetScorer(run.space, lambda arch: extract(run.supernet, arch), train=data.train, val=data.split(split),
+                          cfg=cfg)
