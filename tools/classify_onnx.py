@@ -84,7 +84,8 @@ def main() -> int:
     parser.add_argument("card", type=Path, help="model_card.json written by 'hwnas export'")
     parser.add_argument("--model", type=Path, default=None, help="ONNX file (default: the card's fp32 model)")
     parser.add_argument("--data", type=Path, default=Path("/usr/share/datasets/fashion-mnist"))
-    parser.add_argument("--limit", type=int, default=None, help="classify only the first N test images")
+    parser.add_argument("--limit", type=int, default=None,
+                        help="classify only the first N test images (default: as many as the card's accuracy used)")
     parser.add_argument("--batch-size", type=int, default=500)
     parser.add_argument("--tolerance", type=float, default=0.001, help="allowed |accuracy - card accuracy| (fraction)")
     args = parser.parse_args()
@@ -96,8 +97,10 @@ def main() -> int:
 
     images = read_idx(args.data / "t10k-images-idx3-ubyte.gz")
     labels = read_idx(args.data / "t10k-labels-idx1-ubyte.gz").astype(np.int64)
-    if args.limit:
-        images, labels = images[: args.limit], labels[: args.limit]
+    # The card's accuracy is on the first n_images test images (the whole split unless exported with --test-images).
+    n_card = int(card["accuracy"].get("n_images") or len(labels))
+    limit = args.limit or n_card
+    images, labels = images[:limit], labels[:limit]
 
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 1
@@ -111,7 +114,7 @@ def main() -> int:
     acc = correct / len(labels)
     print(f"{Path(model_path).name}: {correct}/{len(labels)} correct, accuracy {acc:.4f} "
           f"(model card: {expected:.4f}, arch {card['arch']})")
-    if args.limit is None and abs(acc - expected) > args.tolerance:
+    if limit == n_card and abs(acc - expected) > args.tolerance:
         print(f"MISMATCH: accuracy differs from the model card by {abs(acc - expected):.4f}", file=sys.stderr)
         return 1
     return 0

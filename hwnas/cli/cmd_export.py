@@ -35,6 +35,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                    help="LUT for the predicted latency (default latency_tables/<device>/<space>.csv)")
     p.add_argument("--parity-images", type=positive_int, default=1000, metavar="N",
                    help="test images for the ONNX-vs-torch check (default 1000)")
+    p.add_argument("--test-images", type=positive_int, default=None, metavar="N",
+                   help="report accuracy on the first N test images only (default: the whole test split)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--force", action="store_true", help="overwrite existing outputs in DIR")
     p.set_defaults(handler=_export)
@@ -76,7 +78,7 @@ def _export(args: argparse.Namespace) -> int:
     arch = Arch.parse(arch_text)
     check_out_dir(args.out, force=args.force, produces=OUTPUT_FILES)
     cfg = ExportConfig(finetune=FinetuneConfig(epochs=args.finetune_epochs), int8=args.int8, device=args.device,
-                       lut=lut, parity_images=args.parity_images, pte=args.format == "pte",
+                       lut=lut, parity_images=args.parity_images, test_images=args.test_images, pte=args.format == "pte",
                        pte_device=args.pte_device)
     result = export_run(args.run, arch, args.out, cfg=cfg, progress=not args.json)
     if args.json:

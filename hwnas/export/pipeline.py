@@ -45,6 +45,7 @@ class ExportConfig:
     device: str = "cpu-ort-1t"          # profile name or YAML path for the measured latency
     lut: Path | None = None             # LUT for the predicted latency (None: latency_tables/<device>/<space>.csv if present)
     parity_images: int = 1000
+    test_images: int | None = None      # None: the whole test split (first N test images otherwise, for quick checks)
     calib_images: int = 512             # train images for int8 calibration
     recalib_batches: int = 20           # train batches for BN recalibration
     batch_size: int = 128
@@ -54,8 +55,10 @@ class ExportConfig:
     pte_device: str = "cpu-et-xnnpack-1t"  # executorch profile the .pte is timed on
 
     def __post_init__(self) -> None:
-        for name in ("parity_images", "calib_images", "recalib_batches", "batch_size"):
+        for name in ("parity_images", "calib_images", "recalib_batches", "batch_size", "test_images"):
             value = getattr(self, name)
+            if value is None and name == "test_images":
+                continue
             if not isinstance(value, int) or value < 1:
                 raise HwnasError(f"export {name} must be a positive whole number, got {value!r}")
 
@@ -175,7 +178,7 @@ def export_run(
     from hwnas.latency.profiles import load_profile
     from hwnas.supernet import extract
     from hwnas.train.checkpoint import load_run
-    from hwnas.train.evaluate import accuracy, recalibrate_bn
+    from hwnas.train.evaluate import recalibrate_bn
 
     started = time.monotonic()
     profile = load_profile(cfg.device) if cfg.measure else None
@@ -212,9 +215,13 @@ def export_run(
                                                       shuffle=True, generator=gen, limit=cfg.recalib_batches)))
         model.eval()
 
-    # 3. test accuracy of the torch model.
-    test_acc = float(accuracy(model, dataset.test, resolution=res, batch_size=256))
-    log.info("test accuracy (torch, %d images): %.4f", len(dataset.test), test_acc)
+    # 3. test accuracy of the torch model (the same tensors are fed to ORT below).
+    n_test = len(dataset.test) if cfg.test_images is None else min(cfg.test_images, len(dataset.test))
+    test_x, test_y = _images(dataset.test, n_test, resolution=res, batch_size=512)
+    with torch.no_grad():
+        test_acc = float(sum(int((model(test_x[i : i + 500]).argmax(1) == test_y[i : i + 500]).sum())
+                             for i in range(0, n_test, 500)) / n_test)
+    log.info("test accuracy (torch, %d images): %.4f", n_test, test_acc)
 
     # 4. ONNX + checker (inside export_onnx) + 5. parity on real test images.
     onnx_path = export_onnx(model, out / "model.onnx", space=space, arch=arch,
@@ -229,7 +236,6 @@ def export_run(
 
     # 6. optional int8: calibrated on train images, evaluated on the whole test split.
     int8_path, int8_acc = None, None
-    test_x, test_y = _images(dataset.test, len(dataset.test), resolution=res, batch_size=512)
     if cfg.int8:
         calib_x, _ = _images(dataset.train, cfg.calib_images, resolution=res, batch_size=cfg.batch_size)
         int8_path = quantize_int8(onnx_path, out / "model.int8.onnx", calib_x.numpy())
@@ -268,7 +274,7 @@ def export_run(
         preprocess=make_preprocess(dataset.preprocess, resolution=res),
         accuracy={"test_acc": test_acc, "onnx_test_acc": onnx_acc, "int8_test_acc": int8_acc,
                   "int8_drop_pp": None if int8_acc is None else round(100 * (test_acc - int8_acc), 3),
-                  "split": "test", "n_images": len(dataset.test)},
+                  "split": "test", "n_images": n_test},
         latency={"device": None if profile is None else profile.name, "batch": shape[0],
                  "predicted_ms": predicted, "measured_ms": measured, "int8_measured_ms": int8_measured,
                  "int8_speedup": None if not (measured and int8_measured) else round(measured / int8_measured, 3),

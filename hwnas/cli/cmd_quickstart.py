@@ -1,0 +1,63 @@
+"""`hwnas quickstart` (= `make demo`): latency table → supernet training → budgeted search → verified export, on this CPU."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from hwnas.cli.common import check_out_dir, positive_int
+from hwnas.cli.output import print_table
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("quickstart", help="the whole pipeline on this CPU and Fashion-MNIST, in minutes")
+    p.add_argument("--out", type=Path, default=Path("runs/quickstart"), metavar="DIR",
+                   help="output directory (default runs/quickstart)")
+    p.add_argument("--epochs", type=positive_int, default=3, metavar="E", help="supernet training epochs (default 3)")
+    p.add_argument("--evaluations", type=positive_int, default=40, metavar="N",
+                   help="measured search evaluations (default 40)")
+    p.add_argument("--no-int8", dest="int8", action="store_false", help="skip the int8 export")
+    p.add_argument("--force", action="store_true", help="overwrite an earlier quickstart in DIR")
+    p.set_defaults(handler=_quickstart)
+
+
+def _quickstart(args: argparse.Namespace) -> int:
+    from hwnas.quickstart import QuickstartConfig, run_quickstart
+
+    check_out_dir(args.out, force=args.force, produces=("search.json", "export/model_card.json", "run/checkpoint.pt"))
+    started = time.monotonic()
+    cfg = QuickstartConfig(out=args.out, epochs=args.epochs, evaluations=args.evaluations, int8=args.int8)
+    r = run_quickstart(cfg, progress=sys.stderr.isatty())
+    e = r.export
+    total = time.monotonic() - started
+    print()
+    print(f"hwnas quickstart: {cfg.space} on Fashion-MNIST, device {cfg.device}, {total / 60:.1f} min")
+    print(f"latency table  {r.lut} ({'committed, matches this machine' if r.lut_reused else 'profiled now'})")
+    print(f"budget         {r.budget_ms:.4f} ms (predicted subnet latencies span {r.range_ms[0]:.4f}-{r.range_ms[1]:.4f} ms)")
+    print(f"winner         {e.arch}")
+    print()
+    err = "" if not (e.predicted_ms and e.measured_ms) else f"{100 * (e.measured_ms / e.predicted_ms - 1):+.1f}%"
+    rows = [["fp32", f"{100 * e.test_acc:.2f}%", _ms(e.predicted_ms), _ms(e.measured_ms), err, e.onnx]]
+    if e.int8_onnx is not None and e.int8_test_acc is not None:
+        rows.append(["int8", f"{100 * e.int8_test_acc:.2f}%", "", _ms(e.int8_measured_ms), "", e.int8_onnx])
+    print_table(["model", "test acc", "predicted ms", "measured ms", "error", "file"], rows)
+    print()
+    p = e.parity
+    print(f"ONNX vs torch on {p.n_images} test images: max |diff| {p.max_abs_diff:.1e}, top-1 agreement "
+          f"{100 * p.top1_agreement:.1f}%; onnx.checker passed")
+    if e.int8_test_acc is not None and e.measured_ms and e.int8_measured_ms:
+        speedup = e.measured_ms / e.int8_measured_ms
+        drop = 100 * (e.test_acc - e.int8_test_acc)
+        worth = speedup >= 1.1 and drop <= 1.0
+        print(f"int8: {speedup:.2f}x the fp32 speed, {drop:+.2f} pp accuracy -> "
+              + ("worth it on this profile" if worth else "not worth it on this profile: ship the fp32 model"))
+    print("stage times: " + ", ".join(f"{k} {v:.0f} s" for k, v in r.seconds.items()))
+    print(f"files: {r.lut}, {r.run_dir}/, {r.search_json}, {e.onnx}, {e.card}")
+    print(f"try it without hwnas: python tools/classify_onnx.py {e.card}")
+    return 0
+
+
+def _ms(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"

@@ -1,0 +1,189 @@
+"""`hwnas quickstart` (what `make demo` runs): the three user jobs end to end on this CPU and real Fashion-MNIST.
+
+1. latency table for `cpu-ort-1t` and `mbv3-tiny` — the committed one when it was measured on this kind of machine with
+   this profile and space, else profiled now;
+2. a weight-sharing supernet trained briefly (BigNAS sandwich rule with in-place distillation);
+3. evolution search at a budget between the fastest and the slowest subnet the table predicts;
+4. export of the winner: BN recalibration, ONNX, parity, int8, measured latency, model card.
+
+Every stage is the library function the matching command runs (profile_space, train, evolve + SupernetScorer,
+export_run); this module only sequences them, sized so the whole run takes minutes on 2 cores.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hwnas.errors import HwnasError
+
+__all__ = ["QuickstartConfig", "QuickstartResult", "lut_matches_machine", "ensure_lut", "run_quickstart"]
+
+log = logging.getLogger(__name__)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True, slots=True)
+class QuickstartConfig:
+    out: Path = Path("runs/quickstart")
+    device: str = "cpu-ort-1t"
+    space: str = "mbv3-tiny"
+    epochs: float = 1.0
+    max_steps: int = 0                # 0: the whole `epochs`; else stop (and end the LR schedule) after this many steps
+    budget_fraction: float = 0.4      # where the budget sits between the fastest (0) and slowest (1) predicted subnet
+    evaluations: int = 40             # measured search evaluations
+    val_images: int = 2000
+    int8: bool = True
+    seed: int = 0
+    committed_luts: Path = REPO / "latency_tables"
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.budget_fraction < 1.0:
+            raise HwnasError(f"budget_fraction must lie strictly between 0 and 1, got {self.budget_fraction}")
+        if self.epochs <= 0 or self.max_steps < 0 or self.evaluations < 1:
+            raise HwnasError("quickstart needs epochs > 0, max_steps >= 0 and at least 1 search evaluation")
+
+
+@dataclass(frozen=True)
+class QuickstartResult:
+    lut: Path
+    lut_reused: bool
+    run_dir: Path
+    search_json: Path
+    budget_ms: float
+    range_ms: tuple[float, float]
+    search_accuracy: float
+    export: Any                       # hwnas.export.pipeline.ExportResult
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def lut_matches_machine(meta: dict[str, Any], *, space: Any, profile: Any) -> tuple[bool, str]:
+    """Is a LUT's metadata this space, this profile and this machine (CPU model, onnxruntime version)?"""
+    from hwnas.machine import cpu_model, package_versions
+    from hwnas.space import space_hash
+
+    checks = [
+        ("space hash", (meta.get("space") or {}).get("hash"), space_hash(space)),
+        ("profile", meta.get("profile"), profile.to_dict()),
+        ("cpu", meta.get("cpu"), cpu_model()),
+        ("onnxruntime", (meta.get("versions") or {}).get("onnxruntime"), package_versions(("onnxruntime",))["onnxruntime"]),
+    ]
+    for what, theirs, ours in checks:
+        if theirs != ours:
+            return False, f"{what} differs ({theirs!r} vs {ours!r})"
+    return True, "same space, profile, CPU model and onnxruntime version"
+
+
+def ensure_lut(space: Any, profile: Any, *, committed_dir: Path, out_dir: Path, progress: bool) -> tuple[Path, bool]:
+    """The LUT to search with: the committed one if it matches this machine, else a fresh profile under `out_dir`."""
+    from hwnas.latency.lut import load_lut, lut_path
+    from hwnas.latency.profiler import profile_space
+
+    committed = lut_path(committed_dir, profile.name, space)
+    if committed.is_file():
+        table = load_lut(committed, space=space)
+        ok, why = lut_matches_machine(table.meta, space=space, profile=profile)
+        if ok:
+            log.info("[1/4] reusing committed LUT %s (%s)", committed, why)
+            return committed, True
+        log.info("[1/4] committed LUT %s not reused: %s", committed, why)
+    path = lut_path(out_dir, profile.name, space)
+    log.info("[1/4] profiling %s on %s -> %s", space.name, profile.name, path)
+    profile_space(space, profile, out_path=path, progress=progress)
+    return path, False
+
+
+def _search(space: Any, run_dir: Path, lut: Path, out_dir: Path, cfg: QuickstartConfig, *,
+            progress: bool) -> tuple[Path, float, tuple[float, float], float]:
+    """Evolution under a budget `budget_fraction` of the way from the fastest to the slowest predicted subnet."""
+    import numpy as np
+
+    from hwnas.data import load_dataset
+    from hwnas.latency.lut import load_lut
+    from hwnas.search import EvolutionConfig, evolve, gene_latency_from_lut
+    from hwnas.search.output import write_search_outputs
+    from hwnas.search.scorer import ScorerConfig, SupernetScorer
+    from hwnas.space import space_hash
+    from hwnas.supernet import extract
+    from hwnas.train.checkpoint import load_run
+
+    table = load_lut(lut, space=space)
+    latency = gene_latency_from_lut(table, space)
+    lo, hi = latency.min_ms()[0], latency.max_ms()[0]
+    budget = round(lo + cfg.budget_fraction * (hi - lo), 4)
+    log.info("[3/4] search: predicted latency spans %.4f–%.4f ms; budget %.4f ms, %d measured evaluations",
+             lo, hi, budget, cfg.evaluations)
+    run = load_run(run_dir)
+    data = load_dataset(run.dataset, run.data_dir, val_size=run.config.val_size, seed=run.config.seed)
+    scorer = SupernetScorer(space, lambda arch: extract(run.supernet, arch), train=data.train, val=data.val,
+                            cfg=ScorerConfig(val_images=cfg.val_images, seed=cfg.seed))
+    evo = EvolutionConfig(population=16, generations=10_000, max_evaluations=cfg.evaluations, progress=progress)
+    result = evolve(space, scorer, latency, budget_ms=budget, cfg=evo, rng=np.random.default_rng(cfg.seed))
+    context = {"seed": cfg.seed, "run": str(run_dir), "lut": str(lut), "device": table.device, "space": space.name,
+               "space_hash": space_hash(space), "extra": {"quickstart": True}}
+    write_search_outputs([result], out_dir, context=context)
+    log.info("[3/4] winner %s: predicted %.4f ms, val accuracy %.4f", result.arch, result.predicted_ms, result.accuracy)
+    return out_dir / "search.json", budget, (lo, hi), result.accuracy
+
+
+def run_quickstart(cfg: QuickstartConfig, *, train_fn: Callable[..., Path] | None = None,
+                   progress: bool = False) -> QuickstartResult:
+    """Run all four stages into `cfg.out` (lut/, run/, search.json, export/); returns what the summary needs."""
+    import torch
+
+    from hwnas.export.pipeline import ExportConfig, export_run
+    from hwnas.latency.profiles import load_profile
+    from hwnas.space import get_space
+
+    torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    space = get_space(cfg.space)
+    profile = load_profile(cfg.device)
+    seconds: dict[str, float] = {}
+
+    t0 = time.monotonic()
+    lut, reused = ensure_lut(space, profile, committed_dir=cfg.committed_luts, out_dir=out / "latency_tables",
+                             progress=progress)
+    seconds["latency table"] = time.monotonic() - t0
+
+    t0 = time.monotonic()
+    run_dir = out / "run"
+    log.info("[2/4] training a %s supernet on Fashion-MNIST (bignas, %g epochs%s) -> %s", space.name, cfg.epochs,
+             f", at most {cfg.max_steps} steps" if cfg.max_steps else "", run_dir)
+    train = train_fn if train_fn is not None else _train
+    train(space, run_dir, epochs=cfg.epochs, max_steps=cfg.max_steps, seed=cfg.seed, progress=progress)
+    seconds["train"] = time.monotonic() - t0
+
+    t0 = time.monotonic()
+    search_json, budget, span, search_acc = _search(space, run_dir, lut, out, cfg, progress=progress)
+    seconds["search"] = time.monotonic() - t0
+
+    t0 = time.monotonic()
+    from hwnas.export.pipeline import read_search
+    from hwnas.space import Arch
+
+    arch = Arch.parse(read_search(search_json)[0])
+    log.info("[4/4] exporting %s", arch)
+    result = export_run(run_dir, arch, out / "export", cfg=ExportConfig(int8=cfg.int8, device=cfg.device, lut=lut),
+                        progress=progress)
+    seconds["export"] = time.monotonic() - t0
+    return QuickstartResult(lut=lut, lut_reused=reused, run_dir=run_dir, search_json=search_json, budget_ms=budget,
+                            range_ms=span, search_accuracy=search_acc, export=result, seconds=seconds)
+
+
+def _train(space: Any, run_dir: Path, *, epochs: float, max_steps: int, seed: int, progress: bool) -> Path:
+    """BigNAS (sandwich rule + in-place distillation) on Fashion-MNIST via `hwnas.train.train`."""
+    from hwnas.train import TrainConfig, train
+
+    cfg = TrainConfig(space=space.name, width=space.width, dataset="fashion-mnist", mode="bignas", epochs=epochs,
+                      max_steps=max_steps, seed=seed, val_size=5000)
+    result = train(cfg, run_dir, progress=progress)
+    log.info("[2/4] trained %d steps (%.2f epochs) in %.0f s, %.0f img/s; val accuracy largest %.4f, smallest %.4f",
+             result.steps, result.epochs, result.train_s, result.img_per_s, result.val_acc_max, result.val_acc_min)
+    return run_dir
