@@ -15,6 +15,7 @@ from hwnas.space import Arch, distinct_blocks, get_space
 ROOT = Path(__file__).parents[1]
 
 
+@pytest.mark.slow
 def test_bundle_measure_import_round_trip(tmp_path, capsys):
     bundle = tmp_path / "bundle"
     assert main(["bundle", "--device", "remote-template", "--space", "mbv3-tiny", "--resolutions", "28",

@@ -96,6 +96,7 @@ def test_interrupted_profile_resumes_from_partial_file(tmp_path):
     assert all(SUBNET_PREFIX not in key for key in table.rows)
 
 
+@pytest.mark.slow
 def test_cli_predict_and_validate(tiny_lut, tmp_path, capsys):
     path, table = tiny_lut
     arch = str(sample(get_space("mbv3-tiny"), random.Random(0), resolution=28))

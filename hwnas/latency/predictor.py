@@ -99,34 +99,47 @@ class LatencyPredictor:
             for s, arr in enumerate(stages):
                 self._grid[r, s, : arr.shape[0], : arr.shape[1]] = slope * arr
             self._fixed[r] = slope * fixed + offset
-        self._cache: dict[Arch, np.ndarray] = {}
-        self._stage_ix = np.arange(n_stages)[:, None]
-        self._pos_ix = np.arange(self._depth)[None, :]
+        self._flat = self._grid.ravel()
+        self._depths = [frozenset(s.depths) for s in space.stages]
+        # int-keyed lookups: hashing a LayerChoice dataclass runs Python code, an int tuple does not
+        self._choice_of = [{(c.kernel, c.expand): j for j, c in enumerate(layer_choices(s))} for s in space.stages]
+        width = self._n_choices + 1
+        self._offsets = (np.arange(n_stages * self._depth) * width)[None, :]
+        self._res_stride = n_stages * self._depth * width
 
-    def _encode(self, arch: Arch) -> np.ndarray:
-        """[resolution index, choice index per (stage, position) with `n_choices` for absent layers] as one int row."""
-        row = self._cache.get(arch)
-        if row is None:
-            check_arch(self.space, arch)
-            row = np.full(1 + len(self.space.stages) * self._depth, self._n_choices, dtype=np.intp)
-            row[0] = self._res_index[arch.resolution]
-            for s, layers in enumerate(arch.stages):
-                index = self._choice_index[s]
-                base = 1 + s * self._depth
-                for p, layer in enumerate(layers):
-                    row[base + p] = index[layer]
-            if len(self._cache) < 200_000:
-                self._cache[arch] = row
-        return row
+    def encode(self, archs: Sequence[Arch]) -> np.ndarray:
+        """Integer codes, one row per arch: [resolution index, then per (stage, position) the choice index in
+        `layer_choices(stage)` order, or `n_choices` where the stage is shallower]. Search code can keep these rows with
+        its population and call `predict_codes`, which is pure numpy."""
+        n_stages, depth, absent = len(self.space.stages), self._depth, self._n_choices
+        rows = []
+        for arch in archs:  # plain Python lists, converted once: per-row numpy assignment costs more than the lookups
+            try:
+                row = [self._res_index[arch.resolution]]
+                if len(arch.stages) != n_stages:
+                    raise KeyError(arch)
+                for s, layers in enumerate(arch.stages):
+                    if len(layers) not in self._depths[s]:
+                        raise KeyError(arch)
+                    choice_of = self._choice_of[s]
+                    row += [choice_of[(layer.kernel, layer.expand)] for layer in layers]
+                    row += [absent] * (depth - len(layers))
+            except KeyError:
+                check_arch(self.space, arch)  # raises the usual "not in space" message
+                raise AssertionError(f"arch {arch} passed check_arch but could not be encoded") from None
+            rows.append(row)
+        return np.array(rows, dtype=np.intp).reshape(len(rows), 1 + n_stages * depth)
+
+    def predict_codes(self, codes: np.ndarray) -> np.ndarray:
+        """Calibrated ms for rows of `encode` — one gather and one row sum, no Python loop."""
+        flat = codes[:, :1] * self._res_stride + self._offsets + codes[:, 1:]
+        return self._fixed[codes[:, 0]] + self._flat[flat].sum(axis=1)
 
     def predict_many(self, archs: Sequence[Arch]) -> np.ndarray:
-        """Calibrated ms for each arch, as a float64 array (one numpy gather for the whole population)."""
+        """Calibrated ms for each arch, as a float64 array (encode + `predict_codes`)."""
         if len(archs) == 0:
             return np.empty(0)
-        codes = np.stack([self._encode(a) for a in archs])
-        res = codes[:, 0]
-        choice = codes[:, 1:].reshape(len(archs), len(self.space.stages), self._depth)
-        out = self._fixed[res] + self._grid[res[:, None, None], self._stage_ix, self._pos_ix, choice].sum(axis=(1, 2))
+        out = self.predict_codes(self.encode(archs))
         bad = np.flatnonzero(~np.isfinite(out))
         if len(bad):
             raw_sum_ms(self.table, self.space, archs[int(bad[0])])  # raises naming the missing key

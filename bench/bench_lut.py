@@ -1,0 +1,145 @@
+"""LUT fidelity: calibrated LUT vs raw block sum vs calibrated FLOPs, on held-out mbv3 subnets measured whole.
+
+For `cpu-ort-1t` the committed table (latency_tables/cpu-ort-1t/mbv3.csv) is validated as shipped: N held-out subnets at
+224 px and N at 160 px, timed whole with the same protocol as the table. For the other CPU profiles a table is built
+here at one resolution (224) and validated on fewer subnets. FLOPs = fvcore MACs with the same per-resolution linear
+calibration, fitted on the same calibration subnets as the LUT. Also times `predict_many` on a population of 100.
+
+    flock /tmp/hwnas-heavy.lock .venv/bin/python bench/bench_lut.py [--subnets 200] [--other-subnets 60] [--quick]
+
+Writes bench/results/lut_fidelity.json (+ one scatter PNG per run), updated after every stage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import os
+import random
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from hwnas.atomic import atomic_write_json
+from hwnas.latency import LatencyPredictor, load_lut, load_profile
+from hwnas.latency.profiler import profile_space
+from hwnas.latency.validate import plot_fidelity, validate_lut
+from hwnas.machine import machine_info
+from hwnas.space import get_space, sample
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "bench" / "results"
+OUT = RESULTS / "lut_fidelity.json"
+
+
+def _load() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def predict_speed(table_path: Path) -> dict:
+    space = get_space("mbv3")
+    predictor = LatencyPredictor(load_lut(table_path, space=space), space)
+    rng = random.Random(0)
+    population = [sample(space, rng) for _ in range(100)]
+    clock = time.perf_counter
+
+    def median_us(fn, n: int = 200) -> float:
+        samples = []
+        for _ in range(n):
+            start = clock()
+            fn()
+            samples.append(clock() - start)
+        return round(float(np.median(samples)) * 1e6, 1)
+
+    codes = predictor.encode(population)
+    return {"population": 100, "predict_many_us": median_us(lambda: predictor.predict_many(population)),
+            "encode_us": median_us(lambda: predictor.encode(population)),
+            "predict_codes_us": median_us(lambda: predictor.predict_codes(codes)),
+            "python_loop_2000_dict_lookups_us": median_us(lambda: [LOOKUP[(3, 4)] for _ in range(2000)]),
+            "load_avg": _load(),
+            "note": "predict_many = encode (Python walk over the Arch objects) + predict_codes (numpy gather); the "
+                    "python loop is a yardstick of how fast this shared machine ran Python at the time"}
+
+
+LOOKUP = {(3, 4): 1}
+
+
+def run_validate(table_path: Path, *, subnets: int, resolution: int, seed: int, tag: str) -> dict:
+    table = load_lut(table_path)
+    load_before = _load()
+    report = validate_lut(table, subnets=subnets, seed=seed, resolution=resolution, progress=sys.stderr.isatty())
+    png = RESULTS / f"lut_fidelity_{tag}.png"
+    plot_fidelity(report, png, title=f"mbv3 @{resolution} on {table.device}: {report.subnets} held-out subnets")
+    cal = table.meta.get("calibration") or {}
+    return {"profile": table.device, "lut": str(table_path.relative_to(REPO)), "resolution": resolution,
+            "subnets": report.subnets, "calibration_subnets": len(cal.get("subnets", [])),
+            "lut_calibrated": dataclasses.asdict(report.lut), "raw_sum": dataclasses.asdict(report.raw),
+            "flops_calibrated": dataclasses.asdict(report.flops), "seconds": report.seconds, "scatter": png.name,
+            "measured_ms_range": [min(r["measured_ms"] for r in report.records),
+                                  max(r["measured_ms"] for r in report.records)],
+            "load_avg_before": load_before, "load_avg_after": _load(), "machine": machine_info()}
+
+
+def build(profile_name: str, resolutions: tuple[int, ...], calib: int) -> tuple[Path, dict]:
+    profile = load_profile(profile_name)
+    path = RESULTS / "tables" / profile_name / "mbv3.csv"
+    load_before = _load()
+    start = time.monotonic()
+    table = profile_space(get_space("mbv3"), profile, out_path=path, resolutions=resolutions, calib_subnets=calib,
+                          resume=False, progress=sys.stderr.isatty())
+    return path, {"profile": profile_name, "resolutions": list(resolutions), "rows": len(table),
+                  "calibration_subnets": calib, "build_seconds": round(time.monotonic() - start, 1),
+                  "export_seconds": table.meta.get("export_seconds"), "load_avg_before": load_before,
+                  "load_avg_after": _load(), "machine": machine_info()}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--subnets", type=int, default=200, help="held-out subnets per resolution for cpu-ort-1t")
+    parser.add_argument("--other-subnets", type=int, default=60, help="held-out subnets for the other profiles")
+    parser.add_argument("--others", default="cpu-torch-1t,cpu-ort-2t", help="other CPU profiles ('' for none)")
+    parser.add_argument("--rebuild", action="store_true", help="also time a fresh full cpu-ort-1t mbv3 build")
+    parser.add_argument("--quick", action="store_true", help="few subnets, for a smoke run")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    if args.quick:
+        args.subnets, args.other_subnets = 20, 12
+    results: dict = {"bench": "lut_fidelity", "space": "mbv3", "started": machine_info()["date"], "builds": [],
+                     "fidelity": [], "predict_speed": None}
+
+    def save() -> None:
+        atomic_write_json(OUT, results)
+
+    committed = REPO / "latency_tables" / "cpu-ort-1t" / "mbv3.csv"
+    meta = load_lut(committed).meta
+    results["builds"].append({"profile": "cpu-ort-1t", "resolutions": meta["resolutions"], "rows": meta["rows"],
+                              "build_seconds": meta.get("build_seconds"), "export_seconds": meta.get("export_seconds"),
+                              "note": "the committed table, as built by 'hwnas profile' (see its meta.json)",
+                              "machine": meta.get("machine")})
+    results["predict_speed"] = {**predict_speed(committed), "machine": machine_info()}
+    save()
+    if args.rebuild:
+        _, info = build("cpu-ort-1t", (128, 160, 192, 224), 24)
+        results["builds"].append(info)
+        save()
+    for res, seed in ((224, 11), (160, 12)):
+        results["fidelity"].append(run_validate(committed, subnets=args.subnets, resolution=res, seed=seed,
+                                                tag=f"cpu-ort-1t_{res}"))
+        save()
+    for name in filter(None, args.others.split(",")):
+        path, info = build(name, (224,), 12)
+        results["builds"].append(info)
+        save()
+        results["fidelity"].append(run_validate(path, subnets=args.other_subnets, resolution=224, seed=13,
+                                                tag=f"{name}_224"))
+        save()
+    results["finished"] = machine_info()["date"]
+    save()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
