@@ -73,6 +73,22 @@ def _calib(value: int | None) -> int | None:
     return value
 
 
+def _int8_runner(profile):  # type: ignore[no-untyped-def]
+    """For int8 profiles (dtype: int8): an ORT runner that quantizes each block/subnet like 'hwnas export --int8'."""
+    if profile.dtype != "int8":
+        return None
+    from hwnas.export.int8 import quantize_onnx_bytes
+    from hwnas.latency.runtime import make_runner
+
+    return make_runner(profile, quantize=quantize_onnx_bytes)
+
+
+def _table_profile(table):  # type: ignore[no-untyped-def]
+    from hwnas.latency.profiles import profile_from_dict
+
+    return profile_from_dict(table.meta.get("profile"), where=f"LUT {table.source} metadata")
+
+
 def _profile(args: argparse.Namespace) -> int:
     from hwnas.latency import load_profile
     from hwnas.latency.lut import lut_path
@@ -93,7 +109,7 @@ def _profile(args: argparse.Namespace) -> int:
         check_out_dir(path.parent, force=True)
         table = profile_space(space, profile, out_path=path, resolutions=_resolutions(space, args.resolutions),
                               calib_subnets=_calib(args.calib_subnets), resume=not args.fresh,
-                              progress=sys.stderr.isatty())
+                              progress=sys.stderr.isatty(), runner=_int8_runner(profile))
     cal = table.meta.get("calibration") or {}
     summary = {"lut": str(path), "device": table.device, "space": table.space_name, "rows": len(table),
                "resolutions": list(table.resolutions), "calibration_subnets": len(cal.get("subnets", [])),
@@ -136,7 +152,7 @@ def _validate(args: argparse.Namespace) -> int:
     table, _ = _load(args.lut)
     plot = args.plot or args.lut.with_name(args.lut.name.removesuffix(".csv") + ".fidelity.png")
     report = validate_lut(table, subnets=args.subnets, seed=args.seed, resolution=args.resolution,
-                          progress=sys.stderr.isatty())
+                          progress=sys.stderr.isatty(), runner=_int8_runner(_table_profile(table)))
     plot_fidelity(report, plot, title=f"{table.space_name} on {table.device}: {report.subnets} held-out subnets")
     if args.records is not None:
         import pandas as pd

@@ -128,7 +128,7 @@ def quantize_int8(
         with atomic_path(dst_path, suffix=".onnx") as out:
             onnx.save(proto, str(out))
             check_onnx(out)
-    log.info("wrote %s (%.1f KiB, fp32 %.1f KiB)", dst_path, dst_path.stat().st_size / 1024, src_path.stat().st_size / 1024)
+    log.debug("wrote %s (%.1f KiB, fp32 %.1f KiB)", dst_path, dst_path.stat().st_size / 1024, src_path.stat().st_size / 1024)
     return dst_path
 
 

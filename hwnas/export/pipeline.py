@@ -118,6 +118,7 @@ def arch_from_search(path: str | os.PathLike[str]) -> str:
 def measure_onnx_ms(path: Path, input_shape: tuple[int, ...], profile: Any) -> float:
     """p50 ms of an exported ONNX file with the profile's runner and timing protocol (same harness as the LUT)."""
     from hwnas.latency.harness import Protocol, run_protocol
+    from hwnas.latency.profiles import profile_timer
     from hwnas.latency.runtime import OrtRunner
 
     if profile.runtime != "onnxruntime":
@@ -128,7 +129,7 @@ def measure_onnx_ms(path: Path, input_shape: tuple[int, ...], profile: Any) -> f
     loaded = runner.load_onnx(path.read_bytes(), input_shape)
     try:
         protocol = Protocol.from_profile(profile, warmup_s=min(profile.warmup_s, 2.0))
-        stats = run_protocol({"model": loaded.run}, protocol, rng=random.Random(0))["model"]
+        stats = run_protocol({"model": loaded.run}, protocol, rng=random.Random(0), timer=profile_timer(profile))["model"]
     finally:
         loaded.release()
     return stats.p50_ms
@@ -150,6 +151,10 @@ def predicted_ms_for(space: SpaceSpec, arch: Arch, *, lut: Path | None, device: 
         raise HwnasError(f"LUT {path} was measured on {table.device!r}, but latency is measured on {device!r}; "
                          f"pass --device {table.device} or a LUT for {device}")
     return predict_ms(table, space, arch), str(path)
+
+
+def _rel_error(predicted: float | None, measured: float | None) -> float | None:
+    return None if not (predicted and measured) else round(predicted / measured - 1, 4)
 
 
 # ---- pipeline ----------------------------------------------------------------------------------------------------------
@@ -182,6 +187,8 @@ def export_run(
 
     started = time.monotonic()
     profile = load_profile(cfg.device) if cfg.measure else None
+    if profile is not None and profile.dtype == "int8" and not cfg.int8:
+        raise HwnasError(f"device profile {profile.name} times int8 models; add --int8 (or use an fp32 profile)")
     run = load_run(Path(run_dir))
     space: SpaceSpec = run.space
     check_arch(space, arch)
@@ -278,7 +285,9 @@ def export_run(
         latency={"device": None if profile is None else profile.name, "batch": shape[0],
                  "predicted_ms": predicted, "measured_ms": measured, "int8_measured_ms": int8_measured,
                  "int8_speedup": None if not (measured and int8_measured) else round(measured / int8_measured, 3),
-                 "predicted_error": None if not (predicted and measured) else round(predicted / measured - 1, 4),
+                 "predicted_dtype": None if profile is None else profile.dtype,  # the LUT predicts this model
+                 "predicted_error": _rel_error(predicted, int8_measured if profile is not None and
+                                               profile.dtype == "int8" else measured),
                  "lut": lut_used, "profile": None if profile is None else profile.to_dict()},
         cost={"macs": arch_macs(space, arch), "params": arch_params(space, arch)},
         files={"onnx": onnx_path, "int8": int8_path},

@@ -56,17 +56,26 @@ def onnx_bytes(model: nn.Module, input_shape: tuple[int, ...]) -> bytes:
     return buffer.getvalue()
 
 
-class OrtRunner:
-    """onnxruntime: each model exported alone to ONNX and run in its own session (CPU or CUDA execution provider)."""
+Quantizer = Callable[[bytes, np.ndarray], bytes]  # fp32 ONNX bytes + calibration inputs -> int8 ONNX bytes
 
-    def __init__(self, profile: DeviceProfile) -> None:
+
+class OrtRunner:
+    """onnxruntime: each model exported alone to ONNX and run in its own session (CPU or CUDA execution provider).
+
+    An int8 profile (``dtype: int8``) quantizes every model before timing with the injected `quantize` — the
+    command line passes `hwnas.export.int8.quantize_onnx_bytes`, the same static QDQ quantizer `hwnas export --int8`
+    ships with (injected because export sits above latency in the layering).
+    """
+
+    def __init__(self, profile: DeviceProfile, *, quantize: Quantizer | None = None) -> None:
         import onnxruntime as ort
 
         self.profile = profile
         self._ort = ort
-        if profile.dtype != "fp32":
-            raise HwnasError(f"profile {profile.name}: dtype {profile.dtype} is not supported by the local runner yet; "
-                             "use dtype fp32 (int8 latency is measured by 'hwnas export --int8')")
+        if profile.dtype == "int8" and quantize is None:
+            raise HwnasError(f"profile {profile.name}: dtype int8 needs a quantizer; run it through 'hwnas profile' or "
+                             "'hwnas latency validate' (they quantize every block like 'hwnas export --int8')")
+        self._quantize = quantize if profile.dtype == "int8" else None
         available = ort.get_available_providers()
         wanted = "CUDAExecutionProvider" if profile.provider == "cuda" else "CPUExecutionProvider"
         if wanted not in available:
@@ -84,6 +93,10 @@ class OrtRunner:
         return so
 
     def load_onnx(self, data: bytes, input_shape: tuple[int, ...]) -> Loaded:
+        if self._quantize is not None:
+            # Activation ranges from random inputs: fine for timing (int8 kernel speed does not depend on the values).
+            calib = np.random.default_rng(1).standard_normal((4 * input_shape[0], *input_shape[1:])).astype(np.float32)
+            data = self._quantize(data, calib)
         session = self._ort.InferenceSession(data, sess_options=self.session_options(), providers=self._providers)
         feed = {session.get_inputs()[0].name: np.random.default_rng(0).standard_normal(input_shape).astype(np.float32)}
         holder = [session]
@@ -140,11 +153,13 @@ _RUNNERS: dict[str, Callable[[DeviceProfile], Runner]] = {"onnxruntime": OrtRunn
                                                           "executorch": _executorch_runner}
 
 
-def make_runner(profile: DeviceProfile) -> Runner:
-    """The runner for `profile.runtime` (one of the plug-ins in `_RUNNERS`)."""
+def make_runner(profile: DeviceProfile, *, quantize: Quantizer | None = None) -> Runner:
+    """The runner for `profile.runtime` (one of the plug-ins in `_RUNNERS`); `quantize` serves int8 ORT profiles."""
     if profile.runtime not in _RUNNERS:
         raise HwnasError(f"profile {profile.name}: runtime {profile.runtime!r} has no local runner yet "
                          f"(available: {', '.join(_RUNNERS)}); time it on the device with 'hwnas bundle'")
+    if profile.runtime == "onnxruntime":
+        return OrtRunner(profile, quantize=quantize)
     return _RUNNERS[profile.runtime](profile)
 
 
