@@ -38,6 +38,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--max-steps", type=positive_int, default=None, help="stop after N steps (the LR schedule spans them)")
     p.add_argument("--batch-size", type=positive_int, default=None, help="per-process batch size (default 128)")
     p.add_argument("--lr", type=positive_float, default=None, help="peak learning rate (default 0.1)")
+    p.add_argument("--num-random", type=int, default=None,
+                   help="bignas: random subnets per step besides max and min (default 1); ofa: subnets per step")
+    p.add_argument("--max-random-resolution", action="store_true",
+                   help="bignas: train the largest subnet at a random resolution instead of the largest (cheaper)")
     p.add_argument("--seed", type=int, default=None, help="seed of init, data order, augmentation and sampling (default 0)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--resume", action="store_true", help="continue RUN from its checkpoint (other options are taken from it)")
@@ -54,7 +58,9 @@ def _config(args: argparse.Namespace) -> object:
         raise HwnasError(f"unknown --mode {args.mode!r}; available: {', '.join(_modes())}")
     values: dict[str, object] = {"space": args.space, "width": args.width, "dataset": args.dataset, "mode": args.mode,
                                  "data_dir": str(args.data_dir.resolve()) if args.data_dir else None}
-    for name in ("epochs", "max_steps", "batch_size", "lr", "seed", "threads"):
+    if args.max_random_resolution:
+        values["max_resolution_for_max"] = False
+    for name in ("epochs", "max_steps", "batch_size", "lr", "num_random", "seed", "threads"):
         if getattr(args, name) is not None:
             values[name] = getattr(args, name)
     if args.max_steps is not None and args.epochs is None:

@@ -138,10 +138,12 @@ def _write_outputs(run_dir: Path, state: NasState, history: list[dict[str, Any]]
 def train_nas(space: SpaceSpec, dataset: Dataset, table: LatencyTable, cfg: NasConfig, *, out_dir: Path,
               resume: bool = False, device: torch.device | None = None, progress: bool = True,
               data_dir: str | None = None, extra_config: dict[str, Any] | None = None,
-              on_epoch: Callable[[int], None] | None = None) -> NasResult:
+              on_epoch: Callable[[int], None] | None = None, init_from: Path | None = None) -> NasResult:
     """Train supernet weights and architecture parameters together; write the run folder (see module docstring).
 
-    `on_epoch(epoch)` runs after each epoch's checkpoint (tests raise from it to simulate an interrupted run)."""
+    `on_epoch(epoch)` runs after each epoch's checkpoint (tests raise from it to simulate an interrupted run).
+    `init_from` starts the weights from another run's checkpoint of the same space (e.g. a warmed-up or SPOS supernet),
+    so several targets or λ values can share one weight warm-up."""
     start_time = time.perf_counter()
     device = device or torch.device("cpu")
     run_dir = Path(out_dir)
@@ -159,6 +161,13 @@ def train_nas(space: SpaceSpec, dataset: Dataset, table: LatencyTable, cfg: NasC
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)  # weight init only; forked so the caller's global RNG is untouched
         supernet = Supernet(space).to(device)
+    if init_from is not None and not resume:
+        source = read_checkpoint(Path(init_from) / CHECKPOINT)
+        if source.get("space_hash") != space_hash(space):
+            raise HwnasError(f"--init-from {init_from} was trained on another space (hash {source.get('space_hash')}, "
+                             f"need {space_hash(space)}); pick a run of {space.name}")
+        supernet.load_state_dict(source["model"])
+        config["init_from"] = str(init_from)
     w_opt = torch.optim.SGD(supernet.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
                             nesterov=True)
     a_opt = torch.optim.Adam([params.logits], lr=cfg.alpha_lr, betas=(0.5, 0.999), weight_decay=cfg.alpha_weight_decay)

@@ -35,5 +35,5 @@ def train_step(ctx: StepContext, images: torch.Tensor, labels: torch.Tensor) -> 
     for arch in archs:
         kd = kd_loss(subnet_logits(ctx, images, arch), soft, cfg)
         kd.backward()
-        kd_total += float(kd)
-    return {"loss": float(loss), "loss_kd": kd_total / len(archs)}
+        kd_total += float(kd.detach())
+    return {"loss": float(loss.detach()), "loss_kd": kd_total / len(archs)}

@@ -86,7 +86,7 @@ def train_step(ctx: StepContext, images: torch.Tensor, labels: torch.Tensor) -> 
         top = _sample(ctx, "full")
         loss = ce_loss(subnet_logits(ctx, images, top), labels, ctx.cfg)
         loss.backward()
-        return {"loss": float(loss)}
+        return {"loss": float(loss.detach())}
     teacher: Supernet = ctx.extra["teacher"]
     total, kd_total = 0.0, 0.0
     n = max(1, ctx.cfg.num_random)
@@ -98,7 +98,7 @@ def train_step(ctx: StepContext, images: torch.Tensor, labels: torch.Tensor) -> 
         logits = subnet_logits(ctx, images, arch)
         ce, kd = ce_loss(logits, labels, ctx.cfg), kd_loss(logits, soft, ctx.cfg)
         (ce + kd).backward()
-        total += float(ce)
-        kd_total += float(kd)
+        total += float(ce.detach())
+        kd_total += float(kd.detach())
     return {"loss": total / n, "loss_kd": kd_total / n}
 

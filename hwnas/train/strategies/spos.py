@@ -21,4 +21,4 @@ def train_step(ctx: StepContext, images: torch.Tensor, labels: torch.Tensor) -> 
     arch = sample(ctx.space, ctx.rng)
     loss = ce_loss(subnet_logits(ctx, images, arch), labels, ctx.cfg)
     loss.backward()
-    return {"loss": float(loss)}
+    return {"loss": float(loss.detach())}
