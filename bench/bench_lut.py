@@ -26,7 +26,7 @@ import numpy as np
 from hwnas.atomic import atomic_write_json
 from hwnas.latency import LatencyPredictor, load_lut, load_profile
 from hwnas.latency.profiler import profile_space
-from hwnas.latency.validate import plot_fidelity, validate_lut
+from hwnas.latency.validate import FidelityReport, fit_stats, plot_fidelity, validate_lut
 from hwnas.machine import machine_info
 from hwnas.space import get_space, sample
 
@@ -67,20 +67,40 @@ def predict_speed(table_path: Path) -> dict:
 LOOKUP = {(3, 4): 1}
 
 
-def run_validate(table_path: Path, *, subnets: int, resolution: int, seed: int, tag: str) -> dict:
+def run_validate(table_path: Path, *, subnets: int, resolution: int, seed: int, tag: str, plot: bool = True) -> dict:
     table = load_lut(table_path)
     load_before = _load()
     report = validate_lut(table, subnets=subnets, seed=seed, resolution=resolution, progress=sys.stderr.isatty())
     png = RESULTS / f"lut_fidelity_{tag}.png"
-    plot_fidelity(report, png, title=f"mbv3 @{resolution} on {table.device}: {report.subnets} held-out subnets")
+    if plot:
+        plot_fidelity(report, png, title=f"mbv3 @{resolution} on {table.device}: {report.subnets} held-out subnets")
     cal = table.meta.get("calibration") or {}
     return {"profile": table.device, "lut": str(table_path.relative_to(REPO)), "resolution": resolution,
             "subnets": report.subnets, "calibration_subnets": len(cal.get("subnets", [])),
             "lut_calibrated": dataclasses.asdict(report.lut), "raw_sum": dataclasses.asdict(report.raw),
-            "flops_calibrated": dataclasses.asdict(report.flops), "seconds": report.seconds, "scatter": png.name,
+            "flops_calibrated": dataclasses.asdict(report.flops), "seconds": report.seconds, "scatter": png.name if plot else None,
             "measured_ms_range": [min(r["measured_ms"] for r in report.records),
                                   max(r["measured_ms"] for r in report.records)],
-            "load_avg_before": load_before, "load_avg_after": _load(), "machine": machine_info()}
+            "load_avg_before": load_before, "load_avg_after": _load(), "machine": machine_info(),
+            "records": list(report.records)}
+
+
+def pooled_stats(records: list[dict]) -> dict:
+    meas = [r["measured_ms"] for r in records]
+    return {"subnets": len(records),
+            "lut_calibrated": dataclasses.asdict(fit_stats([r["predicted_ms"] for r in records], meas)),
+            "raw_sum": dataclasses.asdict(fit_stats([r["raw_sum_ms"] for r in records], meas)),
+            "flops_calibrated": dataclasses.asdict(fit_stats([r["flops_pred_ms"] for r in records], meas)),
+            "measured_ms_range": [min(meas), max(meas)]}
+
+
+def plot_records(records: list[dict], path: Path, *, title: str) -> None:
+    meas = [r["measured_ms"] for r in records]
+    report = FidelityReport(lut=fit_stats([r["predicted_ms"] for r in records], meas),
+                            raw=fit_stats([r["raw_sum_ms"] for r in records], meas),
+                            flops=fit_stats([r["flops_pred_ms"] for r in records], meas),
+                            subnets=len(records), seconds=0.0, records=tuple(records))
+    plot_fidelity(report, path, title=title)
 
 
 def build(profile_name: str, resolutions: tuple[int, ...], calib: int) -> tuple[Path, dict]:
@@ -99,6 +119,7 @@ def build(profile_name: str, resolutions: tuple[int, ...], calib: int) -> tuple[
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--subnets", type=int, default=200, help="held-out subnets per resolution for cpu-ort-1t")
+    parser.add_argument("--batch", type=int, default=50, help="held-out subnets per validation batch")
     parser.add_argument("--other-subnets", type=int, default=60, help="held-out subnets for the other profiles")
     parser.add_argument("--others", default="cpu-torch-1t,cpu-ort-2t", help="other CPU profiles ('' for none)")
     parser.add_argument("--rebuild", action="store_true", help="also time a fresh full cpu-ort-1t mbv3 build")
@@ -106,7 +127,7 @@ def main() -> int:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     if args.quick:
-        args.subnets, args.other_subnets = 20, 12
+        args.subnets, args.batch, args.other_subnets = 8, 4, 6
     results: dict = {"bench": "lut_fidelity", "space": "mbv3", "started": machine_info()["date"], "builds": [],
                      "fidelity": [], "predict_speed": None}
 
@@ -125,16 +146,31 @@ def main() -> int:
         _, info = build("cpu-ort-1t", (128, 160, 192, 224), 24)
         results["builds"].append(info)
         save()
-    for res, seed in ((224, 11), (160, 12)):
-        results["fidelity"].append(run_validate(committed, subnets=args.subnets, resolution=res, seed=seed,
-                                                tag=f"cpu-ort-1t_{res}"))
-        save()
+    # held-out subnets in batches of `--batch`, alternating resolutions, so an interrupted run still leaves results for
+    # both; the pooled numbers over all batches of a resolution are recomputed after each batch
+    pooled: dict[int, list[dict]] = {224: [], 160: []}
+    seen: dict[int, set[str]] = {224: set(), 160: set()}
+    for batch in range(max(1, args.subnets // args.batch)):
+        for res in (224, 160):
+            seed = 1000 * res + batch
+            entry = run_validate(committed, subnets=args.batch, resolution=res, seed=seed, tag=f"cpu-ort-1t_{res}",
+                                 plot=False)
+            new = [r for r in entry.pop("records") if r["arch"] not in seen[res]]
+            seen[res].update(r["arch"] for r in new)
+            pooled[res] += new
+            results["fidelity"].append(entry)
+            results["pooled"] = {str(r): pooled_stats(recs) for r, recs in pooled.items() if recs}
+            results["records"] = {str(r): recs for r, recs in pooled.items()}
+            plot_records(pooled[res], RESULTS / f"lut_fidelity_cpu-ort-1t_{res}.png",
+                         title=f"mbv3 @{res} on cpu-ort-1t: {len(pooled[res])} held-out subnets")
+            save()
     for name in filter(None, args.others.split(",")):
         path, info = build(name, (224,), 12)
         results["builds"].append(info)
         save()
-        results["fidelity"].append(run_validate(path, subnets=args.other_subnets, resolution=224, seed=13,
-                                                tag=f"{name}_224"))
+        entry = run_validate(path, subnets=args.other_subnets, resolution=224, seed=13, tag=f"{name}_224")
+        entry["records"] = None
+        results["fidelity"].append(entry)
         save()
     results["finished"] = machine_info()["date"]
     save()

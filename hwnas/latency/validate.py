@@ -97,12 +97,12 @@ def heldout_archs(space: SpaceSpec, n: int, *, resolutions: Sequence[int], exclu
 
 
 def whole_model_protocol(profile: DeviceProfile, *, warmup_s: float) -> Protocol:
-    """A shorter protocol for hundreds of whole subnets (each 10–100× a block): 3 passes × (1 + repeats/2) runs.
+    """A shorter protocol for hundreds of whole subnets (each 10–100× a block): 3 passes × (1 + repeats/3) runs.
 
     Whole models are long enough that a single run is already a stable sample; the interleaved passes and the median
     across them are what protect against drift, so those stay.
     """
-    return Protocol(warmup_s=warmup_s, warmup=1, rounds=min(3, profile.rounds), repeats=max(3, profile.repeats // 2),
+    return Protocol(warmup_s=warmup_s, warmup=1, rounds=min(3, profile.rounds), repeats=max(3, profile.repeats // 3),
                     max_cv=profile.max_cv, remeasure=min(1, profile.remeasure))
 
 
