@@ -103,13 +103,11 @@ def _search(space: Any, run_dir: Path, lut: Path, out_dir: Path, cfg: Quickstart
     """Evolution under a budget `budget_fraction` of the way from the fastest to the slowest predicted subnet."""
     import numpy as np
 
-    from hwnas.data import load_dataset
     from hwnas.latency.lut import load_lut
     from hwnas.search import EvolutionConfig, evolve, gene_latency_from_lut
     from hwnas.search.output import write_search_outputs
-    from hwnas.search.scorer import ScorerConfig, SupernetScorer
+    from hwnas.search.scorer import ScorerConfig, scorer_for_run
     from hwnas.space import space_hash
-    from hwnas.supernet import extract
     from hwnas.train.checkpoint import load_run
 
     table = load_lut(lut, space=space)
@@ -118,10 +116,7 @@ def _search(space: Any, run_dir: Path, lut: Path, out_dir: Path, cfg: Quickstart
     budget = round(lo + cfg.budget_fraction * (hi - lo), 4)
     log.info("[3/4] search: predicted latency spans %.4f–%.4f ms; budget %.4f ms, %d measured evaluations",
              lo, hi, budget, cfg.evaluations)
-    run = load_run(run_dir)
-    data = load_dataset(run.dataset, run.data_dir, val_size=run.config.val_size, seed=run.config.seed)
-    scorer = SupernetScorer(space, lambda arch: extract(run.supernet, arch), train=data.train, val=data.val,
-                            cfg=ScorerConfig(val_images=cfg.val_images, seed=cfg.seed))
+    scorer = scorer_for_run(load_run(run_dir, space=space), cfg=ScorerConfig(val_images=cfg.val_images, seed=cfg.seed))
     evo = EvolutionConfig(population=16, generations=10_000, max_evaluations=cfg.evaluations, progress=progress)
     result = evolve(space, scorer, latency, budget_ms=budget, cfg=evo, rng=np.random.default_rng(cfg.seed))
     context = {"seed": cfg.seed, "run": str(run_dir), "lut": str(lut), "device": table.device, "space": space.name,
