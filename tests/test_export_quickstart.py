@@ -1,0 +1,46 @@
+"""`hwnas quickstart` plumbing that runs in milliseconds: LUT reuse decision and output-directory safety."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from hwnas.cli.main import main
+from hwnas.errors import HwnasError
+from hwnas.latency import load_profile
+from hwnas.machine import cpu_model, package_versions
+from hwnas.quickstart import QuickstartConfig, lut_matches_machine
+from hwnas.space import get_space, space_hash
+
+
+def _meta(**over: object) -> dict[str, object]:
+    space = get_space("mbv3-tiny")
+    meta: dict[str, object] = {"space": {"name": space.name, "hash": space_hash(space)},
+                               "profile": load_profile("cpu-ort-1t").to_dict(), "cpu": cpu_model(),
+                               "versions": package_versions()}
+    meta.update(over)
+    return meta
+
+
+def test_committed_lut_is_reused_only_on_the_same_machine_profile_and_space() -> None:
+    space, profile = get_space("mbv3-tiny"), load_profile("cpu-ort-1t")
+    assert lut_matches_machine(_meta(), space=space, profile=profile)[0]
+    ok, why = lut_matches_machine(_meta(cpu="Some Other CPU"), space=space, profile=profile)
+    assert not ok and "cpu" in why
+    ok, why = lut_matches_machine(_meta(profile={**profile.to_dict(), "threads": 2}), space=space, profile=profile)
+    assert not ok and "profile" in why
+    ok, why = lut_matches_machine(_meta(), space=get_space("mbv3"), profile=profile)
+    assert not ok and "space" in why
+    ok, why = lut_matches_machine(_meta(versions={"onnxruntime": "0.0.1"}), space=space, profile=profile)
+    assert not ok and "onnxruntime" in why
+
+
+def test_quickstart_refuses_to_overwrite_and_bad_config(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    (tmp_path / "search.json").write_text("{}")
+    assert main(["quickstart", "--out", str(tmp_path)]) == 2
+    assert "--force" in capsys.readouterr().err
+    assert main(["quickstart", "--out", str(tmp_path), "--steps", "0"]) == 2
+    assert "positive" in capsys.readouterr().err
+    with pytest.raises(HwnasError):
+        QuickstartConfig(budget_fraction=1.5)
