@@ -47,14 +47,16 @@ def main() -> None:
     parser.add_argument("--run", type=Path, default=REPO / "runs" / "bignas-tiny")
     parser.add_argument("--lut", type=Path, default=REPO / "latency_tables" / "cpu-ort-1t" / "mbv3-tiny.csv")
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--evaluations", type=int, default=30)
-    parser.add_argument("--population", type=int, default=8)
+    parser.add_argument("--evaluations", type=int, default=12)
+    parser.add_argument("--population", type=int, default=6)
     parser.add_argument("--fractions", default="0.15,0.35,0.6", help="budgets as fractions of the [min, max] latency range")
-    parser.add_argument("--val-images", type=int, default=1000)
-    parser.add_argument("--strategies", default="random,evolution,evolution+predictor")
+    parser.add_argument("--val-images", type=int, default=500)
+    parser.add_argument("--test-images", type=int, default=2000)
+    parser.add_argument("--calib-images", type=int, default=128)
+    parser.add_argument("--strategies", default="random,evolution")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "search_quality.json")
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.basicConfig(level=logging.INFO, format="%(message)s", force=True)
     torch.set_num_threads(2)
     start = time.perf_counter()
 
@@ -65,8 +67,9 @@ def main() -> None:
     exact = LatencyPredictor(table, space)
     lo, hi = latency.min_ms()[0], latency.max_ms()[0]
     budgets = [round(lo + float(f) * (hi - lo), 4) for f in args.fractions.split(",")]
-    val = scorer_for_run(run, cfg=ScorerConfig(calib_batches=1, val_images=args.val_images))
-    test = scorer_for_run(run, cfg=ScorerConfig(calib_batches=1), split="test")
+    calib = dict(calib_batches=1, calib_batch_size=args.calib_images)
+    val = scorer_for_run(run, cfg=ScorerConfig(**calib, val_images=args.val_images))
+    test = scorer_for_run(run, cfg=ScorerConfig(**calib, val_images=args.test_images), split="test")
     wanted = args.strategies.split(",")
     n = args.evaluations
     per_budget = []
@@ -106,7 +109,7 @@ def main() -> None:
         "benchmark": "search_quality",
         "setup": {"strategies": wanted, "run": str(args.run), "lut": str(args.lut), "space": space.name, "dataset": run.dataset,
                   "seeds": args.seeds, "evaluations_per_search": n, "evolution_population": args.population,
-                  "val_images": args.val_images, "latency_range_ms": [round(lo, 5), round(hi, 5)],
+                  "val_images": args.val_images, "test_images": args.test_images, "calib_images": args.calib_images, "latency_range_ms": [round(lo, 5), round(hi, 5)],
                   "budget_fractions": args.fractions},
         "budgets": per_budget,
         "cache": {"val_hits": val.hits, "val_misses": val.misses},
