@@ -27,7 +27,7 @@ test-fast: setup
 	$(PY) -m pytest -m 'not slow' $(PYTEST_ARGS)
 
 demo: setup
-	.venv/bin/hwnas quickstart --out runs/quickstart
+	.venv/bin/hwnas quickstart --out runs/quickstart --force
 
 bench: setup
 	$(PY) -m pip install -q --no-deps 'ofa==0.1.0'
