@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
@@ -30,7 +29,7 @@ def _quickstart(args: argparse.Namespace) -> int:
     check_out_dir(args.out, force=args.force, produces=("search.json", "export/model_card.json", "run/checkpoint.pt"))
     started = time.monotonic()
     cfg = QuickstartConfig(out=args.out, max_steps=args.steps, evaluations=args.evaluations, int8=args.int8)
-    r = run_quickstart(cfg, progress=sys.stderr.isatty())
+    r = run_quickstart(cfg, progress=True)  # bars on stderr even when logged to a file: the run takes minutes
     e = r.export
     total = time.monotonic() - started
     print()
