@@ -72,6 +72,7 @@ def fashion_images(fashion_dir: Path) -> torch.Tensor:
     return x
 
 
+@pytest.mark.slow  # lowers a whole subnet: ~40 s CPU
 def test_pte_export_parity_and_latency(tmp_path: Path, fashion_images: torch.Tensor) -> None:
     from hwnas.blocks import build_model, init_weights
     from hwnas.export.pte import check_pte_parity, export_pte, measure_pte_ms
@@ -97,6 +98,7 @@ def test_pte_export_parity_and_latency(tmp_path: Path, fashion_images: torch.Ten
         measure_pte_ms(path, (1, 1, RES, RES), load_profile("cpu-ort-1t"))
 
 
+@pytest.mark.slow  # lowers 2 blocks + starts the standalone script: ~25 s CPU
 def test_lut_and_bundle_round_trip(tmp_path: Path) -> None:
     from hwnas.latency.bundle import import_results
     from hwnas.latency.executorch_runner import ExecuTorchRunner
