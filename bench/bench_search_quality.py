@@ -52,12 +52,13 @@ def main() -> None:
     parser.add_argument("--fractions", default="0.15,0.35,0.6", help="budgets as fractions of the [min, max] latency range")
     parser.add_argument("--val-images", type=int, default=500)
     parser.add_argument("--test-images", type=int, default=2000)
+    parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--calib-images", type=int, default=128)
     parser.add_argument("--strategies", default="random,evolution")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "search_quality.json")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s", force=True)
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     start = time.perf_counter()
 
     table = load_lut(args.lut)
@@ -109,7 +110,8 @@ def main() -> None:
         "benchmark": "search_quality",
         "setup": {"strategies": wanted, "run": str(args.run), "lut": str(args.lut), "space": space.name, "dataset": run.dataset,
                   "seeds": args.seeds, "evaluations_per_search": n, "evolution_population": args.population,
-                  "val_images": args.val_images, "test_images": args.test_images, "calib_images": args.calib_images, "latency_range_ms": [round(lo, 5), round(hi, 5)],
+                  "val_images": args.val_images, "test_images": args.test_images, "calib_images": args.calib_images,
+                  "torch_threads": args.threads, "latency_range_ms": [round(lo, 5), round(hi, 5)],
                   "budget_fractions": args.fractions},
         "budgets": per_budget,
         "cache": {"val_hits": val.hits, "val_misses": val.misses},

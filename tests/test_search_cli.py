@@ -78,17 +78,17 @@ def test_search_json_contract_and_outputs(tiny_run: Path, lut: Path, capsys) -> 
     lat = gene_latency_from_lut(load_lut(lut), SPACE)
     lo, hi = lat.min_ms()[0], lat.max_ms()[0]
     budgets = [round(lo + 0.02 * (hi - lo), 5), round(lo + 0.05 * (hi - lo), 5)]
-    argv = ["search", "--run", str(tiny_run), "--lut", str(lut), "--budget-ms", str(budgets[0]), "--evaluations", "4",
+    argv = ["search", "--run", str(tiny_run), "--lut", str(lut), "--budget-ms", str(budgets[0]), "--evaluations", "3",
             "--population", "2", "--val-images", "16", "--calib-images", "32", "--seed", "3", "--json"]
     assert main(argv) == 0
     out = json.loads(capsys.readouterr().out)
     assert set(out) == {"arch", "predicted_ms", "accuracy", "budget_ms", "evaluated", "seconds"}
-    assert out["predicted_ms"] <= budgets[0] and out["evaluated"] == 4 and 0 <= out["accuracy"] <= 1
+    assert out["predicted_ms"] <= budgets[0] and out["evaluated"] == 3 and 0 <= out["accuracy"] <= 1
     for name in ("search.json", "pareto.csv", "candidates.csv"):
         assert (tiny_run / name).is_file()
     assert main(argv) == 2 and "--force" in capsys.readouterr().err       # never overwrites silently
     multi = ["search", "--run", str(tiny_run), "--lut", str(lut), "--budgets", ",".join(map(str, budgets)),
-             "--strategy", "random", "--evaluations", "3", "--val-images", "16", "--calib-images", "32", "--force", "--json"]
+             "--strategy", "random", "--evaluations", "2", "--val-images", "16", "--calib-images", "32", "--force", "--json"]
     assert main(multi) == 0
     both = json.loads(capsys.readouterr().out)
     assert [b["budget_ms"] for b in both] == budgets and all(b["predicted_ms"] <= b["budget_ms"] for b in both)
