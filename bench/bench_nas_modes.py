@@ -118,6 +118,8 @@ def main() -> int:
     ap.add_argument("--sweep-epochs", type=int, default=1)
     ap.add_argument("--lock-wait-s", type=float, default=300)
     ap.add_argument("--skip-sweep", action="store_true")
+    ap.add_argument("--warm", type=Path, default=None, help="warmed-up run to start every search from")
+    ap.add_argument("--target-loss", default="bisided", help="latency loss of the target runs")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(message)s")
     torch.set_num_threads(args.threads)
@@ -129,19 +131,19 @@ def main() -> int:
     results: dict = {"lut": str(args.lut), "device": table.device, "targets": [], "sweep": []}
     base = dict(batch_size=args.batch_size, steps_per_epoch=args.steps, alpha_lr=0.05, resolution=28)
     t0 = time.perf_counter()
-    warm = args.work / "fbnet-t1"
+    warm = args.warm if args.warm is not None else args.work / "warmup"
+    if args.warm is None:  # one weight warm-up shared by every search below
+        cfg = NasConfig(mode="fbnet", target_ms=args.targets[0], epochs=3, warmup_epochs=1, adapt_rate=0.1, **base)
+        train_nas(space, data, table, cfg, out_dir=warm, progress=False)
     for i, target in enumerate(args.targets):
         run = args.work / f"fbnet-t{i + 1}"
-        if i == 0:
-            cfg = NasConfig(mode="fbnet", target_ms=target, epochs=3, warmup_epochs=1, adapt_rate=0.1, **base)
-            res = train_nas(space, data, table, cfg, out_dir=run, progress=False)
-        else:
-            cfg = NasConfig(mode="fbnet", target_ms=target, epochs=2, warmup_epochs=0, adapt_rate=0.1, **base)
-            res = train_nas(space, data, table, cfg, out_dir=run, progress=False, init_from=warm)
+        cfg = NasConfig(mode="fbnet", target_ms=target, epochs=2, warmup_epochs=0, latency_loss=args.target_loss,
+                        **base)
+        res = train_nas(space, data, table, cfg, out_dir=run, progress=False, init_from=warm)
         arch = Arch.parse(res.arch)
         supernet = _supernet_of(run, space)
         rnd = similar_random_arch(predictor, space, res.predicted_ms, resolution=arch.resolution, seed=i)
-        row = {"mode": "fbnet", "target_ms": target, "arch": res.arch, "expected_ms": res.expected_ms,
+        row = {"mode": "fbnet", "loss": args.target_loss, "target_ms": target, "arch": res.arch, "expected_ms": res.expected_ms,
                "predicted_ms": res.predicted_ms,
                "finetune_test_acc": finetune_acc(supernet, space, data, arch, steps=args.finetune_steps, seed=1),
                "random_arch": str(rnd), "random_predicted_ms": predictor.predict(rnd),

@@ -12,7 +12,7 @@ from pathlib import Path
 from hwnas.atomic import atomic_path
 from hwnas.errors import HwnasError
 
-__all__ = ["plot_pareto"]
+__all__ = ["plot_pareto", "plot_alpha"]
 
 
 def plot_pareto(run_dir: Path, *, out: Path | None = None) -> Path:
@@ -58,3 +58,56 @@ def plot_pareto(run_dir: Path, *, out: Path | None = None) -> Path:
         fig.savefig(tmp, format="png")
     plt.close(fig)
     return path
+
+
+def plot_alpha(run_dir: Path, *, out: Path | None = None) -> Path:
+    """RUN/alpha.png for architecture-search runs (fbnet/proxyless/darts/enas), from RUN/alpha_history.json.
+
+    Left: per layer, the probability of the choice it ends with, over epochs (how decided α is). Middle: the skip
+    probability of every optional layer (depth decisions). Right: expected latency E[LAT](α) and the argmax arch's
+    predicted latency against the target.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    run_dir = Path(run_dir)
+    path = run_dir / "alpha_history.json"
+    if not path.is_file():
+        raise HwnasError(f"{run_dir} has no alpha_history.json; it is written by 'hwnas train --mode "
+                         "fbnet|proxyless|darts|enas'")
+    try:
+        hist = json.loads(path.read_text())
+        epochs = hist["epochs"]
+        probs = np.array([h["probs"] for h in epochs], dtype=float)  # [epoch, stage, position, choice + skip]
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise HwnasError(f"cannot read {path} ({exc}); re-run training") from None
+    x = [h["epoch"] + 1 for h in epochs]
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4.2), dpi=110)
+    final = probs[-1]
+    for s in range(probs.shape[1]):
+        for p in range(probs.shape[2]):
+            c = int(final[s, p, :-1].argmax())
+            axes[0].plot(x, probs[:, s, p, c], lw=0.9, label=f"s{s + 1}p{p + 1} {hist['choices'][s][c]}")
+            if probs[:, s, p, -1].max() > 0 and final[s, p, -1] < 1:
+                axes[1].plot(x, probs[:, s, p, -1], lw=0.9, label=f"stage {s + 1} layer {p + 1}")
+    axes[0].set_title("P(final choice) per layer")
+    axes[1].set_title("P(skip) per optional layer")
+    axes[1].legend(fontsize=6, ncol=2)
+    axes[2].plot(x, [h["expected_ms"] for h in epochs], marker="o", label="E[LAT](α)")
+    axes[2].plot(x, [h["argmax_ms"] for h in epochs], marker="s", label="argmax arch (predicted)")
+    axes[2].axhline(hist["target_ms"], color="black", ls="--", lw=0.8, label=f"target {hist['target_ms']:g} ms")
+    axes[2].set_title("latency vs target")
+    axes[2].set_ylabel("ms")
+    axes[2].legend(fontsize=8)
+    for ax in axes:
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    target = Path(out) if out is not None else run_dir / "alpha.png"
+    with atomic_path(target, suffix=".png") as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+    return target

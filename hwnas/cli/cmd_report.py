@@ -18,6 +18,12 @@ def _report(args: argparse.Namespace) -> int:
 
     if not args.run.is_dir():
         raise HwnasError(f"run folder {args.run} not found")
+    if (args.run / "alpha_history.json").is_file():  # architecture-search run (hwnas train --mode fbnet|...)
+        from hwnas.report import plot_alpha
+
+        print(f"wrote {plot_alpha(args.run)}")
+        if not (args.run / "search.json").is_file():
+            return 0
     path = plot_pareto(args.run)
     print(f"wrote {path}")
     return 0

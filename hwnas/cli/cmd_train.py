@@ -20,9 +20,10 @@ _OUTPUTS = ("checkpoint.pt", "config.json", "metrics.csv")
 
 
 def _modes() -> tuple[str, ...]:
+    from hwnas.cli.train_nas import NAS_MODES
     from hwnas.train.strategy import available_modes  # lists module files; imports no strategy
 
-    return available_modes()
+    return available_modes() + NAS_MODES
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -48,6 +49,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--force", action="store_true", help="overwrite an existing run")
     p.add_argument("--json", action="store_true", help="print a JSON summary at the end")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    from hwnas.cli.train_nas import add_nas_args
+
+    add_nas_args(p)
     p.set_defaults(handler=_train)
 
 
@@ -71,6 +75,10 @@ def _config(args: argparse.Namespace) -> object:
 def _train(args: argparse.Namespace) -> int:
     if args.space not in SPACE_NAMES:
         raise HwnasError(f"unknown space {args.space!r}; available spaces: {', '.join(SPACE_NAMES)}")
+    from hwnas.cli.train_nas import NAS_MODES, run_nas
+
+    if args.mode in NAS_MODES:
+        return run_nas(args)
     rank = int(os.environ.get("RANK", "0"))
     if args.resume:
         from hwnas.train import CHECKPOINT, config_from_dict, read_checkpoint

@@ -65,18 +65,13 @@ class ArchParams(nn.Module):
         return idx.T.reshape(n, *self.shape[:2])
 
     def argmax_indices(self) -> torch.Tensor:
-        """The most probable arch (MAP) as indices: per stage the depth d and layer choices maximising
-        Π_{p<d} max_c P[p, c] · P[d, skip] — exact, unlike a per-layer argmax that may skip too early or too late."""
+        """The argmax arch as indices: every layer takes its most probable entry (choice or skip), as FBNet and DARTS
+        derive their final arch; the stage ends at the first layer whose argmax is skip.
+
+        (Not the single most probable arch: with spread-out distributions that one is biased to shallow stages, since
+        every extra layer multiplies in a probability < 1.)"""
         with torch.no_grad():
-            logp = torch.log(self.probs().clamp_min(1e-30))
-            best_c = logp[..., : self.skip].max(dim=-1)
-            out = torch.full(self.shape[:2], self.skip, dtype=torch.long)
-            for s in range(self.shape[0]):
-                run = torch.cat([torch.zeros(1), best_c.values[s].cumsum(0)])  # log-prob of keeping first p layers
-                scores = torch.cat([run[: self.max_depth] + logp[s, :, self.skip], run[self.max_depth :]])  # d = 0..D
-                d = int(torch.argmax(scores))
-                out[s, :d] = best_c.indices[s, :d]
-        return out
+            return self.probs().argmax(dim=-1).cpu()
 
     def arch(self) -> Arch:
         return decode_indices(self, self.argmax_indices())

@@ -2,7 +2,7 @@
 
 Both levels run `relaxed_forward` — depthwise kernels mixed as Σ p_k · pad(W_k), expand ratios as a soft channel mask,
 skip as a soft gate — weights with P = softmax(α) held fixed on a train batch, α on a val batch (first-order DARTS).
-The discrete arch is the most probable one under P.
+The discrete arch takes every layer's most probable entry under P.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """`enas` mode (Pham et al., 2018): an RL controller samples subnets of the shared weights; REINFORCE trains it.
 
 The controller's policy is per-decision logits — one categorical per layer over its choices + skip, the same layout as
-α (`ArchParams`), so its samples, its most probable arch and its expected latency use the same code as the gradient
+α (`ArchParams`), so its samples, its argmax arch and its expected latency use the same code as the gradient
 modes. Alternating with the weight steps (which train on controller samples, as in ENAS), each controller step draws
 `controller_samples` archs, scores each on one val batch, reward R = accuracy × (LAT/T)^w (MnasNet; w = −β over the
 target, 0 under), and follows  ∇ = −(R − b) ∇ log π(arch) − c·∇H(π)  with b a moving average of R.
