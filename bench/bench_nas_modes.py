@@ -48,6 +48,24 @@ def _supernet_of(run: Path, space):  # noqa: ANN001, ANN202
     return net.eval()
 
 
+def derive(run: Path, space, table, cfg: NasConfig) -> dict:  # noqa: ANN001
+    """Both decodes of the trained α: per-layer argmax and the most probable arch near the target."""
+    from hwnas.train.arch_params import ArchParams, decode_indices
+    from hwnas.train.expected_latency import (arch_latency_ms, decode_near_target, expected_latency_ms,
+                                              latency_arrays)
+
+    params = ArchParams(space, resolution=cfg.resolution or 28)
+    with torch.no_grad():
+        params.logits.copy_(load_nas_checkpoint(run / "checkpoint.pt")["nas"]["alpha"])
+    arrays = latency_arrays(table, space, params)
+    near = decode_indices(params, decode_near_target(params, arrays, cfg.target_ms,
+                                                     generator=torch.Generator().manual_seed(cfg.seed + cfg.epochs - 1)))
+    argmax = params.arch()
+    return {"arch": str(near), "predicted_ms": arch_latency_ms(params, arrays, near),
+            "expected_ms": float(expected_latency_ms(params.probs(torch.float64).detach(), arrays)),
+            "argmax_arch": str(argmax), "argmax_predicted_ms": arch_latency_ms(params, arrays, argmax)}
+
+
 def finetune_acc(supernet, space, data, arch: Arch, *, steps: int, seed: int) -> float:  # noqa: ANN001
     """Extract `arch`, recalibrate BN, `steps` SGD steps (batch 64, cosine) on train, then test accuracy."""
     model = extract(supernet, arch)
@@ -139,16 +157,17 @@ def main() -> int:
         run = args.work / f"fbnet-t{i + 1}"
         cfg = NasConfig(mode="fbnet", target_ms=target, epochs=2, warmup_epochs=0, latency_loss=args.target_loss,
                         **base)
-        res = train_nas(space, data, table, cfg, out_dir=run, progress=False, init_from=warm)
-        arch = Arch.parse(res.arch)
+        if not (run / "arch.json").is_file():
+            train_nas(space, data, table, cfg, out_dir=run, progress=False, init_from=warm)
+        res = derive(run, space, table, cfg)
+        arch = Arch.parse(res["arch"])
         supernet = _supernet_of(run, space)
-        rnd = similar_random_arch(predictor, space, res.predicted_ms, resolution=arch.resolution, seed=i)
-        row = {"mode": "fbnet", "loss": args.target_loss, "target_ms": target, "arch": res.arch, "expected_ms": res.expected_ms,
-               "predicted_ms": res.predicted_ms,
+        rnd = similar_random_arch(predictor, space, res["predicted_ms"], resolution=arch.resolution, seed=i)
+        row = {"mode": "fbnet", "loss": args.target_loss, "target_ms": target, **res,
                "finetune_test_acc": finetune_acc(supernet, space, data, arch, steps=args.finetune_steps, seed=1),
                "random_arch": str(rnd), "random_predicted_ms": predictor.predict(rnd),
                "random_finetune_test_acc": finetune_acc(supernet, space, data, rnd, steps=args.finetune_steps, seed=1),
-               "search_s": res.seconds}
+               }
         log.info("target %s: %s", target, row)
         results["targets"].append(row)
         atomic_write_json(args.out, results)
@@ -157,12 +176,12 @@ def main() -> int:
             run = args.work / f"proxyless-lam{lam:g}"
             cfg = NasConfig(mode="proxyless", target_ms=2.0, epochs=args.sweep_epochs, warmup_epochs=0, latency_loss="linear",
                             latency_weight=lam, adapt_rate=0.0, **base)
-            res = train_nas(space, data, table, cfg, out_dir=run, progress=False, init_from=warm)
-            arch = Arch.parse(res.arch)
+            train_nas(space, data, table, cfg, out_dir=run, progress=False, init_from=warm)
+            res = derive(run, space, table, cfg)
+            arch = Arch.parse(res["arch"])
             supernet = _supernet_of(run, space)
             val = evaluate_arch(supernet, data, arch, recal_batches=5, batch_size=500, seed=0)
-            row = {"mode": "proxyless", "lambda": lam, "arch": res.arch, "expected_ms": res.expected_ms,
-                   "predicted_ms": res.predicted_ms, "supernet_val_acc": val, "search_s": res.seconds}
+            row = {"mode": "proxyless", "lambda": lam, **res, "supernet_val_acc": val}
             log.info("lambda %s: %s", lam, row)
             results["sweep"].append(row)
             atomic_write_json(args.out, results)
@@ -174,6 +193,7 @@ def main() -> int:
             row["measured_vs_target"] = row["measured_ms"] / row["target_ms"] - 1
         for row in results["sweep"]:
             row["measured_ms"] = measured_ms(space, Arch.parse(row["arch"]), profile)
+            row["argmax_measured_ms"] = measured_ms(space, Arch.parse(row["argmax_arch"]), profile)
     results["total_s"] = time.perf_counter() - t0
     atomic_write_json(args.out, results)
     print(json.dumps(results, indent=1))

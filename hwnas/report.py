@@ -97,7 +97,9 @@ def plot_alpha(run_dir: Path, *, out: Path | None = None) -> Path:
     axes[1].set_title("P(skip) per optional layer")
     axes[1].legend(fontsize=6, ncol=2)
     axes[2].plot(x, [h["expected_ms"] for h in epochs], marker="o", label="E[LAT](α)")
-    axes[2].plot(x, [h["argmax_ms"] for h in epochs], marker="s", label="argmax arch (predicted)")
+    axes[2].plot(x, [h["argmax_ms"] for h in epochs], marker="s", label="per-layer argmax arch (predicted)")
+    if all("arch_ms" in h for h in epochs):
+        axes[2].plot(x, [h["arch_ms"] for h in epochs], marker="^", label="derived arch near target (predicted)")
     axes[2].axhline(hist["target_ms"], color="black", ls="--", lw=0.8, label=f"target {hist['target_ms']:g} ms")
     axes[2].set_title("latency vs target")
     axes[2].set_ylabel("ms")

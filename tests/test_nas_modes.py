@@ -16,8 +16,8 @@ from hwnas.latency import LatencyPredictor
 from hwnas.space import Arch, LayerChoice, get_space, layer_choices
 from hwnas.supernet import Supernet
 from hwnas.train import enas
-from hwnas.train.arch_params import ArchParams, decode_indices, indices_of
-from hwnas.train.expected_latency import expected_latency_ms, indices_latency_ms, latency_arrays
+from hwnas.train.arch_params import ArchParams, decode_indices, indices_of, log_prob
+from hwnas.train.expected_latency import decode_near_target, expected_latency_ms, indices_latency_ms, latency_arrays
 from hwnas.train.nas_config import NasConfig, temperature
 from hwnas.train.nas_loop import load_nas_checkpoint, mode_module, train_nas
 from hwnas.train.nas_state import NasState
@@ -78,6 +78,21 @@ def test_argmax_arch_takes_each_layers_most_probable_entry() -> None:
             assert int(probs[s, p].argmax()) == params.choices[s].index(layer)
         if len(layers) < params.max_depth:
             assert int(probs[s, len(layers)].argmax()) == params.skip
+
+
+def test_decode_near_target_is_the_most_probable_arch_at_the_target() -> None:
+    space = _tiny_space()
+    table = synthetic_table(space)
+    params = ArchParams(space, resolution=28)
+    with torch.no_grad():
+        params.logits.copy_(torch.randn(params.shape, generator=torch.Generator().manual_seed(7)))
+    arrays = latency_arrays(table, space, params)
+    target = float(expected_latency_ms(params.probs(torch.float64).detach(), arrays))
+    best = decode_near_target(params, arrays, target, generator=torch.Generator().manual_seed(0), samples=512)
+    assert abs(float(indices_latency_ms(best, arrays)) / target - 1) <= 0.05
+    draws = params.sample(torch.Generator().manual_seed(0), n=512)  # the same draws the decoder saw
+    near = (indices_latency_ms(draws, arrays) / target - 1).abs() <= 0.05
+    assert float(log_prob(params, best[None])[0]) >= float(log_prob(params, draws[near]).max()) - 1e-6
 
 
 @pytest.fixture(scope="module")

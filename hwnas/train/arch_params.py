@@ -17,7 +17,7 @@ from torch import nn
 
 from hwnas.space import Arch, LayerChoice, SpaceSpec, check_arch, layer_choices
 
-__all__ = ["ArchParams", "decode_indices", "indices_of"]
+__all__ = ["ArchParams", "decode_indices", "indices_of", "log_prob"]
 
 _NEG = -1e9  # "minus infinity" that keeps softmax and its gradient finite
 
@@ -112,3 +112,12 @@ def indices_of(params: ArchParams, arch: Arch) -> torch.Tensor:
         for p, layer in enumerate(layers):
             out[s, p] = index[layer]
     return out
+
+
+def log_prob(params: ArchParams, indices: torch.Tensor) -> torch.Tensor:
+    """log P of sampled archs [n, stages, positions]: sum over the decisions taken (up to each stage's first skip)."""
+    logp = torch.log_softmax(params.masked(), dim=-1)
+    taken = logp.expand(indices.shape[0], *logp.shape).gather(-1, indices.unsqueeze(-1)).squeeze(-1)
+    skipped = (indices == params.skip).long()
+    decided = (torch.cumsum(skipped, dim=-1) - skipped) == 0  # positions before and at the first skip
+    return (taken * decided).sum(dim=(-2, -1))

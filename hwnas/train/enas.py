@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 from hwnas.supernet.relaxed import gated_forward
-from hwnas.train.arch_params import ArchParams
+from hwnas.train.arch_params import log_prob
 from hwnas.train.expected_latency import expected_latency_ms, indices_latency_ms
 from hwnas.train.nas_config import reward_factor
 from hwnas.train.nas_state import NasState
@@ -20,15 +20,6 @@ from hwnas.train.nas_state import NasState
 __all__ = ["log_prob", "weight_forward", "arch_step", "reinforce_step"]
 
 USES_TEMPERATURE = False
-
-
-def log_prob(params: ArchParams, indices: torch.Tensor) -> torch.Tensor:
-    """log π of sampled archs [n, stages, positions]: sum over the decisions that were taken (up to the first skip)."""
-    logp = torch.log_softmax(params.masked(), dim=-1)
-    taken = logp.expand(indices.shape[0], *logp.shape).gather(-1, indices.unsqueeze(-1)).squeeze(-1)
-    skipped = (indices == params.skip).long()
-    decided = (torch.cumsum(skipped, dim=-1) - skipped) == 0  # positions before and at the first skip
-    return (taken * decided).sum(dim=(-2, -1))
 
 
 def weight_forward(state: NasState, x: torch.Tensor) -> torch.Tensor:

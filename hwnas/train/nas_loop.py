@@ -37,8 +37,8 @@ from hwnas.errors import HwnasError
 from hwnas.latency import LatencyTable
 from hwnas.space import SpaceSpec, space_hash
 from hwnas.supernet import Supernet
-from hwnas.train.arch_params import ArchParams
-from hwnas.train.expected_latency import arch_latency_ms, expected_latency_ms, latency_arrays
+from hwnas.train.arch_params import ArchParams, decode_indices
+from hwnas.train.expected_latency import arch_latency_ms, decode_near_target, expected_latency_ms, latency_arrays
 from hwnas.train.nas_config import NasConfig, temperature
 from hwnas.train.nas_state import NasState
 
@@ -76,11 +76,14 @@ def _cosine_lr(cfg: NasConfig, step: int, total: int) -> float:
 
 def _snapshot(state: NasState, epoch: int, metrics: dict[str, float]) -> dict[str, Any]:
     params = state.params
-    arch = params.arch()
+    argmax = params.arch()
+    near = decode_indices(params, decode_near_target(params, state.arrays, state.cfg.target_ms,
+                                                     generator=torch.Generator().manual_seed(state.cfg.seed + epoch)))
     probs = params.probs().detach()
     return {"epoch": epoch, "tau": state.tau, "latency_scale": state.scale,
             "expected_ms": float(expected_latency_ms(probs.double(), state.arrays)),
-            "arch": str(arch), "argmax_ms": arch_latency_ms(params, state.arrays, arch),
+            "arch": str(near), "arch_ms": arch_latency_ms(params, state.arrays, near),
+            "argmax_arch": str(argmax), "argmax_ms": arch_latency_ms(params, state.arrays, argmax),
             "probs": [[[round(float(v), 5) for v in row] for row in stage] for stage in probs.tolist()],
             **{k: v for k, v in metrics.items() if k not in ("expected_ms",)}}
 
@@ -128,7 +131,8 @@ def _write_outputs(run_dir: Path, state: NasState, history: list[dict[str, Any]]
                                                        "target_ms": state.cfg.target_ms, "epochs": history})
     last = history[-1]
     atomic_write_json(run_dir / "arch.json", {
-        "arch": last["arch"], "predicted_ms": last["argmax_ms"], "target_ms": state.cfg.target_ms,
+        "arch": last["arch"], "predicted_ms": last["arch_ms"], "target_ms": state.cfg.target_ms,
+        "argmax_arch": last["argmax_arch"], "argmax_ms": last["argmax_ms"],
         "expected_ms": last["expected_ms"], "mode": state.cfg.mode, "resolution": state.params.resolution,
         "device": config.get("device"), "lut": config.get("lut"), "epochs": last["epoch"] + 1,
         "alpha": state.params.distributions(),
@@ -242,5 +246,5 @@ def train_nas(space: SpaceSpec, dataset: Dataset, table: LatencyTable, cfg: NasC
     if not history:
         raise HwnasError(f"{run_dir} already finished {cfg.epochs} epochs; pass a larger --epochs to continue")
     last = history[-1]
-    return NasResult(run_dir, last["arch"], last["argmax_ms"], last["expected_ms"], cfg.target_ms, cfg.epochs,
+    return NasResult(run_dir, last["arch"], last["arch_ms"], last["expected_ms"], cfg.target_ms, cfg.epochs,
                      time.perf_counter() - start_time)
