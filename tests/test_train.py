@@ -24,8 +24,9 @@ def synthetic() -> Dataset:
 
 
 def _cfg(mode: str, **kw: object) -> TrainConfig:
-    base: dict[str, object] = dict(dataset="synthetic", mode=mode, epochs=0.0, max_steps=3, batch_size=8, val_size=64,
-                                   checkpoint_every=2, log_every=1, recal_batches=1, eval_batch_size=64)
+    # width 0.5 keeps these CPU tests fast (and exercises the width multiplier end to end)
+    base: dict[str, object] = dict(dataset="synthetic", mode=mode, width=0.5, epochs=0.0, max_steps=2, batch_size=4,
+                                   val_size=64, checkpoint_every=2, log_every=1, recal_batches=1, eval_batch_size=64)
     base.update(kw)
     return TrainConfig(**base)  # type: ignore[arg-type]
 
@@ -37,7 +38,7 @@ def test_builtin_modes_are_discovered() -> None:
 @pytest.mark.parametrize("mode", ["bignas", "spos", "ofa"])
 def test_each_mode_trains_and_writes_a_run(mode: str, synthetic: Dataset, tmp_path: Path) -> None:
     # ofa over 4 steps passes through all four phases (full, kernel, depth, expand)
-    cfg = _cfg(mode, max_steps=4 if mode == "ofa" else 3)
+    cfg = _cfg(mode, max_steps=4 if mode == "ofa" else 2)
     result = train(cfg, tmp_path, data=synthetic, progress=False)
     assert result.steps == cfg.max_steps and 0 <= result.val_acc_max <= 1 and result.img_per_s > 0
     rows = (tmp_path / "metrics.csv").read_text().splitlines()
@@ -51,18 +52,18 @@ def test_each_mode_trains_and_writes_a_run(mode: str, synthetic: Dataset, tmp_pa
 
 
 def test_resume_after_interrupt_equals_uninterrupted(synthetic: Dataset, tmp_path: Path) -> None:
-    cfg = _cfg("bignas", max_steps=4, checkpoint_every=100)
+    cfg = _cfg("bignas", max_steps=3, checkpoint_every=100)
     full = train(cfg, tmp_path / "full", data=synthetic, progress=False)
 
     def interrupt(step: int) -> None:
-        if step == 2:
+        if step == 1:
             os.kill(os.getpid(), signal.SIGINT)  # the real Ctrl-C path: flag, checkpoint, KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
         train(cfg, tmp_path / "cut", data=synthetic, progress=False, on_step=interrupt)
-    assert load_run(tmp_path / "cut").step == 2
+    assert load_run(tmp_path / "cut").step == 1
     resumed = train(cfg, tmp_path / "cut", resume=True, data=synthetic, progress=False)
-    assert resumed.steps == full.steps == 4
+    assert resumed.steps == full.steps == 3
     a = torch.load(tmp_path / "full" / CHECKPOINT, weights_only=True)
     b = torch.load(tmp_path / "cut" / CHECKPOINT, weights_only=True)
     for key, value in a["model"].items():
@@ -85,14 +86,14 @@ def test_load_run_errors(synthetic: Dataset, tmp_path: Path) -> None:
     with pytest.raises(HwnasError, match="truncated"):
         load_run(tmp_path / "cut")
     with pytest.raises(HwnasError, match="trained on space"):
-        load_run(tmp_path / "ok", space=get_space("mbv3"))
+        load_run(tmp_path / "ok", space=get_space("mbv3-tiny"))  # the run is mbv3-tiny at width 0.5
 
 
 def test_extracted_subnet_agrees_with_supernet_after_recalibration(synthetic: Dataset, tmp_path: Path) -> None:
-    train(_cfg("spos", max_steps=2), tmp_path, data=synthetic, progress=False)
+    train(_cfg("spos", max_steps=1), tmp_path, data=synthetic, progress=False)
     run = load_run(tmp_path)
     for arch in (largest(run.space), smallest(run.space)):
-        acc = evaluate_arch(run.supernet, synthetic, arch, recal_batches=2, batch_size=64)
+        acc = evaluate_arch(run.supernet, synthetic, arch, recal_batches=1, batch_size=64)
         x = next(iter([synthetic.val.images[:16].float()]))
         x = (x / 255 - synthetic.val.mean[0]) / synthetic.val.std[0]
         x = torch.nn.functional.interpolate(x, size=arch.resolution, mode="bilinear")
@@ -104,7 +105,7 @@ def test_extracted_subnet_agrees_with_supernet_after_recalibration(synthetic: Da
 def test_cli_train_json_and_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "run"
     args = ["train", "--dataset", "synthetic", "--mode", "spos", "--out", str(out), "--max-steps", "2",
-            "--batch-size", "8", "--json", "--no-progress"]
+            "--batch-size", "4", "--width", "0.5", "--json", "--no-progress"]
     assert main(args) == 0
     summary = json.loads(capsys.readouterr().out)
     assert set(summary) == {"run", "steps", "epochs", "val_acc_max", "val_acc_min", "img_per_s"}

@@ -43,6 +43,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                    help="bignas: random subnets per step besides max and min (default 1); ofa: subnets per step")
     p.add_argument("--max-random-resolution", action="store_true",
                    help="bignas: train the largest subnet at a random resolution instead of the largest (cheaper)")
+    p.add_argument("--checkpoint-every", type=positive_int, default=None, help="checkpoint every N steps (default 200)")
     p.add_argument("--seed", type=int, default=None, help="seed of init, data order, augmentation and sampling (default 0)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--resume", action="store_true", help="continue RUN from its checkpoint (other options are taken from it)")
@@ -64,7 +65,7 @@ def _config(args: argparse.Namespace) -> object:
                                  "data_dir": str(args.data_dir.resolve()) if args.data_dir else None}
     if args.max_random_resolution:
         values["max_resolution_for_max"] = False
-    for name in ("epochs", "max_steps", "batch_size", "lr", "num_random", "seed", "threads"):
+    for name in ("epochs", "max_steps", "batch_size", "lr", "num_random", "checkpoint_every", "seed", "threads"):
         if getattr(args, name) is not None:
             values[name] = getattr(args, name)
     if args.max_steps is not None and args.epochs is None:
