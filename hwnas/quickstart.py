@@ -135,7 +135,7 @@ def run_quickstart(cfg: QuickstartConfig, *, train_fn: Callable[..., Path] | Non
     from hwnas.latency.profiles import load_profile
     from hwnas.space import get_space
 
-    torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+    torch.set_num_threads(_threads())
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     space = get_space(cfg.space)
@@ -170,6 +170,18 @@ def run_quickstart(cfg: QuickstartConfig, *, train_fn: Callable[..., Path] | Non
     seconds["export"] = time.monotonic() - t0
     return QuickstartResult(lut=lut, lut_reused=reused, run_dir=run_dir, search_json=search_json, budget_ms=budget,
                             range_ms=span, search_accuracy=search_acc, export=result, seconds=seconds)
+
+
+def _threads() -> int:
+    """2 torch threads on an idle 2-core machine; 1 when the cores are already busy (load average above half the
+    cores): there, 2 OpenMP threads fighting other processes ran ~30x slower than 1 in our measurements."""
+    import os
+
+    cores = os.cpu_count() or 1
+    busy = os.getloadavg()[0] > 0.5 * cores
+    threads = 1 if busy or cores < 2 else 2
+    log.info("torch threads: %d (load average %.1f on %d cores)", threads, os.getloadavg()[0], cores)
+    return threads
 
 
 def _train(space: Any, run_dir: Path, *, epochs: float, max_steps: int, seed: int, progress: bool) -> Path:
