@@ -106,7 +106,7 @@ def print_summary(r: ExportResult) -> None:
         speedup = r.measured_ms / r.int8_measured_ms
         drop = 100 * (r.test_acc - r.int8_test_acc)
         verdict = "worth it" if speedup >= 1.1 and drop <= 1.0 else "NOT worth it on this profile: ship fp32"
-        print(f"int8: {speedup:.2f}x the fp32 speed, {drop:+.2f} pp accuracy drop -> {verdict}")
+        print(f"int8: {speedup:.2f}x the fp32 speed, accuracy drop {drop:.2f} pp -> {verdict}")
     if r.pte is not None:
         pp, pl = r.pte["parity"], r.pte["latency"]
         print(f".pte ({r.pte['runtime']}, XNNPACK): {r.out_dir / r.pte['file']['path']}; parity max |diff| "

@@ -51,7 +51,7 @@ def _quickstart(args: argparse.Namespace) -> int:
         speedup = e.measured_ms / e.int8_measured_ms
         drop = 100 * (e.test_acc - e.int8_test_acc)
         worth = speedup >= 1.1 and drop <= 1.0
-        print(f"int8: {speedup:.2f}x the fp32 speed, {drop:+.2f} pp accuracy -> "
+        print(f"int8: {speedup:.2f}x the fp32 speed, accuracy drop {drop:.2f} pp -> "
               + ("worth it on this profile" if worth else "not worth it on this profile: ship the fp32 model"))
     print("stage times: " + ", ".join(f"{k} {v:.0f} s" for k, v in r.seconds.items()))
     print(f"files: {r.lut}, {r.run_dir}/, {r.search_json}, {e.onnx}, {e.card}")
