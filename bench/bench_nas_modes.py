@@ -32,11 +32,12 @@ from hwnas.data import batches, epoch_order, load_dataset, make_batch
 from hwnas.latency import LatencyPredictor, load_lut, load_profile, measure_model_ms
 from hwnas.space import Arch, sample
 from hwnas.supernet import extract
-from hwnas.train.evaluate import accuracy, evaluate_arch, recalibrate_bn
+from hwnas.train.evaluate import accuracy, recalibrate_bn
 from hwnas.train.nas_config import NasConfig
 from hwnas.train.nas_loop import load_nas_checkpoint, train_nas
 
 ROOT = Path(__file__).resolve().parents[1]
+EVAL_BATCHES = [10]
 log = logging.getLogger("bench_nas_modes")
 
 
@@ -84,7 +85,7 @@ def finetune_acc(supernet, space, data, arch: Arch, *, steps: int, seed: int) ->
         loss.backward()
         opt.step()
         sched.step()
-    return accuracy(model.eval(), data.test, resolution=arch.resolution, batch_size=500, limit=10)
+    return accuracy(model.eval(), data.test, resolution=arch.resolution, batch_size=500, limit=EVAL_BATCHES[0])
 
 
 def similar_random_arch(predictor: LatencyPredictor, space, target_ms: float, *, resolution: int,  # noqa: ANN001
@@ -135,12 +136,15 @@ def main() -> int:
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--sweep-epochs", type=int, default=1)
     ap.add_argument("--lock-wait-s", type=float, default=300)
+    ap.add_argument("--eval-batches", type=int, default=4, help="val/test batches of 500 images for accuracies")
+    ap.add_argument("--sweep-steps", type=int, default=None, help="weight steps per sweep epoch (default --steps)")
     ap.add_argument("--skip-sweep", action="store_true")
     ap.add_argument("--warm", type=Path, default=None, help="warmed-up run to start every search from")
     ap.add_argument("--target-loss", default="bisided", help="latency loss of the target runs")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(message)s")
     torch.set_num_threads(args.threads)
+    EVAL_BATCHES[0] = args.eval_batches
     table = load_lut(args.lut)
     space = table.space()
     profile = load_profile(table.device)
@@ -175,12 +179,16 @@ def main() -> int:
         for lam in args.lambdas:
             run = args.work / f"proxyless-lam{lam:g}"
             cfg = NasConfig(mode="proxyless", target_ms=2.0, epochs=args.sweep_epochs, warmup_epochs=0, latency_loss="linear",
-                            latency_weight=lam, adapt_rate=0.0, **base)
+                            latency_weight=lam, adapt_rate=0.0, **{**base, "steps_per_epoch": args.sweep_steps or args.steps})
             train_nas(space, data, table, cfg, out_dir=run, progress=False, init_from=warm)
             res = derive(run, space, table, cfg)
             arch = Arch.parse(res["arch"])
             supernet = _supernet_of(run, space)
-            val = evaluate_arch(supernet, data, arch, recal_batches=5, batch_size=500, seed=0)
+            gen = torch.Generator().manual_seed(0)
+            recalibrate_bn(supernet, (x for x, _ in batches(data.train, batch_size=250, shuffle=True, generator=gen,
+                                                            limit=5)), arch=arch)
+            val = accuracy(supernet, data.val, resolution=arch.resolution, batch_size=500, arch=arch,
+                           limit=args.eval_batches)
             row = {"mode": "proxyless", "lambda": lam, **res, "supernet_val_acc": val}
             log.info("lambda %s: %s", lam, row)
             results["sweep"].append(row)
