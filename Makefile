@@ -30,11 +30,11 @@ demo: setup
 	.venv/bin/hwnas quickstart --out runs/quickstart --force
 
 bench: setup
-	$(PY) -m pip install -q --no-deps 'ofa==0.1.0'
+	$(PY) -m pip install -q --no-deps 'ofa==0.1.0.post202307202001'
 	$(PY) bench/run_all.py
 
 bench-quick: setup
-	$(PY) -m pip install -q --no-deps 'ofa==0.1.0'
+	$(PY) -m pip install -q --no-deps 'ofa==0.1.0.post202307202001'
 	$(PY) bench/run_all.py --quick
 
 clean:

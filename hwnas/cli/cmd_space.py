@@ -79,10 +79,10 @@ def _arch_sample(args: argparse.Namespace) -> int:
 
 
 def _arch_info(args: argparse.Namespace) -> int:
-    from hwnas.blocks import arch_macs, arch_params, block_macs, block_params  # torch: import only when needed
-
     space = space_from_args(args)
     arch = parse_arch(space, args.arch)
+    from hwnas.blocks import arch_macs, arch_params, block_macs, block_params  # torch: only once the input is valid
+
     blocks = blocks_of(space, arch)
     rows = [{"key": b.key, "in_hw": b.in_hw, "out_hw": b.out_hw, "macs": block_macs(b), "params": block_params(b)}
             for b in blocks]

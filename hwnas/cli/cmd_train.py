@@ -20,10 +20,18 @@ _OUTPUTS = ("checkpoint.pt", "config.json", "metrics.csv")
 
 
 def _modes() -> tuple[str, ...]:
-    from hwnas.cli.train_nas import NAS_MODES
-    from hwnas.train.strategy import available_modes  # lists module files; imports no strategy
+    """Mode names from the module files in hwnas/train/strategies, found on disk: importing hwnas.train would import
+    torch and make every command (even `--help` and input errors) take seconds to start."""
+    import importlib.util
+    import pkgutil
 
-    return available_modes() + NAS_MODES
+    from hwnas.cli.train_nas import NAS_MODES
+
+    spec = importlib.util.find_spec("hwnas")
+    assert spec is not None and spec.submodule_search_locations
+    folder = Path(next(iter(spec.submodule_search_locations))) / "train" / "strategies"
+    found = sorted(m.name for m in pkgutil.iter_modules([str(folder)]) if not m.name.startswith("_"))
+    return tuple(found) + NAS_MODES
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
