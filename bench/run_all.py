@@ -1,0 +1,121 @@
+"""Run every benchmark under bench/ one after another, then write bench/results/summary.json from their result files.
+
+    python bench/run_all.py               # everything (hours on a 2-core machine: see README)
+    python bench/run_all.py --quick       # passes --quick to the benchmarks that offer it
+    python bench/run_all.py --summarize   # only rebuild summary.json from the result files already there
+
+The summary holds only numbers read from the per-benchmark JSON files; a key whose benchmark has not produced its number
+is null and listed under "missing", never filled in.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+sys.path.insert(0, str(HERE.parent))
+
+BENCHES = ("bench_lut.py", "bench_train.py", "bench_search.py", "bench_search_quality.py", "bench_export.py",
+           "bench_nas_modes.py", "bench_executorch.py")
+
+
+def _load(name: str) -> dict[str, Any] | None:
+    path = RESULTS / name
+    try:
+        return json.loads(path.read_text())  # type: ignore[no-any-return]
+    except (OSError, ValueError):
+        return None
+
+
+def _get(data: Any, *path: Any) -> Any:
+    for key in path:
+        try:
+            data = data[key]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return data
+
+
+def summarize() -> dict[str, Any]:
+    from hwnas.machine import machine_info
+
+    lut = _load("lut_fidelity.json")
+    train = _load("train_throughput.json")
+    speed = _load("search_speed.json")
+    export = _load("export.json")
+    quality = _load("search_quality_n16.json") or _load("search_quality.json")
+    at224 = _get(lut, "pooled", "224")
+    summary: dict[str, Any] = {
+        "lut_within_10pct": _get(at224, "lut_calibrated", "within_10pct"),
+        "lut_within_5pct": _get(at224, "lut_calibrated", "within_5pct"),
+        "lut_kendall_tau": _get(at224, "lut_calibrated", "kendall_tau"),
+        "lut_kendall_tau_vs_flops": None,
+        "lut_build_s": _get(lut, "builds", 0, "build_seconds"),
+        "train_speedup_vs_ofa": _get(train, "summary", "speedup_vs_ofa"),
+        "train_speedup_vs_ofa_channels_last": _get(train, "summary", "speedup_vs_ofa_channels_last"),
+        "search_speedup_vs_ofa": max((r["speedup"] for r in _get(speed, "results") or []), default=None),
+        "pareto_wins": None,
+        "pareto_budgets": None,
+        "onnx_max_abs_diff": _get(export, "trained", "max_abs_diff"),
+        "ort_speedup_vs_torch": None,
+        "int8_speedup": None,
+        "int8_acc_drop_pp": _get(export, "trained", "int8_acc_drop_pp"),
+    }
+    if at224 is not None:
+        summary["lut_kendall_tau_vs_flops"] = (_get(at224, "lut_calibrated", "kendall_tau")
+                                               - _get(at224, "flops_calibrated", "kendall_tau"))
+    rows = _get(export, "speed") or []
+    big = [r for r in rows if r.get("space") == "mbv3"]
+    if rows:
+        summary["ort_speedup_vs_torch"] = max(r["ort_vs_eager_speedup"] for r in rows)
+    if big:
+        summary["int8_speedup"] = max(r["int8_speedup"] for r in big)
+    budgets = _get(quality, "budgets")
+    if budgets:
+        summary["pareto_budgets"] = len(budgets)
+        summary["pareto_wins"] = sum(
+            1 for b in budgets
+            if _get(b, "summary", "evolution", "val_mean") is not None
+            and b["summary"]["evolution"]["val_mean"] > b["summary"]["random"]["val_mean"])
+        summary["pareto_baselines"] = "random search at equal evaluations (torchvision baselines: not run yet)"
+    summary["missing"] = sorted(k for k, v in summary.items() if v is None)
+    summary["sources"] = sorted(p.name for p in RESULTS.glob("*.json") if p.name != "summary.json")
+    summary["machine"] = machine_info()
+    return summary
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="pass --quick to the benchmarks that support it")
+    parser.add_argument("--summarize", action="store_true", help="only rebuild summary.json")
+    args = parser.parse_args()
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    if not args.summarize:
+        for name in BENCHES:
+            script = HERE / name
+            if not script.exists():
+                continue
+            cmd = [sys.executable, str(script)]
+            helptext = subprocess.run(cmd + ["--help"], capture_output=True, text=True).stdout
+            if args.quick and "--quick" in helptext:
+                cmd.append("--quick")
+            start = time.perf_counter()
+            print(f"== {name}: {' '.join(cmd[1:])}", flush=True)
+            code = subprocess.run(cmd).returncode
+            print(f"== {name}: exit {code} after {time.perf_counter() - start:.0f} s", flush=True)
+    from hwnas.atomic import atomic_write_json
+
+    atomic_write_json(RESULTS / "summary.json", summarize())
+    print(f"wrote {RESULTS / 'summary.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
