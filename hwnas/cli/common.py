@@ -47,16 +47,19 @@ def positive_int(text: str) -> int:
 
 
 def check_out_dir(path: Path, *, force: bool, produces: tuple[str, ...] = ()) -> Path:
-    """Make sure `path` can hold outputs: creatable, writable, and not about to overwrite results without `--force`."""
+    """Make sure `path` can hold outputs — creatable, writable, and not about to overwrite results without `--force` —
+    without creating anything yet: a command that then fails on bad input leaves no empty folder behind. Writers create
+    the folder when they write (`hwnas.atomic`)."""
     if path.exists() and not path.is_dir():
         raise HwnasError(f"output path {path} exists and is not a directory; choose another --out")
     existing = [name for name in produces if (path / name).exists()]
     if existing and not force:
         raise HwnasError(f"{path / existing[0]} already exists; pass --force to overwrite or choose another --out")
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise HwnasError(f"cannot create output directory {path}: {exc.strerror}; choose a writable --out") from None
-    if not os.access(path, os.W_OK):
-        raise HwnasError(f"output directory {path} is not writable; choose a writable --out")
+    ancestor = path.absolute()
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise HwnasError(f"cannot create output directory {path}: {ancestor} is not a directory; choose another --out")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise HwnasError(f"output directory {path} is not writable ({ancestor}); choose a writable --out")
     return path

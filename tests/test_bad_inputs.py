@@ -1,0 +1,236 @@
+"""Table-driven bad input across every command: exit 2, exactly one `hwnas: error:` line, no traceback, and no output file
+created or modified anywhere under the test's folder or the repo's committed tables.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from hwnas.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+TINY_LUT = REPO / "latency_tables" / "cpu-ort-1t" / "mbv3-tiny.csv"
+MBV3_LUT = REPO / "latency_tables" / "cpu-ort-1t" / "mbv3.csv"
+TINY_ARCH = "r32/k5e4,k3e6,k7e3/k3e3,k5e6/k7e4,k7e4,k3e3,k5e6/k3e6,k3e4/k5e3,k7e6,k3e4"
+MARKER = "pwned.txt"
+
+
+class _Evil:
+    """A pickle that would create a file if it were ever unpickled with the unsafe loader."""
+
+    def __init__(self, target: str) -> None:
+        self.target = target
+
+    def __reduce__(self):  # noqa: D105
+        return (os.system, (f"touch {self.target}",))
+
+
+def _copy_lut(src: Path, dest: Path) -> Path:
+    shutil.copy(src, dest)
+    shutil.copy(src.with_name(src.stem + ".meta.json"), dest.with_name(dest.stem + ".meta.json"))
+    return dest
+
+
+def _lut_variant(folder: Path, name: str, *, csv_edit=None, meta_edit=None, drop_meta: bool = False) -> Path:
+    path = _copy_lut(TINY_LUT, folder / f"{name}.csv")
+    if csv_edit:
+        path.write_text(csv_edit(path.read_text()))
+    meta = path.with_name(path.stem + ".meta.json")
+    if meta_edit:
+        meta.write_text(json.dumps(meta_edit(json.loads(meta.read_text()))))
+    if drop_meta:
+        meta.unlink()
+    return path
+
+
+def _replace_first_value(text: str, column: int, value: str) -> str:
+    lines = text.splitlines()
+    cells = lines[1].split(",")
+    cells[column] = value
+    lines[1] = ",".join(cells)
+    return "\n".join(lines) + "\n"
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory) -> dict[str, str]:
+    root = tmp_path_factory.mktemp("bad")
+    run = root / "run"
+    code = main(["train", "--space", "mbv3-tiny", "--dataset", "fashion-mnist", "--out", str(run), "--max-steps", "2",
+                 "--batch-size", "8", "--no-progress"])
+    assert code == 0
+    luts = root / "luts"
+    luts.mkdir()
+    paths = {
+        "root": root,
+        "run": run,
+        "lut": _copy_lut(TINY_LUT, luts / "good.csv"),
+        "mbv3_lut": _copy_lut(MBV3_LUT, luts / "mbv3.csv"),
+        "lut_trunc": _lut_variant(luts, "trunc", csv_edit=lambda t: t[: len(t) // 2]),
+        "lut_cols": _lut_variant(luts, "cols", csv_edit=lambda t: t.replace("ms_p50", "mean", 1)),
+        "lut_nan": _lut_variant(luts, "nan", csv_edit=lambda t: _replace_first_value(t, 1, "nan")),
+        "lut_neg": _lut_variant(luts, "neg", csv_edit=lambda t: _replace_first_value(t, 1, "-0.5")),
+        "lut_text": _lut_variant(luts, "text", csv_edit=lambda t: _replace_first_value(t, 2, "fast")),
+        "lut_hash": _lut_variant(luts, "hash", meta_edit=lambda m: {**m, "space": {**m["space"], "hash": "0123456789ab"}}),
+        "lut_nometa": _lut_variant(luts, "nometa", drop_meta=True),
+        "lut_badmeta": _lut_variant(luts, "badmeta", meta_edit=lambda m: [1, 2]),
+        "empty_csv": root / "empty.csv",
+    }
+    paths["empty_csv"].write_text("")
+    profiles = root / "profiles"
+    profiles.mkdir()
+    good_profile = (REPO / "profiles" / "cpu-ort-1t.yaml").read_text()
+    (profiles / "unknown-key.yaml").write_text(good_profile + "\nturbo: true\n")
+    (profiles / "wrong-type.yaml").write_text(good_profile.replace("threads: 1", "threads: two"))
+    (profiles / "syntax.yaml").write_text("name: [unclosed\n")
+    (profiles / "python-tag.yaml").write_text("name: !!python/object/apply:os.system ['touch pwned.txt']\n")
+    for name in ("unknown-key", "wrong-type", "syntax", "python-tag"):
+        paths[f"profile_{name}"] = profiles / f"{name}.yaml"
+    # runs that must be refused: missing checkpoint, truncated checkpoint, a pickle that would run code
+    for name in ("run_empty", "run_trunc", "run_evil"):
+        (root / name).mkdir()
+        paths[name] = root / name
+    shutil.copy(run / "config.json", root / "run_trunc" / "config.json")
+    blob = (run / "checkpoint.pt").read_bytes()
+    (root / "run_trunc" / "checkpoint.pt").write_bytes(blob[: len(blob) // 3])
+    shutil.copy(run / "config.json", root / "run_evil" / "config.json")
+    with open(root / "run_evil" / "checkpoint.pt", "wb") as fh:
+        pickle.dump({"model": _Evil(str(root / MARKER))}, fh)
+    paths["bad_search"] = root / "bad_search.json"
+    paths["bad_search"].write_text("{not json")
+    paths["other_search"] = root / "other_search.json"
+    paths["other_search"].write_text(json.dumps({"winner": {"arch": "r224/k3e3"}}))
+    paths["existing_out"] = root / "existing_out"
+    paths["existing_out"].mkdir()
+    for name in ("model.onnx", "model_card.json", "manifest.json", "search.json"):
+        (paths["existing_out"] / name).write_text("keep me")
+    paths["file_not_dir"] = root / "a_file"
+    paths["file_not_dir"].write_text("x")
+    paths["fmnist_bad"] = root / "fmnist_bad"
+    paths["fmnist_bad"].mkdir()
+    for name in ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz",
+                 "t10k-labels-idx1-ubyte.gz"):
+        (paths["fmnist_bad"] / name).write_bytes(b"not gzip at all")
+    return {k: str(v) for k, v in paths.items()}
+
+
+CASES = [
+    # space / arch
+    ("space-unknown", ["space", "show", "--space", "resnet"]),
+    ("arch-garbage", ["arch", "info", "garbage"]),
+    ("arch-not-in-space", ["arch", "info", "r224/k3e3"]),
+    ("arch-wrong-space", ["arch", "info", TINY_ARCH, "--space", "mbv3"]),
+    ("arch-non-canonical", ["arch", "info", "R32/K5E4"]),
+    ("width-negative", ["arch", "sample", "--width", "-1"]),
+    ("width-text", ["arch", "sample", "--width", "wide"]),
+    ("unknown-command", ["frobnicate"]),
+    # profile
+    ("profile-unknown-device", ["profile", "--device", "pixel99", "--space", "mbv3-tiny", "--out", "{root}/t1"]),
+    ("profile-unknown-key", ["profile", "--device", "{profile_unknown-key}", "--space", "mbv3-tiny", "--out", "{root}/t2"]),
+    ("profile-wrong-type", ["profile", "--device", "{profile_wrong-type}", "--space", "mbv3-tiny", "--out", "{root}/t3"]),
+    ("profile-yaml-syntax", ["profile", "--device", "{profile_syntax}", "--space", "mbv3-tiny", "--out", "{root}/t4"]),
+    ("profile-python-tag", ["profile", "--device", "{profile_python-tag}", "--space", "mbv3-tiny", "--out", "{root}/t5"]),
+    ("profile-unknown-space", ["profile", "--space", "resnet", "--out", "{root}/t6"]),
+    ("profile-bad-resolution", ["profile", "--space", "mbv3-tiny", "--resolutions", "100", "--out", "{root}/t7"]),
+    ("profile-import-missing", ["profile", "--import", "{root}/nope.csv", "--device", "phone", "--out", "{root}/t8"]),
+    ("profile-import-empty", ["profile", "--import", "{empty_csv}", "--device", "phone", "--out", "{root}/t9"]),
+    ("profile-out-is-file", ["profile", "--space", "mbv3-tiny", "--out", "{file_not_dir}"]),
+    # latency predict / validate
+    ("predict-missing-lut", ["latency", "predict", TINY_ARCH, "--lut", "{root}/missing.csv"]),
+    ("predict-truncated-lut", ["latency", "predict", TINY_ARCH, "--lut", "{lut_trunc}"]),
+    ("predict-wrong-columns", ["latency", "predict", TINY_ARCH, "--lut", "{lut_cols}"]),
+    ("predict-nan-latency", ["latency", "predict", TINY_ARCH, "--lut", "{lut_nan}"]),
+    ("predict-negative-latency", ["latency", "predict", TINY_ARCH, "--lut", "{lut_neg}"]),
+    ("predict-text-latency", ["latency", "predict", TINY_ARCH, "--lut", "{lut_text}"]),
+    ("predict-other-hash", ["latency", "predict", TINY_ARCH, "--lut", "{lut_hash}"]),
+    ("predict-missing-meta", ["latency", "predict", TINY_ARCH, "--lut", "{lut_nometa}"]),
+    ("predict-bad-meta", ["latency", "predict", TINY_ARCH, "--lut", "{lut_badmeta}"]),
+    ("predict-arch-other-space", ["latency", "predict", TINY_ARCH, "--lut", "{mbv3_lut}"]),
+    ("predict-malformed-arch", ["latency", "predict", "r32/k5e4,,k3e6", "--lut", "{lut}"]),
+    ("validate-zero-subnets", ["latency", "validate", "--lut", "{lut}", "--subnets", "0"]),
+    ("validate-text-subnets", ["latency", "validate", "--lut", "{lut}", "--subnets", "many"]),
+    ("validate-bad-resolution", ["latency", "validate", "--lut", "{lut}", "--resolution", "999", "--subnets", "2"]),
+    # bundle
+    ("bundle-existing-out", ["bundle", "--space", "mbv3-tiny", "--out", "{existing_out}"]),
+    ("bundle-unknown-device", ["bundle", "--device", "pixel99", "--space", "mbv3-tiny", "--out", "{root}/b1"]),
+    # train
+    ("train-unknown-dataset", ["train", "--dataset", "imagenet", "--out", "{root}/r1"]),
+    ("train-missing-data-dir", ["train", "--dataset", "fashion-mnist", "--data-dir", "{root}/nowhere", "--out", "{root}/r2"]),
+    ("train-corrupt-data", ["train", "--dataset", "fashion-mnist", "--data-dir", "{fmnist_bad}", "--out", "{root}/r3"]),
+    ("train-unknown-mode", ["train", "--dataset", "synthetic", "--mode", "magic", "--out", "{root}/r4"]),
+    ("train-negative-epochs", ["train", "--dataset", "synthetic", "--epochs", "-1", "--out", "{root}/r5"]),
+    ("train-existing-run", ["train", "--dataset", "synthetic", "--out", "{run}", "--max-steps", "1"]),
+    ("train-resume-nothing", ["train", "--dataset", "synthetic", "--out", "{run_empty}", "--resume"]),
+    ("train-resume-truncated", ["train", "--dataset", "synthetic", "--out", "{run_trunc}", "--resume"]),
+    # search
+    ("search-missing-run", ["search", "--run", "{root}/norun", "--lut", "{lut}", "--budget-ms", "1"]),
+    ("search-truncated-ckpt", ["search", "--run", "{run_trunc}", "--lut", "{lut}", "--budget-ms", "1"]),
+    ("search-malicious-ckpt", ["search", "--run", "{run_evil}", "--lut", "{lut}", "--budget-ms", "1"]),
+    ("search-negative-budget", ["search", "--run", "{run}", "--lut", "{lut}", "--budget-ms", "-1"]),
+    ("search-zero-budget", ["search", "--run", "{run}", "--lut", "{lut}", "--budget-ms", "0"]),
+    ("search-text-budget", ["search", "--run", "{run}", "--lut", "{lut}", "--budget-ms", "fast"]),
+    ("search-infeasible-budget", ["search", "--run", "{run}", "--lut", "{lut}", "--budget-ms", "0.001", "--out", "{root}/s1"]),
+    ("search-lut-other-space", ["search", "--run", "{run}", "--lut", "{mbv3_lut}", "--budget-ms", "5", "--out", "{root}/s2"]),
+    ("search-bad-lut", ["search", "--run", "{run}", "--lut", "{lut_nan}", "--budget-ms", "1", "--out", "{root}/s3"]),
+    ("search-existing-out", ["search", "--run", "{run}", "--lut", "{lut}", "--budget-ms", "5", "--out", "{existing_out}"]),
+    # export
+    ("export-garbage-arch", ["export", "--run", "{run}", "--arch", "garbage", "--out", "{root}/e1"]),
+    ("export-arch-not-in-space", ["export", "--run", "{run}", "--arch", "r224/k3e3", "--out", "{root}/e2"]),
+    ("export-missing-run", ["export", "--run", "{root}/norun", "--arch", TINY_ARCH, "--out", "{root}/e3"]),
+    ("export-malicious-ckpt", ["export", "--run", "{run_evil}", "--arch", TINY_ARCH, "--out", "{root}/e4"]),
+    ("export-missing-search", ["export", "--run", "{run}", "--search", "{root}/none.json", "--out", "{root}/e5"]),
+    ("export-bad-search-json", ["export", "--run", "{run}", "--search", "{bad_search}", "--out", "{root}/e6"]),
+    ("export-search-other-space", ["export", "--run", "{run}", "--search", "{other_search}", "--out", "{root}/e7"]),
+    ("export-existing-out", ["export", "--run", "{run}", "--arch", TINY_ARCH, "--out", "{existing_out}"]),
+    ("export-unknown-device", ["export", "--run", "{run}", "--arch", TINY_ARCH, "--device", "pixel99", "--out", "{root}/e8"]),
+    ("export-arch-and-search", ["export", "--run", "{run}", "--arch", TINY_ARCH, "--search", "{bad_search}", "--out", "{root}/e9"]),
+    # report
+    ("report-missing-run", ["report", "{root}/norun"]),
+]
+
+
+def _snapshot(*folders: str) -> dict[str, tuple[int, int]]:
+    state = {}
+    for folder in folders:
+        for dirpath, _, files in os.walk(folder):
+            for name in files:
+                path = os.path.join(dirpath, name)
+                st = os.stat(path)
+                state[path] = (st.st_size, st.st_mtime_ns)
+            state[dirpath] = (0, 0)
+    return state
+
+
+@pytest.mark.parametrize("name,argv", CASES, ids=[c[0] for c in CASES])
+def test_bad_input(env, capsys, name, argv):
+    args = [a.format(**env) for a in argv]
+    before = _snapshot(env["root"], str(REPO / "latency_tables"))
+    code = main(args)
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2, f"{name}: exit {code}, stderr {err!r}"
+    assert len(lines) == 1 and lines[0].startswith("hwnas: error: "), f"{name}: {err!r}"
+    assert "Traceback" not in err
+    after = _snapshot(env["root"], str(REPO / "latency_tables"))
+    assert after == before, f"{name}: files changed: {sorted(set(after.items()) ^ set(before.items()))[:4]}"
+    assert not (Path(env["root"]) / MARKER).exists() and not Path(MARKER).exists()
+
+
+def test_case_table_is_big_enough():
+    assert len(CASES) >= 40
+
+
+@pytest.mark.parametrize("argv", [["arch", "info", "garbage"], ["search", "--run", "/nonexistent", "--lut", "x.csv",
+                                                                 "--budget-ms", "1"]])
+def test_bad_input_as_a_real_process(argv):
+    """The same contract through the console entry point: one line on stderr, exit 2, no traceback."""
+    proc = subprocess.run([sys.executable, "-m", "hwnas", *argv], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("hwnas: error: ")
