@@ -19,6 +19,13 @@ from hwnas.errors import HwnasError
 __all__ = ["atomic_path", "atomic_write_text", "atomic_write_bytes", "atomic_write_json"]
 
 
+def _file_mode() -> int:
+    """What `open(path, "w")` would give: 0o666 minus the umask (mkstemp's temp files are 0o600)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str], *, suffix: str = ".tmp") -> Iterator[Path]:
     """Yield a temp path next to `path`; on success it is fsynced and renamed onto `path`, on error it is removed.
@@ -37,6 +44,7 @@ def atomic_path(path: str | os.PathLike[str], *, suffix: str = ".tmp") -> Iterat
         yield tmp
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
+        os.chmod(tmp, _file_mode())
         os.replace(tmp, dest)
     except BaseException:
         with contextlib.suppress(OSError):

@@ -20,3 +20,12 @@ def test_failed_write_leaves_old_file_and_no_temp(tmp_path):
             raise RuntimeError("crash mid-write")
     assert target.read_text().strip().startswith("{")
     assert [p.name for p in tmp_path.iterdir()] == ["b.json"]
+
+
+def test_written_files_get_the_usual_permissions(tmp_path):
+    import os
+
+    target = atomic_write_text(tmp_path / "c.txt", "x")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~umask
