@@ -12,7 +12,6 @@ import dataclasses
 import json
 import logging
 import os
-import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -117,8 +116,7 @@ def arch_from_search(path: str | os.PathLike[str]) -> str:
 
 def measure_onnx_ms(path: Path, input_shape: tuple[int, ...], profile: Any) -> float:
     """p50 ms of an exported ONNX file with the profile's runner and timing protocol (same harness as the LUT)."""
-    from hwnas.latency.harness import Protocol, run_protocol
-    from hwnas.latency.profiles import profile_timer
+    from hwnas.latency.harness import time_loaded
     from hwnas.latency.runtime import OrtRunner
 
     if profile.runtime != "onnxruntime":
@@ -126,13 +124,7 @@ def measure_onnx_ms(path: Path, input_shape: tuple[int, ...], profile: Any) -> f
                          "use an onnxruntime profile such as cpu-ort-1t")
     # The file is already fp32 or int8: the runner only has to load and run it.
     runner = OrtRunner(dataclasses.replace(profile, dtype="fp32"))
-    loaded = runner.load_onnx(path.read_bytes(), input_shape)
-    try:
-        protocol = Protocol.from_profile(profile, warmup_s=min(profile.warmup_s, 2.0))
-        stats = run_protocol({"model": loaded.run}, protocol, rng=random.Random(0), timer=profile_timer(profile))["model"]
-    finally:
-        loaded.release()
-    return stats.p50_ms
+    return time_loaded(runner.load_onnx(path.read_bytes(), input_shape), profile).p50_ms
 
 
 def predicted_ms_for(space: SpaceSpec, arch: Arch, *, lut: Path | None, device: str) -> tuple[float | None, str | None]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import os
-import random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -104,20 +103,13 @@ def check_pte_parity(model: nn.Module, path: str | os.PathLike[str], images: tor
 def measure_pte_ms(path: str | os.PathLike[str], input_shape: tuple[int, ...], profile: Any) -> float:
     """p50 ms of a .pte on an executorch profile, with the LUT harness's protocol."""
     from hwnas.latency.executorch_runner import ExecuTorchRunner, load_pte
-    from hwnas.latency.harness import Protocol, run_protocol
-    from hwnas.latency.profiles import profile_timer
+    from hwnas.latency.harness import time_loaded
 
     if profile.runtime != "executorch":
         raise HwnasError(f"profile {profile.name} times runtime {profile.runtime}, not a .pte; use an executorch "
                          f"profile such as {PTE_DEVICE}")
     ExecuTorchRunner(profile)  # validates the profile and sets the threadpool before the program is loaded
-    loaded = load_pte(Path(path), input_shape)
-    try:
-        protocol = Protocol.from_profile(profile, warmup_s=min(profile.warmup_s, 2.0))
-        stats = run_protocol({"model": loaded.run}, protocol, rng=random.Random(0), timer=profile_timer(profile))["model"]
-    finally:
-        loaded.release()
-    return stats.p50_ms
+    return time_loaded(load_pte(Path(path), input_shape), profile).p50_ms
 
 
 def export_pte_checked(model: nn.Module, out_dir: Path, *, space: SpaceSpec, arch: Arch, images: torch.Tensor,

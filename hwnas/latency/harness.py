@@ -15,14 +15,14 @@ import random
 import time
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 
 from hwnas.latency.profiles import DeviceProfile, profile_timer
 
 __all__ = ["TimingStats", "PassRecord", "Protocol", "Timer", "run_protocol", "stats_from_passes", "measure_block",
-           "measure_model_ms"]
+           "time_loaded", "measure_model_ms"]
 
 Timer = Callable[[], int]  # nanoseconds, monotonic (time.perf_counter_ns)
 K = TypeVar("K", bound=Hashable)
@@ -160,12 +160,22 @@ def measure_block(spec: object, in_shape: tuple[int, ...], *, runner: object, ti
     """Time one block alone (export → session → protocol). `runner` is a `hwnas.latency.runtime.Runner`."""
     from hwnas.blocks import build_block
 
+    profile: DeviceProfile = runner.profile  # type: ignore[attr-defined]
     loaded = runner.load(build_block(spec), in_shape)  # type: ignore[attr-defined]
+    return time_loaded(loaded, profile, warmup_s=min(profile.warmup_s, 1.0), timer=timer, rng=rng)
+
+
+def time_loaded(loaded: Any, profile: DeviceProfile, *, warmup_s: float | None = None, timer: Timer | None = None,
+                rng: random.Random | None = None) -> TimingStats:
+    """Time one loaded program (`hwnas.latency.runtime.Loaded`) with the profile's protocol and clock, then release it.
+
+    The one place where single-program timing happens: blocks, whole models, exported ONNX files and .pte programs.
+    The global warm-up defaults to the profile's, capped at 2 s (one program warms up faster than a whole table).
+    """
     try:
-        profile: DeviceProfile = runner.profile  # type: ignore[attr-defined]
-        protocol = Protocol.from_profile(profile, warmup_s=min(profile.warmup_s, 1.0))
-        return run_protocol({"block": loaded.run}, protocol, rng=rng or random.Random(0),
-                            timer=timer or profile_timer(profile))["block"]
+        protocol = Protocol.from_profile(profile, warmup_s=min(profile.warmup_s, 2.0) if warmup_s is None else warmup_s)
+        return run_protocol({"item": loaded.run}, protocol, rng=rng or random.Random(0),
+                            timer=timer or profile_timer(profile))["item"]
     finally:
         loaded.release()
 
@@ -182,12 +192,7 @@ def measure_model_ms(model: object, input_shape: tuple[int, ...], profile: Devic
 
     runner = runner if runner is not None else make_runner(profile)
     loaded = runner.load(model, input_shape)  # type: ignore[attr-defined]
-    try:
-        protocol = Protocol.from_profile(profile, warmup_s=min(profile.warmup_s, 2.0) if warmup_s is None else warmup_s)
-        stats = run_protocol({"model": loaded.run}, protocol, rng=rng or random.Random(0),
-                             timer=timer or profile_timer(profile))["model"]
-    finally:
-        loaded.release()
+    stats = time_loaded(loaded, profile, warmup_s=warmup_s, timer=timer, rng=rng)
     if not math.isfinite(stats.p50_ms):
         raise AssertionError("non-finite timing")
     return stats
