@@ -93,7 +93,7 @@ def _fmt(value: float | None, spec: str) -> str:
 
 
 def print_summary(r: ExportResult) -> None:
-    """Human summary of an export (also printed by `hwnas quickstart`)."""
+    """Human summary of an export."""
     print(f"arch {r.arch}")
     rows = [["fp32", str(r.onnx), f"{100 * r.test_acc:.2f}%", _fmt(r.predicted_ms, ".3f"), _fmt(r.measured_ms, ".3f")]]
     if r.int8_onnx is not None and r.int8_test_acc is not None:
@@ -102,10 +102,9 @@ def print_summary(r: ExportResult) -> None:
     p = r.parity
     print(f"ONNX parity on {p.n_images} test images: max |diff| {p.max_abs_diff:.2e}, "
           f"top-1 agreement {100 * p.top1_agreement:.1f}%; onnx.checker passed")
-    if r.int8_test_acc is not None and r.measured_ms and r.int8_measured_ms:
-        speedup = r.measured_ms / r.int8_measured_ms
-        drop = 100 * (r.test_acc - r.int8_test_acc)
-        verdict = "worth it" if speedup >= 1.1 and drop <= 1.0 else "NOT worth it on this profile: ship fp32"
+    if (tradeoff := r.int8_tradeoff()) is not None:
+        speedup, drop, worth = tradeoff
+        verdict = "worth it" if worth else "NOT worth it on this profile: ship fp32"
         print(f"int8: {speedup:.2f}x the fp32 speed, accuracy drop {drop:.2f} pp -> {verdict}")
     if r.pte is not None:
         pp, pl = r.pte["parity"], r.pte["latency"]

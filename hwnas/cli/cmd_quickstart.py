@@ -47,10 +47,8 @@ def _quickstart(args: argparse.Namespace) -> int:
     p = e.parity
     print(f"ONNX vs torch on {p.n_images} test images: max |diff| {p.max_abs_diff:.1e}, top-1 agreement "
           f"{100 * p.top1_agreement:.1f}%; onnx.checker passed")
-    if e.int8_test_acc is not None and e.measured_ms and e.int8_measured_ms:
-        speedup = e.measured_ms / e.int8_measured_ms
-        drop = 100 * (e.test_acc - e.int8_test_acc)
-        worth = speedup >= 1.1 and drop <= 1.0
+    if (tradeoff := e.int8_tradeoff()) is not None:
+        speedup, drop, worth = tradeoff
         print(f"int8: {speedup:.2f}x the fp32 speed, accuracy drop {drop:.2f} pp -> "
               + ("worth it on this profile" if worth else "not worth it on this profile: ship the fp32 model"))
     print("stage times: " + ", ".join(f"{k} {v:.0f} s" for k, v in r.seconds.items()))

@@ -77,6 +77,17 @@ class ExportResult:
     int8_measured_ms: float | None
     pte: dict[str, Any] | None = None   # the model card's "pte" entry when --format pte
 
+    def int8_tradeoff(self) -> tuple[float, float, bool] | None:
+        """(int8 speed-up over fp32, accuracy drop in pp, worth shipping) — None without both int8 measurements.
+
+        int8 is worth it only when it is at least 1.1x faster and loses at most 1 pp of test accuracy.
+        """
+        if self.int8_test_acc is None or not self.measured_ms or not self.int8_measured_ms:
+            return None
+        speedup = self.measured_ms / self.int8_measured_ms
+        drop_pp = 100 * (self.test_acc - self.int8_test_acc)
+        return speedup, drop_pp, speedup >= 1.1 and drop_pp <= 1.0
+
     def summary(self) -> dict[str, Any]:
         """The `hwnas export --json` contract."""
         return {
