@@ -111,6 +111,12 @@ def env(tmp_path_factory) -> dict[str, str]:
     paths["existing_out"].mkdir()
     for name in ("model.onnx", "model_card.json", "manifest.json", "search.json"):
         (paths["existing_out"] / name).write_text("keep me")
+    # search journals --resume must refuse: another search's, and one that is not a journal at all
+    for name, text in (("journal_other", json.dumps({"schema": "hwnas.search-journal/1", "search": {"seed": 99}}) + "\n"),
+                       ("journal_garbage", "not a journal\n")):
+        paths[name] = root / name
+        paths[name].mkdir()
+        (paths[name] / "search.journal.jsonl").write_text(text)
     paths["file_not_dir"] = root / "a_file"
     paths["file_not_dir"].write_text("x")
     paths["fmnist_bad"] = root / "fmnist_bad"
@@ -180,6 +186,16 @@ CASES = [
     ("search-lut-other-space", ["search", "--run", "{run}", "--lut", "{mbv3_lut}", "--budget-ms", "5", "--out", "{root}/s2"]),
     ("search-bad-lut", ["search", "--run", "{run}", "--lut", "{lut_nan}", "--budget-ms", "1", "--out", "{root}/s3"]),
     ("search-existing-out", ["search", "--run", "{run}", "--lut", "{lut}", "--budget-ms", "5", "--out", "{existing_out}"]),
+    ("search-resume-no-journal", ["search", "--run", "{run}", "--lut", "{lut}", "--budget-ms", "5", "--out", "{root}/s4",
+                                  "--resume"]),
+    ("search-resume-other-journal", ["search", "--run", "{run}", "--lut", "{lut}", "--budget-ms", "5", "--out",
+                                     "{journal_other}", "--resume"]),
+    ("search-resume-garbage-journal", ["search", "--run", "{run}", "--lut", "{lut}", "--budget-ms", "5", "--out",
+                                       "{journal_garbage}", "--resume"]),
+    ("search-journal-without-resume", ["search", "--run", "{run}", "--lut", "{lut}", "--budget-ms", "5", "--out",
+                                       "{journal_other}"]),
+    ("search-resume-scale", ["search", "--run", "{run}", "--lut", "{lut}", "--budget-ms", "5", "--strategy", "scale",
+                             "--arch", TINY_ARCH, "--out", "{root}/s5", "--resume"]),
     # export
     ("export-garbage-arch", ["export", "--run", "{run}", "--arch", "garbage", "--out", "{root}/e1"]),
     ("export-arch-not-in-space", ["export", "--run", "{run}", "--arch", "r224/k3e3", "--out", "{root}/e2"]),

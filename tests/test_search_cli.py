@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from search_lut import write_table
+from search_run import write_untrained_run
 
 from hwnas.cli.main import main
 from hwnas.search import gene_latency_from_lut
@@ -51,23 +52,7 @@ def test_report_without_search_results_explains(tmp_path: Path, capsys) -> None:
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory) -> Path:
-    """A run folder holding a real (untrained, seeded) supernet checkpoint on the synthetic dataset: search needs a
-    checkpoint `load_run` accepts, not a good one, and training even a few steps costs more than this whole file."""
-    import torch
-
-    from hwnas.space import space_hash
-    from hwnas.supernet.supernet import Supernet
-    from hwnas.train.checkpoint import CHECKPOINT, FORMAT, save_checkpoint
-    from hwnas.train.config import TrainConfig, config_to_dict
-
-    out = tmp_path_factory.mktemp("run")
-    cfg = TrainConfig(space="mbv3-tiny", dataset="synthetic", max_steps=1, batch_size=16, val_size=256)
-    torch.manual_seed(0)
-    net = Supernet(SPACE)
-    save_checkpoint(out / CHECKPOINT, {"format": FORMAT, "config": config_to_dict(cfg), "space_hash": space_hash(SPACE),
-                                       "in_channels": SPACE.in_channels, "num_classes": SPACE.num_classes,
-                                       "preprocess": {}, "model": net.state_dict(), "step": 1, "total_steps": 1})
-    return out
+    return write_untrained_run(SPACE, tmp_path_factory.mktemp("run"))
 
 
 def test_search_json_contract_and_outputs(tiny_run: Path, lut: Path, capsys) -> None:

@@ -2,6 +2,10 @@
 
 Order of work is chosen so that mistakes fail fast: the LUT is loaded and every budget checked against the smallest
 achievable latency before torch, the checkpoint or the dataset are touched.
+
+Every measured candidate is appended to `OUT/search.journal.jsonl` as it is measured (`hwnas.search.journal`): Ctrl-C
+exits 130 saying so, and `--resume` after Ctrl-C or `kill -9` replays the journal, so nothing is measured twice and the
+seeded strategy ends with the winner an uninterrupted run would have found.
 """
 
 from __future__ import annotations
@@ -47,7 +51,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                    help="training images used to recalibrate BN per candidate (default 512)")
     p.add_argument("--arch", default=None, help="scale only: the arch to scale (default: the winner in RUN/search.json)")
     p.add_argument("--out", type=Path, default=None, help="output folder (default: the run folder)")
-    p.add_argument("--force", action="store_true", help="overwrite existing search outputs")
+    p.add_argument("--force", action="store_true", help="overwrite existing search outputs (and start a new journal)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted search from OUT/search.journal.jsonl (same options as the first run)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(handler=_search)
 
@@ -55,6 +61,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 def _search(args: argparse.Namespace) -> int:
     from hwnas.latency.lut import load_lut
     from hwnas.search.latency_model import check_budget, gene_latency_from_lut
+    from hwnas.search.journal import JOURNAL, resume_journal
     from hwnas.search.output import OUTPUT_FILES
 
     budgets = ([args.budget_ms] if args.budget_ms is not None else []) + (args.budgets or [])
@@ -62,7 +69,15 @@ def _search(args: argparse.Namespace) -> int:
         raise HwnasError("give a latency budget with --budget-ms T (or several with --budgets T1,T2)")
     if not args.run.is_dir():
         raise HwnasError(f"run folder {args.run} not found; train one with 'hwnas train ... --out {args.run}'")
-    out_dir = check_out_dir(args.out or args.run, force=args.force, produces=OUTPUT_FILES)
+    if args.resume and args.strategy == "scale":
+        raise HwnasError("--resume continues a measured search; --strategy scale measures nothing: rerun it without --resume")
+    out_dir = check_out_dir(args.out or args.run, force=args.force or args.resume, produces=OUTPUT_FILES)
+    journal = out_dir / JOURNAL
+    if args.resume and not journal.is_file():
+        raise HwnasError(f"no search journal {journal}: nothing to resume; run the search without --resume")
+    if not args.resume and not args.force and journal.exists() and args.strategy != "scale":
+        raise HwnasError(f"{journal} holds the measurements of an earlier search; pass --resume to continue it "
+                         f"(same options) or --force to start over")
     table = load_lut(args.lut)
     space = table.space()
     latency = gene_latency_from_lut(table, space)
@@ -71,15 +86,36 @@ def _search(args: argparse.Namespace) -> int:
     if args.strategy == "scale":
         return _scale(args, table, space, budgets, out_dir)
 
-    results, extra = _run_strategy(args, space, latency, budgets)
+    identity = _identity(args, budgets, space)
+    measured = resume_journal(journal, identity) if args.resume else {}
+    results, extra = _run_strategy(args, space, latency, budgets, journal=journal, identity=identity, measured=measured)
     _write(args, results, out_dir, table, space, extra)
     return 0
 
 
-def _scorer(args: argparse.Namespace, space: Any) -> Any:
-    """Measured accuracy on the run's own val split (the split training held out)."""
+def _identity(args: argparse.Namespace, budgets: list[float], space: Any) -> dict[str, Any]:
+    """What makes a journal this search's: the inputs its accuracies depend on (checkpoint, scorer settings, seed) and
+    those its path depends on (LUT, strategy, budgets, counts). Files are named by content digest, not path, so a moved
+    run folder still resumes and a retrained checkpoint or re-profiled LUT does not."""
+    import hashlib
+
+    from hwnas.latency.lut import meta_path
+    from hwnas.space import space_hash
+
+    def digest(path: Path) -> str | None:
+        return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
+
+    return {"run_checkpoint_sha256": digest(args.run / "checkpoint.pt"), "lut_sha256": digest(args.lut),
+            "lut_meta_sha256": digest(meta_path(args.lut)), "space_hash": space_hash(space), "strategy": args.strategy,
+            "predictor": args.predictor, "seed": args.seed, "budgets_ms": budgets, "evaluations": args.evaluations,
+            "population": args.population, "val_images": args.val_images, "calib_images": args.calib_images}
+
+
+def _scorer(args: argparse.Namespace, space: Any, *, journal: Path, measured: dict[str, float]) -> Any:
+    """Measured accuracy on the run's own val split (the split training held out); journaled as it is measured."""
     import torch
 
+    from hwnas.search.journal import append_measurement
     from hwnas.search.scorer import ScorerConfig, scorer_for_run
     from hwnas.space import space_hash
     from hwnas.train.checkpoint import load_run
@@ -92,17 +128,36 @@ def _scorer(args: argparse.Namespace, space: Any) -> Any:
     batch = min(256, args.calib_images)
     cfg = ScorerConfig(calib_batches=-(-args.calib_images // batch), calib_batch_size=batch, val_images=args.val_images,
                        seed=args.seed)
-    return scorer_for_run(run, cfg=cfg)
+    return scorer_for_run(run, cfg=cfg, known=measured,
+                          on_measured=lambda arch, accuracy: append_measurement(journal, arch, accuracy))
 
 
-def _run_strategy(args: argparse.Namespace, space: Any, latency: Any, budgets: list[float]) -> tuple[list[Any], dict[str, Any]]:
+def _run_strategy(args: argparse.Namespace, space: Any, latency: Any, budgets: list[float], *, journal: Path,
+                  identity: dict[str, Any], measured: dict[str, float]) -> tuple[list[Any], dict[str, Any]]:
+    """Every budget's search on one scorer (shared cache). Ctrl-C (KeyboardInterrupt, wherever it lands) loses at most
+    the measurement in flight: each one was appended and fsynced as it finished, so there is nothing left to flush."""
+    from hwnas.search.journal import write_journal
+
+    scorer = _scorer(args, space, journal=journal, measured=measured)
+    write_journal(journal, identity, measured)  # fresh: header only; resumed: compacted, a torn last line cut off
+    try:
+        results, extra = _strategies(args, space, latency, budgets, scorer)
+    except KeyboardInterrupt:
+        raise KeyboardInterrupt(f"{len(scorer.cache)} measured candidates are saved in {journal}; rerun the same "
+                                f"command with --resume to continue") from None
+    extra["cache"] = {"hits": scorer.hits, "misses": scorer.misses}
+    extra["journal"] = {"file": journal.name, "reused": len(measured)}
+    return results, extra
+
+
+def _strategies(args: argparse.Namespace, space: Any, latency: Any, budgets: list[float],
+                scorer: Any) -> tuple[list[Any], dict[str, Any]]:
     import numpy as np
 
     from hwnas.search import (EvolutionConfig, RandomConfig, RLConfig, differentiable_search, evolve, random_search,
                               read_run_arch, rl_search)
     from hwnas.search.predicted import predicted_evolution
 
-    scorer = _scorer(args, space)
     results, extra = [], {}
     for i, budget in enumerate(budgets):
         rng = np.random.default_rng([args.seed, i])
@@ -123,7 +178,6 @@ def _run_strategy(args: argparse.Namespace, space: Any, latency: Any, budgets: l
         log.info("budget %g ms: %s  %.4f ms  acc %.4f  (%d evaluated, %.1f s)", budget, res.arch, res.predicted_ms,
                  res.accuracy, res.evaluated, res.seconds)
         results.append(res)
-    extra["cache"] = {"hits": scorer.hits, "misses": scorer.misses}
     return results, extra
 
 

@@ -66,8 +66,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         message = " ".join(str(exc).split())  # always exactly one line
         print(f"hwnas: error: {message}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("hwnas: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        detail = " ".join(str(exc).split())  # a command may say what was saved and how to resume, on the same line
+        print(f"hwnas: interrupted{': ' + detail if detail else ''}", file=sys.stderr)
         return 130
     except BrokenPipeError:
         # Output piped into `head` etc.: exit quietly, like a Unix tool.

@@ -4,13 +4,15 @@ A subnet sliced out of a supernet inherits BN statistics accumulated over *other
 of accuracy; re-estimating them on a few training batches (OFA, BigNAS) fixes that at the cost of a few forward passes.
 The calibration and val batches are normalised and resized once per resolution and reused for every candidate, models run
 channels_last under `torch.inference_mode`, and results are cached by arch string, so a search over several budgets never
-measures the same subnet twice.
+measures the same subnet twice. `known` seeds that cache with accuracies measured by an earlier process (a resumed
+search's journal) and `on_measured` hears of every fresh measurement as it happens (the journal's append), so an
+interrupted search never pays twice for a candidate.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -67,18 +69,21 @@ class SupernetScorer:
     """Callable score function over genes (or `accuracy(arch)` for one arch): val top-1 accuracy in [0, 1].
 
     `build(arch)` returns the candidate's static model (`extract(supernet, arch)` for a trained run). State: the result
-    cache and per-resolution batch cache, both local to this object.
+    cache and per-resolution batch cache, both local to this object. `known` entries are served as cache hits;
+    `on_measured(arch_string, accuracy)` runs after each fresh measurement, before it enters the cache.
     """
 
     def __init__(self, space: SpaceSpec, build: Callable[[Arch], nn.Module], *, train: Split, val: Split,
-                 cfg: ScorerConfig, device: torch.device | None = None) -> None:
+                 cfg: ScorerConfig, device: torch.device | None = None, known: Mapping[str, float] | None = None,
+                 on_measured: Callable[[str, float], None] | None = None) -> None:
         self.space = space
         self.build = build
         self.train_split = train
         self.val_split = val
         self.cfg = cfg
         self.device = device or torch.device("cpu")
-        self.cache: dict[str, float] = {}
+        self.cache: dict[str, float] = dict(known or {})
+        self.on_measured = on_measured
         self.hits = 0
         self.misses = 0
         self._batches: dict[int, tuple[list[torch.Tensor], list[tuple[torch.Tensor, torch.Tensor]]]] = {}
@@ -113,6 +118,8 @@ class SupernetScorer:
                 correct += int((model(x).argmax(1) == y).sum())
                 total += int(y.numel())
         acc = correct / max(total, 1)
+        if self.on_measured is not None:
+            self.on_measured(key, acc)
         self.cache[key] = acc
         log.debug("measured %s: val acc %.4f", key, acc)
         return acc
@@ -122,11 +129,12 @@ class SupernetScorer:
         return np.array([self.accuracy(a) for a in archs])
 
 
-def scorer_for_run(run: LoadedRun, *, cfg: ScorerConfig, split: str = "val") -> SupernetScorer:
+def scorer_for_run(run: LoadedRun, *, cfg: ScorerConfig, split: str = "val", known: Mapping[str, float] | None = None,
+                   on_measured: Callable[[str, float], None] | None = None) -> SupernetScorer:
     """Scorer of a trained run on the exact train/val split its training used (same val_size and seed: no leakage)."""
     from hwnas.data.datasets import load_dataset
     from hwnas.supernet.supernet import extract
 
     data = load_dataset(run.dataset, run.data_dir, val_size=run.config.val_size, seed=run.config.seed)
     return SupernetScorer(run.space, lambda arch: extract(run.supernet, arch), train=data.train, val=data.split(split),
-                          cfg=cfg)
+                          cfg=cfg, known=known, on_measured=on_measured)
