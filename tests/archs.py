@@ -7,9 +7,9 @@ MBV3_ARCHS = (
 )
 
 TINY_ARCHS = (
-    "r28/k3e3,k3e3/k3e3,k3e3/k3e3,k3e3/k3e3,k3e3/k3e3,k3e3",
-    "r32/k5e4,k3e6,k7e3/k3e3,k5e6/k7e4,k7e4,k3e3,k5e6/k3e6,k3e4/k5e3,k7e6,k3e4",
-    "r40/k7e6,k7e6,k7e6,k7e6/k7e6,k7e6,k7e6,k7e6/k7e6,k7e6,k7e6,k7e6/k7e6,k7e6,k7e6,k7e6/k7e6,k7e6,k7e6,k7e6",
+    "r24/k3e3,k3e3/k3e3,k3e3/k3e3,k3e3/k3e3,k3e3/k3e3,k3e3",
+    "r28/k5e4,k3e6,k7e3/k3e3,k5e6/k7e4,k7e4,k3e3,k5e6/k3e6,k3e4/k5e3,k7e6,k3e4",
+    "r32/k7e6,k7e6,k7e6,k7e6/k7e6,k7e6,k7e6,k7e6/k7e6,k7e6,k7e6,k7e6/k7e6,k7e6,k7e6,k7e6/k7e6,k7e6,k7e6,k7e6",
 )
 
 BAD_ARCH_STRINGS = (

@@ -54,7 +54,7 @@ def test_largest_mbv3_macs_match_fvcore_on_built_model():
 def test_tiny_macs_sum_of_blocks_equals_whole():
     space = get_space("mbv3-tiny")
     arch = Arch.parse(TINY_ARCHS[1])
-    assert arch_macs(space, arch) == count_macs(build_model(space, arch), (1, 1, 32, 32))
+    assert arch_macs(space, arch) == count_macs(build_model(space, arch), (1, 1, arch.resolution, arch.resolution))
 
 
 def test_residual_only_when_shapes_match():

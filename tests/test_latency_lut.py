@@ -62,7 +62,7 @@ def test_round_trip_keeps_rows_and_meta(tmp_path):
         assert loaded.rows[key].n == stats.n
     assert loaded.meta["calibration"] == table.meta["calibration"]
     assert loaded.space() == get_space("mbv3-tiny")
-    arch = Arch.parse(TINY_ARCHS[1])  # r32: uses the per-resolution line
+    arch = Arch.parse(TINY_ARCHS[2])  # r32: uses the per-resolution line
     assert predict_ms(loaded, get_space("mbv3-tiny"), arch) == pytest.approx(
         1.3 * raw_sum_ms(loaded, get_space("mbv3-tiny"), arch), rel=1e-9)
 
@@ -71,7 +71,7 @@ def test_missing_key_names_the_key_and_the_fix(tmp_path):
     table = tiny_table()
     space = get_space("mbv3-tiny")
     arch = Arch.parse(TINY_ARCHS[2])
-    victim = next(s.key for s in distinct_blocks(space)[40] if "k7_e6" in s.key)
+    victim = next(s.key for s in distinct_blocks(space)[32] if "k7_e6" in s.key and s.in_hw == 16)
     del table.rows[victim]
     path = save_lut(table, tmp_path / "fake" / "mbv3-tiny.csv")
     loaded = load_lut(path)
@@ -80,8 +80,8 @@ def test_missing_key_names_the_key_and_the_fix(tmp_path):
     with pytest.raises(HwnasError, match="hwnas profile"):
         latency_range_ms(LatencyPredictor(loaded, space))
     with pytest.raises(HwnasError, match="LUT miss"):
-        choice_latency_ms(loaded, space, 40)
-    assert LatencyPredictor(loaded, space).predict(Arch.parse(TINY_ARCHS[0])) > 0  # r28 rows are all there
+        choice_latency_ms(loaded, space, 32)
+    assert LatencyPredictor(loaded, space).predict(Arch.parse(TINY_ARCHS[0])) > 0  # r24 rows are all there
 
 
 def _corrupt(tmp_path, edit):
@@ -169,9 +169,10 @@ def test_latency_range_brackets_every_arch():
     space = get_space("mbv3-tiny")
     predictor = LatencyPredictor(tiny_table(), space)
     lo, hi = latency_range_ms(predictor)
-    assert lo <= predictor.predict(smallest(space)) and hi >= predictor.predict(largest(space))
+    eps = 1e-9  # the range and the predictions sum the same rows in a different order
+    assert lo <= predictor.predict(smallest(space)) + eps and hi >= predictor.predict(largest(space)) - eps
     values = predictor.predict_many([sample(space, random.Random(i)) for i in range(200)])
-    assert lo <= values.min() and values.max() <= hi
+    assert lo <= values.min() + eps and values.max() <= hi + eps
 
 
 def test_committed_tables_load_for_their_spaces():

@@ -114,9 +114,9 @@ def test_cli_predict_and_validate(tiny_lut, tmp_path, capsys):
 
 def test_cli_errors_are_one_line(tiny_lut, capsys, tmp_path):
     path, _ = tiny_lut
-    assert main(["latency", "predict", "r40/k3e3,k3e3/k3e3,k3e3/k3e3,k3e3/k3e3,k3e3/k3e3,k3e3", "--lut", str(path)]) == 2
+    assert main(["latency", "predict", "r32/k3e3,k3e3/k3e3,k3e3/k3e3,k3e3/k3e3,k3e3/k3e3,k3e3", "--lut", str(path)]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "LUT miss" in err and "--resolutions 40" in err
+    assert err.count("\n") == 1 and "LUT miss" in err and "--resolutions 32" in err
     assert main(["profile", "--device", "nope", "--space", "mbv3-tiny", "--out", str(tmp_path)]) == 2
     assert "unknown device profile" in capsys.readouterr().err
     assert main(["latency", "predict", "r28/k3e3", "--lut", str(tmp_path / "none.csv")]) == 2

@@ -120,3 +120,29 @@ def test_reorder_channels_keeps_largest_subnet_function() -> None:
 def test_arch_of_another_space_is_rejected(tiny_net: Supernet) -> None:
     with pytest.raises(HwnasError):
         extract(tiny_net, Arch.parse(MBV3_ARCHS[0]))
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 5])
+@pytest.mark.parametrize("kernel", [3, 5, 7])
+def test_cropped_depthwise_kernel_is_exact_in_value_and_gradient(size: int, kernel: int) -> None:
+    """The supernet drops depthwise taps that can only see zero padding: same output, same gradients, zero for the
+    dropped taps (which is what the full convolution gives them too)."""
+    from hwnas.supernet.elastic import _effective_kernel
+
+    gen = torch.Generator().manual_seed(size * 10 + kernel)
+    x = torch.randn(2, 4, size, size, generator=gen)
+    weight = torch.randn(4, 1, kernel, kernel, generator=gen)
+    grads = []
+    outs = []
+    for crop in (False, True):
+        xi, wi = x.clone().requires_grad_(), weight.clone().requires_grad_()
+        used, padding = _effective_kernel(wi, xi.shape[-2:]) if crop else (wi, (kernel // 2, kernel // 2))
+        out = torch.nn.functional.conv2d(xi, used, None, 1, padding, 1, 4)
+        out.pow(2).sum().backward()
+        outs.append(out)
+        grads.append((xi.grad, wi.grad))
+    assert outs[0].shape == outs[1].shape == x.shape
+    assert torch.allclose(outs[0], outs[1], atol=1e-5)
+    assert torch.allclose(grads[0][0], grads[1][0], atol=1e-4) and torch.allclose(grads[0][1], grads[1][1], atol=1e-4)
+    cropped, _ = _effective_kernel(weight, x.shape[-2:])
+    assert cropped.shape[-1] == min(kernel, 2 * size - 1)

@@ -216,8 +216,8 @@ def export_run(
 
         def epoch_batches(epoch: int) -> Any:
             g = torch.Generator().manual_seed(cfg.seed * 1000 + epoch + 1)
-            return batches(dataset.train, batch_size=cfg.batch_size, resolution=res, augment=True, shuffle=True,
-                           generator=g, drop_last=True)
+            return batches(dataset.train, batch_size=cfg.batch_size, resolution=res, augment=run.config.augment,
+                           shuffle=True, generator=g, drop_last=True)
 
         finetune_kd(model, lambda x: teacher(x, teacher_arch), epoch_batches, cfg=cfg.finetune, steps_per_epoch=steps,
                     progress=progress)

@@ -25,7 +25,7 @@ class TrainConfig:
     mode: str = "bignas"
     epochs: float = 3.0
     max_steps: int = 0
-    batch_size: int = 128
+    batch_size: int = 64  # per process; 64 beat 128 at equal images seen (87.9% vs 86.4% after 0.7 epoch), same img/s
     lr: float = 0.1
     momentum: float = 0.9
     nesterov: bool = True
@@ -34,6 +34,7 @@ class TrainConfig:
     lr_end_fraction: float = 0.05  # bignas: exponential decay down to this fraction of lr, then constant
     decay_end_fraction: float = 0.85  # bignas: where the exponential decay reaches lr_end_fraction
     label_smoothing: float = 0.1
+    augment: str = "crop-flip"  # hwnas.data.AUGMENTS; "none" is better for runs of a few epochs
     grad_clip: float = 5.0
     num_random: int = 1  # bignas: random subnets per step between max and min; ofa: subnets per step after phase 1
     kd_temperature: float = 1.0
@@ -59,6 +60,8 @@ class TrainConfig:
             raise HwnasError(f"lr must be > 0 and lr_end_fraction in (0, 1], got {self.lr}, {self.lr_end_fraction}")
         if abs(sum(self.ofa_phase_fractions) - 1) > 1e-6 or len(self.ofa_phase_fractions) != 4:
             raise HwnasError(f"ofa_phase_fractions must be 4 fractions summing to 1, got {self.ofa_phase_fractions}")
+        if self.augment not in ("none", "flip", "crop-flip"):
+            raise HwnasError(f"augment must be one of none, flip, crop-flip; got {self.augment!r}")
         if self.checkpoint_every < 1 or self.log_every < 1 or self.num_random < 0:
             raise HwnasError("checkpoint_every and log_every must be >= 1, num_random >= 0")
 

@@ -209,7 +209,7 @@ def train(cfg: TrainConfig, out: Path, *, resume: bool = False, data: Dataset | 
             order = epoch_order(len(data.train), seed=cfg.seed, epoch=epoch)
             lo = (in_epoch * world + rank) * cfg.batch_size
             gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step * 1009 + rank)
-            images, labels = make_batch(data.train, order[lo : lo + cfg.batch_size], augment=True, generator=gen,
+            images, labels = make_batch(data.train, order[lo : lo + cfg.batch_size], augment=cfg.augment, generator=gen,
                                         device=device)
             ctx.step, ctx.rng = step, random.Random(cfg.seed * 1_000_003 + step)
             lr = cfg.lr * strategy.lr_factor(step, total, cfg)
