@@ -34,7 +34,7 @@ class QuickstartConfig:
     device: str = "cpu-ort-1t"
     space: str = "mbv3-tiny"
     epochs: float = 1.0
-    max_steps: int = 200              # batches of 128 (~0.47 epoch, ~8 min on 2 idle cores); 0: the whole `epochs`
+    max_steps: int = 560              # batches of 64 (~0.65 epoch, ~6 min on 2 idle cores); 0: the whole `epochs`
     budget_fraction: float = 0.4      # where the budget sits between the fastest (0) and slowest (1) predicted subnet
     evaluations: int = 40             # measured search evaluations
     val_images: int = 2000
@@ -189,7 +189,7 @@ def _train(space: Any, run_dir: Path, *, epochs: float, max_steps: int, seed: in
     from hwnas.train import TrainConfig, train
 
     cfg = TrainConfig(space=space.name, width=space.width, dataset="fashion-mnist", mode="bignas", epochs=epochs,
-                      max_steps=max_steps, seed=seed, val_size=5000)
+                      max_steps=max_steps, seed=seed, val_size=5000, augment="none")  # a short run: no augmentation
     result = train(cfg, run_dir, progress=progress)
     log.info("[2/4] trained %d steps (%.2f epochs) in %.0f s, %.0f img/s; val accuracy largest %.4f, smallest %.4f",
              result.steps, result.epochs, result.train_s, result.img_per_s, result.val_acc_max, result.val_acc_min)

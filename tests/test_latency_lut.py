@@ -192,3 +192,22 @@ def test_copy_of_table_elsewhere_still_loads(tmp_path):
     shutil.copy(src, dst)
     shutil.copy(src.with_name("mbv3-tiny.meta.json"), dst.with_name("mbv3-tiny.meta.json"))
     assert len(load_lut(dst.with_name("mbv3-tiny.meta.json"))) == len(load_lut(src))
+
+
+def test_table_from_another_cpu_model_warns_but_loads(tmp_path, caplog):
+    from hwnas.machine import cpu_model
+
+    table = tiny_table()
+    elsewhere = save_lut(table.with_meta(cpu="Some Other CPU 9000", profile={"name": "fake", "provider": "cpu"}),
+                         tmp_path / "a" / "mbv3-tiny.csv")
+    here = save_lut(table.with_meta(cpu=cpu_model(), profile={"name": "fake", "provider": "cpu"}),
+                    tmp_path / "b" / "mbv3-tiny.csv")
+    remote = save_lut(table.with_meta(cpu="Phone SoC", profile={"name": "fake", "provider": "cpu", "remote": True}),
+                      tmp_path / "c" / "mbv3-tiny.csv")
+    with caplog.at_level("WARNING", logger="hwnas.latency.lut"):
+        load_lut(here)
+        load_lut(remote)  # measured on the device on purpose: nothing to warn about
+        assert not caplog.records
+        assert len(load_lut(elsewhere)) == len(table)
+    assert len(caplog.records) == 1
+    assert "Some Other CPU 9000" in caplog.text and "hwnas profile --device fake --space mbv3-tiny" in caplog.text

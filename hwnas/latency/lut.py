@@ -10,6 +10,7 @@ silently counts as 0.
 from __future__ import annotations
 
 import json
+import logging
 import math
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -21,6 +22,8 @@ from hwnas.latency.harness import TimingStats
 from hwnas.space import BlockSpec, SpaceSpec, get_space, space_hash, with_io
 
 __all__ = ["LatencyTable", "load_lut", "save_lut", "lut_key", "meta_path", "lut_path", "SCHEMA", "COLUMNS"]
+
+log = logging.getLogger(__name__)
 
 SCHEMA = 1
 COLUMNS = ("key", "ms_p50", "ms_p90", "cv", "n")
@@ -178,7 +181,23 @@ def load_lut(path: str | Path, *, space: SpaceSpec | None = None) -> LatencyTabl
         raise HwnasError(f"LUT {path} was built for space {table.space_name!r} (hash {table.space_hash}), not "
                          f"{space.name!r} (hash {space_hash(space)}, {space.in_channels} input channels, "
                          f"{space.num_classes} classes); build one with 'hwnas profile --device {device} --space {space.name}'")
+    _warn_if_other_cpu(table)
     return table
+
+
+def _warn_if_other_cpu(table: LatencyTable) -> None:
+    """A table measured locally on another CPU model predicts that CPU, not this one: say so (once per load)."""
+    from hwnas.machine import cpu_model
+
+    profile = table.meta.get("profile") if isinstance(table.meta.get("profile"), dict) else {}
+    built_on = table.meta.get("cpu")
+    if profile.get("remote") or profile.get("provider", "cpu") != "cpu" or not built_on:
+        return
+    here = cpu_model()
+    if built_on != here:
+        log.warning("LUT %s was measured on %r, this machine is %r: its latencies describe that CPU; rebuild it here "
+                    "with 'hwnas profile --device %s --space %s' to predict this one", table.source, built_on, here,
+                    table.device, table.space_name)
 
 
 def rows_from_records(records: Iterable[tuple[str, float, float, float, int]]) -> dict[str, TimingStats]:

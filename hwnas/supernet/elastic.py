@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from hwnas.space.spec import BlockSpec, LayerChoice, make_divisible
+from hwnas.supernet.depthwise import depthwise_conv
 
 __all__ = ["ElasticMBConv", "IrWeights", "slice_ir", "sliced_bn", "transformed_kernel", "reorder_channels", "pointwise"]
 
@@ -204,7 +205,7 @@ class ElasticMBConv(nn.Module):
             dw_w, padding = _effective_kernel(w.dw_w, out.shape[-2:])
         else:
             dw_w, padding = w.dw_w, (w.dw_w.shape[-1] // 2,) * 2
-        out = F.conv2d(out, dw_w, None, self.stride, padding, 1, w.mid_ch)
+        out = depthwise_conv(out, dw_w, stride=self.stride, padding=padding)
         out = _act(sliced_bn(out, self.dw_bn, w.dw_bn), self.act)
         if w.se is not None:
             fc1_w, fc1_b, fc2_w, fc2_b = w.se
