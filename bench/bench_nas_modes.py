@@ -126,7 +126,7 @@ def heavy_lock(wait_s: float) -> Iterator[bool]:
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--lut", type=Path, default=ROOT / "latency_tables/cpu-ort-1t/mbv3-tiny.csv")
-    ap.add_argument("--targets", type=float, nargs=2, default=(1.6, 2.4))
+    ap.add_argument("--targets", type=float, nargs=2, default=(0.4, 0.7))
     ap.add_argument("--lambdas", type=float, nargs="+", default=(0.0, 1.0, 4.0))
     ap.add_argument("--steps", type=int, default=25, help="weight steps per epoch")
     ap.add_argument("--finetune-steps", type=int, default=60)
@@ -139,6 +139,8 @@ def main() -> int:
     ap.add_argument("--eval-batches", type=int, default=4, help="val/test batches of 500 images for accuracies")
     ap.add_argument("--sweep-steps", type=int, default=None, help="weight steps per sweep epoch (default --steps)")
     ap.add_argument("--skip-sweep", action="store_true")
+    ap.add_argument("--sweep-target", type=float, default=None,
+                    help="T of the sweep's CE + λ·E[LAT]/T (default: the mean of --targets)")
     ap.add_argument("--warm", type=Path, default=None, help="warmed-up run to start every search from")
     ap.add_argument("--target-loss", default="bisided", help="latency loss of the target runs")
     args = ap.parse_args()
@@ -176,9 +178,11 @@ def main() -> int:
         results["targets"].append(row)
         atomic_write_json(args.out, results)
     if not args.skip_sweep:
+        sweep_target = args.sweep_target or sum(args.targets) / len(args.targets)
+        results["sweep_target_ms"] = sweep_target
         for lam in args.lambdas:
             run = args.work / f"proxyless-lam{lam:g}"
-            cfg = NasConfig(mode="proxyless", target_ms=2.0, epochs=args.sweep_epochs, warmup_epochs=0, latency_loss="linear",
+            cfg = NasConfig(mode="proxyless", target_ms=sweep_target, epochs=args.sweep_epochs, warmup_epochs=0, latency_loss="linear",
                             latency_weight=lam, adapt_rate=0.0, **{**base, "steps_per_epoch": args.sweep_steps or args.steps})
             train_nas(space, data, table, cfg, out_dir=run, progress=False, init_from=warm)
             res = derive(run, space, table, cfg)
