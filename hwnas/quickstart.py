@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from hwnas.errors import HwnasError
+from hwnas.machine import cores_in_use
 
 __all__ = ["QuickstartConfig", "QuickstartResult", "lut_matches_machine", "ensure_lut", "run_quickstart"]
 
@@ -175,35 +176,17 @@ def run_quickstart(cfg: QuickstartConfig, *, train_fn: Callable[..., Path] | Non
 
 def _threads() -> int:
     """2 torch threads on an idle 2-core machine; 1 when other processes already keep the cores busy: there, 2 OpenMP
-    threads fighting them ran ~30x slower than 1 in our measurements. Busy = more than half the cores used by others,
-    read from /proc/stat over half a second (the 1-minute load average lags: right after another job ends it still
-    reads ~2 and picked 1 thread for a whole demo on an idle machine); the load average where /proc/stat is missing."""
+    threads fighting them ran ~30x slower than 1 in our measurements. Busy = more than half the cores in use, read
+    from /proc/stat over half a second before training starts (the 1-minute load average lags: right after another
+    job ends it still reads ~2 and picked 1 thread for a whole demo on an idle machine); the load average where
+    /proc/stat is missing."""
     cores = os.cpu_count() or 1
-    used = _cores_in_use(0.5)
+    used = cores_in_use(0.5)
     if used is None:
         used = os.getloadavg()[0]
     threads = 1 if used > 0.5 * cores or cores < 2 else 2
     log.info("torch threads: %d (%.1f of %d cores in use)", threads, used, cores)
     return threads
-
-
-def _cores_in_use(window_s: float) -> float | None:
-    """Average number of busy cores over `window_s` (all processes), from the aggregate line of /proc/stat."""
-    def read() -> tuple[int, int] | None:
-        try:
-            fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-        except (OSError, ValueError):
-            return None
-        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
-        return sum(fields[:8]), idle
-
-    first = read()
-    time.sleep(window_s)
-    second = read()
-    if first is None or second is None or second[0] <= first[0]:
-        return None
-    total, idle = second[0] - first[0], second[1] - first[1]
-    return (os.cpu_count() or 1) * (1 - idle / total)
 
 
 def _train(space: Any, run_dir: Path, *, epochs: float, max_steps: int, seed: int, progress: bool) -> Path:

@@ -49,9 +49,10 @@ def test_quickstart_refuses_to_overwrite_and_bad_config(tmp_path: Path, capsys) 
 def test_cores_in_use_reads_a_real_share_of_the_cores():
     import os
 
-    from hwnas.quickstart import _cores_in_use, _threads
+    from hwnas.machine import cores_in_use
+    from hwnas.quickstart import _threads
 
-    used = _cores_in_use(0.2)
+    used = cores_in_use(0.2)
     if os.path.exists("/proc/stat"):
         assert used is not None and 0.0 <= used <= (os.cpu_count() or 1)
     assert _threads() in (1, 2)
