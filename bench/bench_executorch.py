@@ -203,6 +203,7 @@ def main() -> int:
                                  for k, v in results["partial"].items()})
         return 0
     reports: dict[str, FidelityReport] = {}
+    lut_paths: dict[str, Path] = {}
     for name in ("cpu-et-xnnpack-1t", "cpu-ort-1t"):
         profile = load_profile(name)
         runner = ExecuTorchRunner(profile, cache_dir=args.cache_dir) if profile.runtime == "executorch" \
@@ -214,10 +215,12 @@ def main() -> int:
         profile_s = time.monotonic() - t0
         report = validate_lut(table, subnets=args.subnets, seed=1, resolution=args.resolution, runner=runner, chunk=20)
         reports[name] = report
+        lut_paths[name] = path
         plot_fidelity(report, path.with_name(path.stem + ".fidelity.png"),
                       title=f"{space.name} r{args.resolution} on {name}: {report.subnets} held-out subnets")
         cal = table.meta.get("calibration") or {}
-        results["runtimes"][name] = {"lut": str(path.relative_to(ROOT)), "rows": len(table),
+        shown = path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
+        results["runtimes"][name] = {"table": str(shown), "rows": len(table),
                                      "profile_seconds": round(profile_s, 1), "calibration_fit_mape": cal.get("fit_mape"),
                                      "calibration_raw_mape": cal.get("raw_mape"), **report_dict(report)}
         log.info("%s: %s", name, results["runtimes"][name])
@@ -241,7 +244,7 @@ def main() -> int:
                            "et_pred_ms": round(et_rec[a]["predicted_ms"], 5), "ort_pred_ms": round(ort_rec[a]["predicted_ms"], 5),
                            "mmacs": round(et_rec[a]["mmacs"], 2)} for a, e, o in zip(archs, m_et, m_ort)]
     if args.search_run is not None:
-        results["search"] = search_both(args, {n: ROOT / r["lut"] for n, r in results["runtimes"].items()})
+        results["search"] = search_both(args, lut_paths)
     results["seconds"] = round(time.monotonic() - started, 1)
     atomic_write_json(args.out, results)
     log.info("cross-runtime: %s", results["cross_runtime"])
