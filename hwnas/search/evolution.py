@@ -102,9 +102,14 @@ def evolve(
     pop = feasible_children(lambda i, r: genome.sample(i.size, r), latency_fn, cfg.population, rng,
                             budget_ms=budget_ms, retries=cfg.retries)
     scores = evals.score(pop)
-    bar = tqdm(range(cfg.generations), desc=f"evolution ≤{budget_ms:g} ms", disable=not cfg.progress, leave=False)
+    # the bar counts what ends the search: measured evaluations when they are capped (generations are then only a
+    # safety bound, e.g. 10,000, and a bar over them showed an ETA of days), else generations
+    by_evals = cfg.max_evaluations is not None
+    bar = tqdm(total=cfg.max_evaluations if by_evals else cfg.generations, unit="eval" if by_evals else "gen",
+               initial=evals.count if by_evals else 0, desc=f"evolution ≤{budget_ms:g} ms", disable=not cfg.progress,
+               leave=False)
     generations = 0
-    for _ in bar:
+    for _ in range(cfg.generations):
         if evals.exhausted:
             break
         top = np.argsort(-scores, kind="stable")[:n_parents]
@@ -121,8 +126,10 @@ def evolve(
         pop = np.concatenate([parents, children])
         scores = np.concatenate([parent_scores, child_scores])
         generations += 1
+        bar.update(evals.count - bar.n if by_evals else 1)
         if cfg.progress:
-            bar.set_postfix(best=f"{scores.max():.4f}", evaluated=evals.count)
+            bar.set_postfix(best=f"{scores.max():.4f}", generation=generations)
+    bar.close()
     best_genes, best_ms, best_score = winner_of(genome, evals, latency_fn, budget_ms=budget_ms)
     all_genes, all_scores = evals.arrays()
     log.debug("evolution: %d generations, %d distinct archs scored in %d calls", generations, evals.count, evals.calls)
