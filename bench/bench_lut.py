@@ -4,6 +4,8 @@ For `cpu-ort-1t` the committed table (latency_tables/cpu-ort-1t/mbv3.csv) is val
 224 px and N at 160 px, timed whole with the same protocol as the table. For the other CPU profiles a table is built
 here at one resolution (224) and validated on fewer subnets. FLOPs = fvcore MACs with the same per-resolution linear
 calibration, fitted on the same calibration subnets as the LUT. Also times `predict_many` on a population of 100.
+Every validation chunk also re-times 6 of the table's calibration subnets (never held-out ones), so each number is
+reported twice: as measured, and with predictions x the machine's speed factor since the build (hwnas.latency.drift).
 
     flock /tmp/hwnas-heavy.lock .venv/bin/python bench/bench_lut.py [--subnets 200] [--other-subnets 60] [--quick]
 
@@ -82,6 +84,12 @@ def run_validate(table_path: Path, *, subnets: int, resolution: int, seed: int, 
             "measured_ms_range": [min(r["measured_ms"] for r in report.records),
                                   max(r["measured_ms"] for r in report.records)],
             "load_avg_before": load_before, "load_avg_after": _load(), "machine": machine_info(),
+            "drift_corrected": None if report.drift_corrected is None else {
+                "lut_calibrated": dataclasses.asdict(report.drift_corrected.lut),
+                "raw_sum": dataclasses.asdict(report.drift_corrected.raw),
+                "flops_calibrated": dataclasses.asdict(report.drift_corrected.flops),
+                "speed_factors": list(report.drift_corrected.speed_factors),
+                "references": list(report.drift_corrected.references)},
             "records": list(report.records)}
 
 
@@ -91,7 +99,20 @@ def pooled_stats(records: list[dict]) -> dict:
             "lut_calibrated": dataclasses.asdict(fit_stats([r["predicted_ms"] for r in records], meas)),
             "raw_sum": dataclasses.asdict(fit_stats([r["raw_sum_ms"] for r in records], meas)),
             "flops_calibrated": dataclasses.asdict(fit_stats([r["flops_pred_ms"] for r in records], meas)),
-            "measured_ms_range": [min(meas), max(meas)]}
+            "measured_ms_range": [min(meas), max(meas)], **drift_stats(records, meas)}
+
+
+def drift_stats(records: list[dict], meas: list[float]) -> dict:
+    """The pooled comparisons with each prediction x the speed factor of the chunk its subnet was timed in
+    (hwnas.latency.drift); empty when some record has no factor (an older run without reference subnets)."""
+    if not records or any(r.get("speed_factor") is None for r in records):
+        return {}
+    speed = [r["speed_factor"] for r in records]
+    return {"drift_corrected": {
+        name: dataclasses.asdict(fit_stats([r[key] * s for r, s in zip(records, speed)], meas))
+        for name, key in (("lut_calibrated", "predicted_ms"), ("raw_sum", "raw_sum_ms"),
+                          ("flops_calibrated", "flops_pred_ms"))},
+        "speed_factor_range": [min(speed), max(speed)]}
 
 
 def plot_records(records: list[dict], path: Path, *, title: str) -> None:

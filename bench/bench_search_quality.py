@@ -33,7 +33,7 @@ from hwnas.atomic import atomic_write_json  # noqa: E402
 from hwnas.latency.lut import load_lut  # noqa: E402
 from hwnas.latency.predictor import LatencyPredictor  # noqa: E402
 from hwnas.machine import machine_info  # noqa: E402
-from hwnas.search import (EvolutionConfig, RandomConfig, evolve, gene_latency_from_lut, genome_of,  # noqa: E402
+from hwnas.search import (EvolutionConfig, RandomConfig, evolve, gene_latency_from_lut,  # noqa: E402
                           random_search)
 from hwnas.search.predicted import predicted_evolution  # noqa: E402
 from hwnas.search.scorer import ScorerConfig, scorer_for_run  # noqa: E402

@@ -89,6 +89,13 @@ def summarize() -> dict[str, Any]:
         summary["onnx_max_abs_diff"] = max(e["max_abs_diff"] for e in exports)
         drops = [100 * (e["test_acc"] - e["int8"]["test_acc"]) for e in exports if e.get("int8")]
         summary["int8_acc_drop_pp"] = round(max(drops), 3) if drops else None
+    drift = _get(at224, "drift_corrected")
+    if drift:  # the same held-out subnets, predictions x the machine's speed factor of their chunk (hwnas.latency.drift)
+        summary["lut_drift_corrected"] = {k: _get(drift, "lut_calibrated", k)
+                                          for k in ("within_10pct", "within_5pct", "mape", "kendall_tau")}
+        summary["lut_drift_corrected"]["kendall_tau_vs_flops"] = (_get(drift, "lut_calibrated", "kendall_tau")
+                                                                  - _get(drift, "flops_calibrated", "kendall_tau"))
+        summary["lut_speed_factor_range"] = _get(at224, "speed_factor_range")
     if at224 is not None:
         summary["lut_kendall_tau_vs_flops"] = (_get(at224, "lut_calibrated", "kendall_tau")
                                                - _get(at224, "flops_calibrated", "kendall_tau"))

@@ -88,6 +88,7 @@ def test_export_run_writes_verified_files_and_a_real_card(trained) -> None:  # t
     assert lat["int8_measured_ms"] == r.int8_measured_ms and r.int8_measured_ms > 0
     space = get_space("mbv3-tiny")
     assert lat["predicted_ms"] == pytest.approx(predict_ms(load_lut(lut, space=space), space, ARCH))
+    assert lat["machine_speed_factor"] is None  # this LUT has no calibration subnets to re-time
     from hwnas.blocks import arch_macs, arch_params
 
     assert card["macs"] == arch_macs(space, ARCH) and card["params"] == arch_params(space, ARCH)
@@ -130,3 +131,26 @@ def test_cli_export_json_and_bad_inputs(trained, capsys) -> None:  # type: ignor
     fails(base + ["--run", str(root / "run"), "--arch", str(ARCH), "--device", "no-such-device"], "unknown device")
     fails(base + ["--run", str(root), "--arch", str(ARCH)], "checkpoint")   # a folder without checkpoint.pt
     fails(["export", "--run", str(root / "run"), "--arch", str(ARCH)], "--out")
+
+
+def test_exported_files_are_timed_beside_drift_references(tmp_path):
+    """The speed factor compares reference subnets timed now with their build-time latency (here: timed just before,
+    so the machine has barely drifted) and every file gets its own measurement."""
+    import random
+
+    from hwnas.blocks import build_model
+    from hwnas.export.onnx import export_onnx
+    from hwnas.export.pipeline import measure_exported
+    from hwnas.latency import measure_model_ms
+    from hwnas.latency.drift import Reference
+    from hwnas.space import sample
+
+    space = get_space("mbv3-tiny")
+    profile = DeviceProfile(name="quick", **QUICK)
+    archs = [sample(space, random.Random(i), resolution=28) for i in range(3)]
+    refs = [Reference(a, measure_model_ms(build_model(space, a), (1, 1, 28, 28), profile).p50_ms) for a in archs[1:]]
+    path = export_onnx(build_model(space, archs[0]).eval(), tmp_path / "m.onnx", space=space, arch=archs[0])
+    ms, speed = measure_exported([path], (1, 1, 28, 28), profile, space=space, references=refs)
+    assert set(ms) == {path} and ms[path] > 0
+    assert speed is not None and 0.4 < speed < 2.5
+    assert measure_exported([path], (1, 1, 28, 28), profile)[1] is None

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from hwnas.errors import HwnasError
-from hwnas.latency import DeviceProfile, PassRecord, Protocol, load_profile, run_protocol
+from hwnas.latency import PassRecord, Protocol, load_profile, run_protocol
 from hwnas.latency.harness import stats_from_passes
 from hwnas.latency.profiles import list_profiles, profile_from_dict
 from hwnas.latency.runtime import Loaded

@@ -107,8 +107,12 @@ def test_cli_predict_and_validate(tiny_lut, tmp_path, capsys):
     assert main(["latency", "validate", "--lut", str(path), "--subnets", "4", "--json", "--plot", str(plot)]) == 0
     report = json.loads(capsys.readouterr().out)
     assert set(report) == {"subnets", "within_5pct", "within_10pct", "mape", "max_err", "kendall_tau",
-                           "raw_within_10pct", "flops_kendall_tau", "flops_mape", "seconds"}
+                           "raw_within_10pct", "flops_kendall_tau", "flops_mape", "seconds", "speed_factor",
+                           "drift_corrected"}
     assert report["subnets"] == 4 and 0 <= report["within_10pct"] <= 1 and report["mape"] >= 0
+    drift = report["drift_corrected"]  # the table's 4 calibration subnets re-timed in the one chunk
+    assert drift["references"] == 4 and len(drift["speed_factors"]) == 1 and report["speed_factor"] > 0
+    assert 0 <= drift["within_10pct"] <= 1 and drift["mape"] >= 0
     assert plot.read_bytes()[:4] == b"\x89PNG"
 
 
@@ -126,3 +130,52 @@ def test_cli_errors_are_one_line(tiny_lut, capsys, tmp_path):
 def test_remote_profile_cannot_be_profiled_locally(tmp_path, capsys):
     assert main(["profile", "--device", "remote-template", "--space", "mbv3-tiny", "--out", str(tmp_path)]) == 2
     assert "hwnas bundle --device remote-template" in capsys.readouterr().err
+
+
+def test_reference_subnets_spread_over_the_calibration_latencies(tiny_lut):
+    from hwnas.latency.drift import reference_archs, speed_factor
+
+    _, table = tiny_lut
+    points = sorted(table.meta["calibration"]["subnets"], key=lambda p: p["measured_ms"])
+    two = reference_archs(table, resolutions=(28,), n=2)
+    assert [str(r.arch) for r in two] == [points[0]["arch"], points[-1]["arch"]]  # fastest and slowest
+    assert len(reference_archs(table, resolutions=(28,), n=10)) == 4  # no more than there are
+    assert reference_archs(table, resolutions=(32,), n=6) == () and reference_archs(table, resolutions=(28,), n=0) == ()
+    now = {r.arch: 3.0 * r.built_ms for r in two}
+    assert speed_factor(two, now) == pytest.approx(3.0)
+
+
+class SlowedRunner:
+    """The table's own onnxruntime device, three times as slow: every timed call runs the real session three times."""
+
+    def __init__(self, profile):
+        from hwnas.latency.runtime import OrtRunner
+
+        self.profile, self.inner = profile, OrtRunner(profile)
+
+    def load_onnx(self, data, input_shape):
+        loaded = self.inner.load_onnx(data, input_shape)
+        return Loaded(lambda: (loaded.run(), loaded.run(), loaded.run()), loaded.release)
+
+    def load(self, model, input_shape):
+        from hwnas.latency.runtime import onnx_bytes
+
+        return self.load_onnx(onnx_bytes(model, input_shape), input_shape)
+
+
+def test_validate_measures_machine_drift_and_corrects_for_it(tiny_lut):
+    """On a machine that became 3x slower since the build the plain comparison fails; the references see the slowdown
+    and the drift-corrected comparison is closer again."""
+    from hwnas.latency.profiles import profile_from_dict
+    from hwnas.latency.validate import validate_lut
+
+    _, table = tiny_lut
+    runner = SlowedRunner(profile_from_dict(table.meta["profile"], where="test"))
+    report = validate_lut(table, subnets=8, seed=3, runner=runner, chunk=4, references=4)
+    drift = report.drift_corrected
+    assert drift is not None and len(drift.speed_factors) == 2 and len(drift.references) == 4
+    # 3x, give or take what this shared machine drifts by itself (measured: up to ±40%) since the fixture's build
+    assert all(1.2 <= s <= 6.0 for s in drift.speed_factors), drift.speed_factors
+    assert drift.lut.mape < report.lut.mape and report.lut.mape > 0.25
+    assert all(r["speed_factor"] in drift.speed_factors for r in report.records)
+    assert validate_lut(table, subnets=2, seed=3, runner=runner, references=0).drift_corrected is None

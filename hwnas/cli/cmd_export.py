@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from hwnas.cli.common import check_out_dir, positive_int
+from hwnas.cli.common import check_out_dir, non_negative_int, positive_int
 from hwnas.cli.output import print_json, print_table
 from hwnas.errors import HwnasError
 
@@ -21,7 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     which.add_argument("--arch", metavar="ARCH", help="canonical arch string")
     which.add_argument("--search", type=Path, metavar="SEARCH_JSON", help="search.json from 'hwnas search' (its winner)")
     p.add_argument("--out", type=Path, required=True, metavar="DIR", help="output directory")
-    p.add_argument("--finetune-epochs", type=_non_negative_int, default=0, metavar="E",
+    p.add_argument("--finetune-epochs", type=non_negative_int, default=0, metavar="E",
                    help="fine-tune with distillation from the supernet for E epochs (default 0)")
     p.add_argument("--format", choices=("onnx", "pte"), default="onnx",
                    help="pte: also write model.pte for ExecuTorch + XNNPACK (Android/iOS), parity-checked and timed on "
@@ -40,16 +40,6 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--force", action="store_true", help="overwrite existing outputs in DIR")
     p.set_defaults(handler=_export)
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
-    return value
 
 
 def _export(args: argparse.Namespace) -> int:
@@ -99,6 +89,8 @@ def print_summary(r: ExportResult) -> None:
     if r.int8_onnx is not None and r.int8_test_acc is not None:
         rows.append(["int8", str(r.int8_onnx), f"{100 * r.int8_test_acc:.2f}%", "", _fmt(r.int8_measured_ms, ".3f")])
     print_table(["model", "file", "test acc", "predicted ms", "measured ms"], rows)
+    if (note := r.drift_note()) is not None:
+        print(note)
     p = r.parity
     print(f"ONNX parity on {p.n_images} test images: max |diff| {p.max_abs_diff:.2e}, "
           f"top-1 agreement {100 * p.top1_agreement:.1f}%; onnx.checker passed")

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from hwnas.cli.common import add_space_args, check_out_dir, parse_arch, positive_int, space_from_args
+from hwnas.cli.common import add_space_args, check_out_dir, non_negative_int, parse_arch, positive_int, space_from_args
 from hwnas.cli.output import print_json, print_table
 from hwnas.errors import HwnasError
 
@@ -46,6 +46,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     val.add_argument("--resolution", type=positive_int, help="only this resolution (default: all of the LUT's)")
     val.add_argument("--plot", type=Path, help="scatter PNG (default <lut>.fidelity.png next to the table)")
     val.add_argument("--records", type=Path, help="also write per-subnet measurements to this CSV")
+    val.add_argument("--references", type=non_negative_int, default=6,
+                     help="calibration subnets re-timed in every chunk to measure the machine's drift since the "
+                          "table was built (default 6; 0: no drift-corrected numbers)")
     val.add_argument("--json", action="store_true", help="machine-readable summary")
     val.set_defaults(handler=_validate)
 
@@ -152,7 +155,8 @@ def _validate(args: argparse.Namespace) -> int:
     table, _ = _load(args.lut)
     plot = args.plot or args.lut.with_name(args.lut.name.removesuffix(".csv") + ".fidelity.png")
     report = validate_lut(table, subnets=args.subnets, seed=args.seed, resolution=args.resolution,
-                          progress=sys.stderr.isatty(), runner=_int8_runner(_table_profile(table)))
+                          progress=sys.stderr.isatty(), runner=_int8_runner(_table_profile(table)),
+                          references=args.references)
     plot_fidelity(report, plot, title=f"{table.space_name} on {table.device}: {report.subnets} held-out subnets")
     if args.records is not None:
         import pandas as pd
@@ -169,7 +173,16 @@ def _validate(args: argparse.Namespace) -> int:
     rows = [[name, f"{f.within_5pct:.1%}", f"{f.within_10pct:.1%}", f"{f.mape:.2%}", f"{f.max_err:.1%}",
              f"{f.kendall_tau:.3f}"] for name, f in (("LUT (calibrated)", report.lut), ("LUT raw sum", report.raw),
                                                      ("FLOPs (calibrated)", report.flops))]
+    dc = report.drift_corrected
+    if dc is not None:
+        speed = "/".join(f"{s:.2f}" for s in dc.speed_factors)
+        rows += [[f"{name} x speed", f"{f.within_5pct:.1%}", f"{f.within_10pct:.1%}", f"{f.mape:.2%}",
+                  f"{f.max_err:.1%}", f"{f.kendall_tau:.3f}"]
+                 for name, f in (("LUT (calibrated)", dc.lut), ("FLOPs (calibrated)", dc.flops))]
     print_table(["predictor", "within 5%", "within 10%", "MAPE", "max err", "Kendall tau"], rows)
+    if dc is not None:
+        print(f"machine speed vs the table's build, per chunk ({len(dc.references)} reference subnets): x{speed} "
+              "(> 1: slower now); 'x speed' rows scale predictions by it")
     return 0
 
 

@@ -44,6 +44,8 @@ def _quickstart(args: argparse.Namespace) -> int:
         rows.append(["int8", f"{100 * e.int8_test_acc:.2f}%", "", _ms(e.int8_measured_ms), "", e.int8_onnx])
     print_table(["model", "test acc", "predicted ms", "measured ms", "error", "file"], rows)
     print()
+    if (note := e.drift_note()) is not None:
+        print(note)
     p = e.parity
     print(f"ONNX vs torch on {p.n_images} test images: max |diff| {p.max_abs_diff:.1e}, top-1 agreement "
           f"{100 * p.top1_agreement:.1f}%; onnx.checker passed")

@@ -10,7 +10,7 @@ from pathlib import Path
 from hwnas.errors import HwnasError
 from hwnas.space import SPACE_NAMES, Arch, SpaceSpec, check_arch, get_space
 
-__all__ = ["add_space_args", "space_from_args", "parse_arch", "positive_float", "positive_int", "check_out_dir"]
+__all__ = ["add_space_args", "space_from_args", "parse_arch", "positive_float", "positive_int", "non_negative_int", "check_out_dir"]
 
 
 def add_space_args(parser: argparse.ArgumentParser, *, default: str = "mbv3") -> None:
@@ -43,6 +43,16 @@ def positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
     if value <= 0:
         raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
     return value
 
 

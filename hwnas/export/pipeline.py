@@ -13,11 +13,11 @@ import json
 import logging
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from hwnas.errors import HwnasError
@@ -28,7 +28,7 @@ from hwnas.export.onnx import export_onnx
 from hwnas.export.parity import ParityResult, check_parity, onnx_accuracy
 from hwnas.space import Arch, SpaceSpec, check_arch, largest
 
-__all__ = ["ExportConfig", "ExportResult", "OUTPUT_FILES", "export_run", "arch_from_search", "read_search", "measure_onnx_ms",
+__all__ = ["ExportConfig", "ExportResult", "OUTPUT_FILES", "export_run", "arch_from_search", "read_search", "measure_onnx_ms", "measure_exported",
            "predicted_ms_for"]
 
 log = logging.getLogger(__name__)
@@ -76,6 +76,15 @@ class ExportResult:
     measured_ms: float | None
     int8_measured_ms: float | None
     pte: dict[str, Any] | None = None   # the model card's "pte" entry when --format pte
+    machine_speed_factor: float | None = None  # machine now vs the LUT's build (> 1: slower now), from its references
+
+    def drift_note(self) -> str | None:
+        """One line on the machine's drift since the LUT was built and the prediction once it is taken out."""
+        if self.machine_speed_factor is None or not (self.predicted_ms and self.measured_ms):
+            return None
+        now = self.predicted_ms * self.machine_speed_factor
+        return (f"the LUT's reference subnets run x{self.machine_speed_factor:.3f} their build-time latency now: "
+                f"predicted at today's speed {now:.3f} ms ({100 * (self.measured_ms / now - 1):+.1f}% measured)")
 
     def int8_tradeoff(self) -> tuple[float, float, bool] | None:
         """(int8 speed-up over fp32, accuracy drop in pp, worth shipping) — None without both int8 measurements.
@@ -100,6 +109,7 @@ class ExportResult:
             "int8": None if self.int8_onnx is None else {
                 "onnx": str(self.int8_onnx), "test_acc": self.int8_test_acc, "measured_ms": self.int8_measured_ms},
             "pte": self.pte,
+            "machine_speed_factor": self.machine_speed_factor,
         }
 
 
@@ -127,7 +137,19 @@ def arch_from_search(path: str | os.PathLike[str]) -> str:
 
 def measure_onnx_ms(path: Path, input_shape: tuple[int, ...], profile: Any) -> float:
     """p50 ms of an exported ONNX file with the profile's runner and timing protocol (same harness as the LUT)."""
-    from hwnas.latency.harness import time_loaded
+    return measure_exported([path], input_shape, profile)[0][path]
+
+
+def measure_exported(paths: Sequence[Path], input_shape: tuple[int, ...], profile: Any, *, space: SpaceSpec | None = None,
+                     references: Sequence[Any] = ()) -> tuple[dict[Path, float], float | None]:
+    """p50 ms of exported ONNX files, timed interleaved with the LUT's drift reference subnets (`hwnas.latency.drift`)
+    when given: (ms per file, machine speed factor relative to the LUT's build, or None without references)."""
+    import random
+
+    from hwnas.blocks import build_model
+    from hwnas.latency.drift import speed_factor
+    from hwnas.latency.harness import Protocol, run_protocol
+    from hwnas.latency.profiles import profile_timer
     from hwnas.latency.runtime import OrtRunner
 
     if profile.runtime != "onnxruntime":
@@ -135,7 +157,34 @@ def measure_onnx_ms(path: Path, input_shape: tuple[int, ...], profile: Any) -> f
                          "use an onnxruntime profile such as cpu-ort-1t")
     # The file is already fp32 or int8: the runner only has to load and run it.
     runner = OrtRunner(dataclasses.replace(profile, dtype="fp32"))
-    return time_loaded(runner.load_onnx(path.read_bytes(), input_shape), profile).p50_ms
+    loaded: dict[Any, Any] = {("file", p): runner.load_onnx(p.read_bytes(), input_shape) for p in paths}
+    if references and space is not None:
+        for ref in references:
+            shape = (profile.batch, space.in_channels, ref.arch.resolution, ref.arch.resolution)
+            loaded[("ref", ref.arch)] = runner.load(build_model(space, ref.arch), shape)
+    try:
+        stats = run_protocol({k: ld.run for k, ld in loaded.items()},
+                             Protocol.from_profile(profile, warmup_s=min(profile.warmup_s, 2.0)), rng=random.Random(0),
+                             timer=profile_timer(profile))
+    finally:
+        for ld in loaded.values():
+            ld.release()
+    ref_ms = {key[1]: st.p50_ms for key, st in stats.items() if key[0] == "ref"}
+    speed = speed_factor(references, ref_ms) if ref_ms else None
+    return {key[1]: st.p50_ms for key, st in stats.items() if key[0] == "file"}, speed
+
+
+def drift_references(space: SpaceSpec, arch: Arch, *, lut: str | None, profile: Any) -> tuple[Any, ...]:
+    """The LUT's reference subnets for the speed factor: fp32 local tables only (int8 tables were timed quantized,
+    remote ones elsewhere), at the arch's resolution when the table has calibration subnets there."""
+    from hwnas.latency.drift import reference_archs
+    from hwnas.latency.lut import load_lut
+
+    if lut is None or profile.dtype != "fp32" or profile.remote:
+        return ()
+    table = load_lut(Path(lut), space=space)
+    return reference_archs(table, resolutions=(arch.resolution,), n=4) or \
+        reference_archs(table, resolutions=table.resolutions or space.resolutions, n=4)
 
 
 def predicted_ms_for(space: SpaceSpec, arch: Arch, *, lut: Path | None, device: str) -> tuple[float | None, str | None]:
@@ -258,15 +307,17 @@ def export_run(
     # 7. latency: measured on the profile, predicted from the LUT.
     shape = (1, space.in_channels, res, res)
     predicted, lut_used = predicted_ms_for(space, arch, lut=cfg.lut, device=cfg.device)
-    measured = int8_measured = None
+    measured = int8_measured = speed = None
     if profile is not None:
         shape = (profile.batch, space.in_channels, res, res)
-        measured = measure_onnx_ms(onnx_path, shape, profile)
-        if int8_path is not None:
-            int8_measured = measure_onnx_ms(int8_path, shape, profile)
-        log.info("latency on %s: measured %.4f ms, predicted %s ms%s", profile.name, measured,
+        files = [onnx_path] + ([int8_path] if int8_path is not None else [])
+        ms, speed = measure_exported(files, shape, profile, space=space,
+                                     references=drift_references(space, arch, lut=lut_used, profile=profile))
+        measured, int8_measured = ms[onnx_path], None if int8_path is None else ms[int8_path]
+        log.info("latency on %s: measured %.4f ms, predicted %s ms%s%s", profile.name, measured,
                  "n/a" if predicted is None else f"{predicted:.4f}",
-                 "" if int8_measured is None else f", int8 measured {int8_measured:.4f} ms")
+                 "" if int8_measured is None else f", int8 measured {int8_measured:.4f} ms",
+                 "" if speed is None else f"; machine runs x{speed:.3f} the LUT's build-time latency")
 
     # 7b. optional ExecuTorch .pte: parity on the same images, measured vs predicted on the executorch profile.
     pte_card = None
@@ -291,6 +342,11 @@ def export_run(
                  "predicted_dtype": None if profile is None else profile.dtype,  # the LUT predicts this model
                  "predicted_error": _rel_error(predicted, int8_measured if profile is not None and
                                                profile.dtype == "int8" else measured),
+                 # the LUT's reference subnets re-timed beside the model: how much slower (> 1) the machine runs
+                 # than when the table was built, and the prediction's error once that drift is taken out
+                 "machine_speed_factor": None if speed is None else round(speed, 4),
+                 "predicted_error_drift_corrected": None if speed is None or predicted is None
+                 else _rel_error(predicted * speed, measured),
                  "lut": lut_used, "profile": None if profile is None else profile.to_dict()},
         cost={"macs": arch_macs(space, arch), "params": arch_params(space, arch)},
         files={"onnx": onnx_path, "int8": int8_path},
@@ -306,4 +362,5 @@ def export_run(
     card_path = write_model_card(out / "model_card.json", card)
     return ExportResult(out_dir=out, onnx=onnx_path, card=card_path, int8_onnx=int8_path, arch=arch, test_acc=test_acc,
                         int8_test_acc=int8_acc, parity=parity, predicted_ms=predicted, measured_ms=measured,
-                        int8_measured_ms=int8_measured, pte=pte_card)
+                        int8_measured_ms=int8_measured, pte=pte_card,
+                        machine_speed_factor=None if speed is None else round(speed, 4))

@@ -19,7 +19,8 @@ from typing import Any
 import numpy as np
 
 from hwnas.errors import HwnasError
-from hwnas.latency.calibrate import CalibrationPoint, calibration_archs, fit_calibration
+from hwnas.latency.calibrate import CalibrationPoint, fit_calibration
+from hwnas.latency.drift import reference_archs, speed_factor
 from hwnas.latency.harness import Protocol, TimingStats, run_protocol
 from hwnas.latency.lut import LatencyTable
 from hwnas.latency.predictor import LatencyPredictor
@@ -27,7 +28,7 @@ from hwnas.latency.profiles import DeviceProfile, profile_from_dict, profile_tim
 from hwnas.latency.runtime import Runner, export_many, export_pool, make_runner
 from hwnas.space import Arch, SpaceSpec, sample
 
-__all__ = ["whole_model_protocol", "measure_archs", "FidelityReport", "Fit", "kendall_tau", "fit_stats", "validate_lut", "heldout_archs", "plot_fidelity"]
+__all__ = ["whole_model_protocol", "measure_archs", "Measured", "FidelityReport", "DriftCorrected", "Fit", "kendall_tau", "fit_stats", "validate_lut", "heldout_archs", "plot_fidelity"]
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +63,24 @@ def fit_stats(predicted: Sequence[float], measured: Sequence[float]) -> Fit:
 
 
 @dataclass(frozen=True, slots=True)
+class DriftCorrected:
+    """The same comparisons with every prediction × the machine speed factor of the chunk its subnet was timed in."""
+
+    lut: Fit
+    raw: Fit
+    flops: Fit
+    speed_factors: tuple[float, ...]   # one per chunk: median(reference now / reference at build time)
+    references: tuple[str, ...]        # the calibration subnets re-timed in every chunk
+
+    def summary(self) -> dict[str, Any]:
+        return {"within_5pct": self.lut.within_5pct, "within_10pct": self.lut.within_10pct, "mape": self.lut.mape,
+                "max_err": self.lut.max_err, "kendall_tau": self.lut.kendall_tau,
+                "raw_within_10pct": self.raw.within_10pct, "flops_kendall_tau": self.flops.kendall_tau,
+                "flops_mape": self.flops.mape, "speed_factors": [round(s, 4) for s in self.speed_factors],
+                "references": len(self.references)}
+
+
+@dataclass(frozen=True, slots=True)
 class FidelityReport:
     lut: Fit
     raw: Fit
@@ -69,13 +88,21 @@ class FidelityReport:
     subnets: int
     seconds: float
     records: tuple[dict[str, Any], ...] = field(default=())
+    drift_corrected: DriftCorrected | None = None
 
     def summary(self) -> dict[str, Any]:
-        """The `--json` payload of `hwnas latency validate` (shares and errors as fractions 0–1)."""
+        """The `--json` payload of `hwnas latency validate` (shares and errors as fractions 0–1).
+
+        `speed_factor` is the median machine speed relative to the table's build (> 1: slower now), `drift_corrected`
+        the same numbers with predictions scaled by it per chunk; both null without reference subnets.
+        """
+        dc = self.drift_corrected
         return {"subnets": self.subnets, "within_5pct": self.lut.within_5pct, "within_10pct": self.lut.within_10pct,
                 "mape": self.lut.mape, "max_err": self.lut.max_err, "kendall_tau": self.lut.kendall_tau,
                 "raw_within_10pct": self.raw.within_10pct, "flops_kendall_tau": self.flops.kendall_tau,
-                "flops_mape": self.flops.mape, "seconds": self.seconds}
+                "flops_mape": self.flops.mape, "seconds": self.seconds,
+                "speed_factor": None if dc is None else round(float(np.median(dc.speed_factors)), 4),
+                "drift_corrected": None if dc is None else dc.summary()}
 
 
 def heldout_archs(space: SpaceSpec, n: int, *, resolutions: Sequence[int], exclude: set[str], seed: int) -> list[Arch]:
@@ -106,48 +133,80 @@ def whole_model_protocol(profile: DeviceProfile, *, warmup_s: float) -> Protocol
                     max_cv=profile.max_cv, remeasure=min(1, profile.remeasure))
 
 
+@dataclass(frozen=True, slots=True)
+class Measured:
+    """Whole-subnet timings, the chunk each subnet was timed in, and the reference subnets' timings per chunk."""
+
+    timings: dict[Arch, TimingStats]
+    chunk_of: dict[Arch, int]
+    reference_timings: tuple[dict[Arch, TimingStats], ...]
+
+
 def measure_archs(space: SpaceSpec, archs: Sequence[Arch], profile: DeviceProfile, *, runner: Runner,
-                  chunk: int = 40, progress: bool = False, export_workers: int = 2) -> dict[Arch, TimingStats]:
-    """Whole-subnet timings, interleaved within chunks of `chunk` models (bounded memory: one session per model)."""
+                  chunk: int = 40, progress: bool = False, export_workers: int = 2,
+                  references: Sequence[Arch] = ()) -> Measured:
+    """Whole-subnet timings, interleaved within chunks of `chunk` models (bounded memory: one session per model).
+
+    `references` (drift reference subnets, see `hwnas.latency.drift`) are loaded once and timed in every chunk,
+    interleaved with that chunk's subnets, so each chunk has its own measure of how fast the machine ran.
+    """
     from tqdm import tqdm
 
     from hwnas.blocks import build_model
 
-    out: dict[Arch, TimingStats] = {}
+    timings: dict[Arch, TimingStats] = {}
+    chunk_of: dict[Arch, int] = {}
+    ref_timings: list[dict[Arch, TimingStats]] = []
     rng = random.Random(0)
     bar = tqdm(total=len(archs), desc="validate", unit="subnet", disable=not progress, dynamic_ncols=True)
     parallel = hasattr(runner, "load_onnx") and export_workers > 1 and len(archs) >= 20  # workers cost ~5 s to start
     pool = export_pool(export_workers) if parallel else None
+
+    def load_all(part: Sequence[Arch]) -> list[Any]:
+        shapes = [(profile.batch, space.in_channels, a.resolution, a.resolution) for a in part]
+        if hasattr(runner, "load_onnx"):  # export in parallel worker processes, time afterwards
+            datas = export_many([(space, a, shape) for a, shape in zip(part, shapes)], workers=export_workers,
+                                pool=pool)
+            return [runner.load_onnx(data, shape) for data, shape in zip(datas, shapes)]  # type: ignore[attr-defined]
+        return [runner.load(build_model(space, a), shape) for a, shape in zip(part, shapes)]
+
+    refs = {("ref", a): ld for a, ld in zip(references, load_all(references))} if references else {}
     try:
-        for start in range(0, len(archs), chunk):
+        for index, start in enumerate(range(0, len(archs), chunk)):
             part = archs[start: start + chunk]
-            shapes = [(profile.batch, space.in_channels, a.resolution, a.resolution) for a in part]
-            if hasattr(runner, "load_onnx"):  # export in parallel worker processes, time afterwards
-                datas = export_many([(space, a, shape) for a, shape in zip(part, shapes)], workers=export_workers,
-                                    pool=pool)
-                loaded = {}
-                for n, data in enumerate(datas):  # consume fully so the worker pool shuts down
-                    loaded[part[n]] = runner.load_onnx(data, shapes[n])
-            else:
-                loaded = {a: runner.load(build_model(space, a), shape) for a, shape in zip(part, shapes)}
+            loaded = {("subnet", a): ld for a, ld in zip(part, load_all(part))}
             try:
                 protocol = whole_model_protocol(profile, warmup_s=profile.warmup_s if start == 0 else 1.0)
-                out.update(run_protocol({a: ld.run for a, ld in loaded.items()}, protocol, rng=rng,
-                                        timer=profile_timer(profile)))
+                stats = run_protocol({k: ld.run for k, ld in {**loaded, **refs}.items()}, protocol, rng=rng,
+                                     timer=profile_timer(profile))
             finally:
                 for ld in loaded.values():
                     ld.release()
+            for (kind, arch), st in stats.items():
+                if kind == "subnet":
+                    timings[arch] = st
+                    chunk_of[arch] = index
+            ref_timings.append({arch: st for (kind, arch), st in stats.items() if kind == "ref"})
             bar.update(len(part))
     finally:
+        for ld in refs.values():
+            ld.release()
         bar.close()
         if pool is not None:
             pool.shutdown()
-    return out
+    return Measured(timings, chunk_of, tuple(ref_timings))
 
 
 def validate_lut(table: LatencyTable, *, subnets: int = 100, seed: int = 1, resolution: int | None = None,
-                 runner: Runner | None = None, chunk: int = 40, progress: bool = False) -> FidelityReport:
-    """Measure held-out subnets whole on the table's device profile and compare with LUT, raw-sum and FLOPs predictions."""
+                 runner: Runner | None = None, chunk: int = 40, progress: bool = False,
+                 references: int = 6) -> FidelityReport:
+    """Measure held-out subnets whole on the table's device profile and compare with LUT, raw-sum and FLOPs predictions.
+
+    With `references` > 0, that many of the table's calibration subnets are re-timed in every chunk (never a held-out
+    one) and the report also carries every comparison with predictions scaled by the chunk's machine speed factor
+    (`hwnas.latency.drift`): the plain numbers say how well the table predicts this machine as it is now, the corrected
+    ones how well it predicts once the machine-wide drift since the build is taken out.
+    """
     from hwnas.blocks import arch_macs
 
     started = time.monotonic()
@@ -160,27 +219,39 @@ def validate_lut(table: LatencyTable, *, subnets: int = 100, seed: int = 1, reso
         raise HwnasError(f"resolution {resolution} is not in LUT {table.source} ({list(table.resolutions)})")
     cal_meta = table.meta.get("calibration") or {}
     cal_points = cal_meta.get("subnets", [])
-    exclude = {p["arch"] for p in cal_points}
-    archs = heldout_archs(space, subnets, resolutions=resolutions, exclude=exclude, seed=seed)
-    predictor = LatencyPredictor(table, space)
-    measured = measure_archs(space, archs, profile, runner=runner or make_runner(profile), chunk=chunk,
-                             progress=progress)
-    meas = np.array([measured[a].p50_ms for a in archs])
-    pred = predictor.predict_many(archs)
-    raw = np.array([predictor.raw_ms(a) for a in archs])
     if not cal_points:
         raise HwnasError(f"LUT {table.source} has no calibration subnets, so FLOPs cannot be calibrated; rebuild it "
                          "with 'hwnas profile' (calib_subnets > 0)")
+    exclude = {p["arch"] for p in cal_points}
+    archs = heldout_archs(space, subnets, resolutions=resolutions, exclude=exclude, seed=seed)
+    refs = reference_archs(table, resolutions=resolutions, n=references)
+    predictor = LatencyPredictor(table, space)
+    measured = measure_archs(space, archs, profile, runner=runner or make_runner(profile), chunk=chunk,
+                             progress=progress, references=[r.arch for r in refs])
+    speeds = tuple(speed_factor(refs, {a: st.p50_ms for a, st in rt.items()}) for rt in measured.reference_timings) \
+        if refs else ()
+    meas = np.array([measured.timings[a].p50_ms for a in archs])
+    pred = predictor.predict_many(archs)
+    raw = np.array([predictor.raw_ms(a) for a in archs])
     flops_cal = fit_calibration([CalibrationPoint(p["arch"], Arch.parse(p["arch"]).resolution,
                                                   arch_macs(space, Arch.parse(p["arch"])) / 1e6, p["measured_ms"])
                                  for p in cal_points])
     macs = np.array([arch_macs(space, a) / 1e6 for a in archs])
     flops = np.array([flops_cal.apply(m, a.resolution) for m, a in zip(macs, archs)])
-    records = tuple({"arch": str(a), "resolution": a.resolution, "measured_ms": float(m), "measured_cv": measured[a].cv,
-                     "predicted_ms": float(p), "raw_sum_ms": float(r), "mmacs": float(mm), "flops_pred_ms": float(f)}
-                    for a, m, p, r, mm, f in zip(archs, meas, pred, raw, macs, flops))
+    speed = np.array([speeds[measured.chunk_of[a]] for a in archs]) if speeds else None
+    records = tuple({"arch": str(a), "resolution": a.resolution, "measured_ms": float(m),
+                     "measured_cv": measured.timings[a].cv, "predicted_ms": float(p), "raw_sum_ms": float(r),
+                     "mmacs": float(mm), "flops_pred_ms": float(f),
+                     "speed_factor": None if speed is None else float(speed[i])}
+                    for i, (a, m, p, r, mm, f) in enumerate(zip(archs, meas, pred, raw, macs, flops)))
+    corrected = None
+    if speed is not None:
+        corrected = DriftCorrected(lut=fit_stats(pred * speed, meas), raw=fit_stats(raw * speed, meas),
+                                   flops=fit_stats(flops * speed, meas), speed_factors=speeds,
+                                   references=tuple(str(r.arch) for r in refs))
     return FidelityReport(lut=fit_stats(pred, meas), raw=fit_stats(raw, meas), flops=fit_stats(flops, meas),
-                          subnets=len(archs), seconds=round(time.monotonic() - started, 1), records=records)
+                          subnets=len(archs), seconds=round(time.monotonic() - started, 1), records=records,
+                          drift_corrected=corrected)
 
 
 def plot_fidelity(report: FidelityReport, path: Path, *, title: str) -> Path:
