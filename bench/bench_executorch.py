@@ -47,8 +47,12 @@ def fit_dict(f: Fit) -> dict[str, float]:
 
 
 def report_dict(r: FidelityReport) -> dict[str, Any]:
+    dc = r.drift_corrected
     return {"subnets": r.subnets, "seconds": r.seconds, "lut": fit_dict(r.lut), "raw_sum": fit_dict(r.raw),
-            "flops": fit_dict(r.flops)}
+            "flops": fit_dict(r.flops),
+            "drift_corrected": None if dc is None else {
+                "lut": fit_dict(dc.lut), "raw_sum": fit_dict(dc.raw), "flops": fit_dict(dc.flops),
+                "speed_factors": [round(x, 4) for x in dc.speed_factors], "references": len(dc.references)}}
 
 
 def search_both(args: argparse.Namespace, luts: dict[str, Path]) -> dict[str, Any]:
