@@ -9,8 +9,8 @@ calibration subnets, then the same held-out subnets are measured whole (`validat
 share within ±5/±10%, MAPE, Kendall τ for the calibrated LUT, the raw sum and a calibrated FLOPs fit; plus Kendall τ
 between the two runtimes' measured latencies. With --search-run, `hwnas search` runs on that trained run once per LUT
 with the same budget, seed and evaluations, so any difference between the winners comes from the latency tables alone.
-Lowering to .pte costs 5–100 s per model on the shared 2-core machine, so programs are cached in --cache-dir (timing
-only; see hwnas.latency.executorch_runner) and the study runs at one resolution.
+Lowering to .pte costs 5–100 s per model on the shared 2-core machine, so programs are lowered in 2 processes, cached in
+--cache-dir (timing only; see hwnas.latency.executorch_runner) and the study runs at one resolution.
 Writes bench/results/executorch.json (+ fidelity PNGs).
 """
 

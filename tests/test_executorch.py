@@ -98,7 +98,7 @@ def test_pte_export_parity_and_latency(tmp_path: Path, fashion_images: torch.Ten
         measure_pte_ms(path, (1, 1, RES, RES), load_profile("cpu-ort-1t"))
 
 
-@pytest.mark.slow  # lowers 2 blocks + starts the standalone script: ~25 s CPU
+@pytest.mark.slow  # lowers 2 blocks in 2 worker processes + starts the standalone script: ~35 s CPU
 def test_lut_and_bundle_round_trip(tmp_path: Path) -> None:
     from hwnas.latency.bundle import import_results
     from hwnas.latency.executorch_runner import ExecuTorchRunner
@@ -113,7 +113,10 @@ def test_lut_and_bundle_round_trip(tmp_path: Path) -> None:
     profile = _fast("cpu-et-xnnpack-1t")
     cache = tmp_path / "cache"
     runner = ExecuTorchRunner(profile, cache_dir=cache)
-    loaded = {s.key: runner.load(build_block(s), (1, s.in_ch, s.in_hw, s.in_hw)) for s in picked}
+    models = {s.key: (build_block(s), (1, s.in_ch, s.in_hw, s.in_hw)) for s in picked}
+    assert runner.prepare(list(models.values()), workers=2) == 2  # lowered in 2 processes into the cache
+    assert len(list(cache.glob("*.pte"))) == 2 and runner.prepare(list(models.values()), workers=2) == 0
+    loaded = {k: runner.load(m, shape) for k, (m, shape) in models.items()}  # from the cache
     try:
         stats = run_protocol({k: ld.run for k, ld in loaded.items()}, Protocol.from_profile(profile),
                              rng=random.Random(0), timer=time.thread_time_ns)

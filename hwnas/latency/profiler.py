@@ -136,9 +136,11 @@ def profile_space(
                 loaded[todo[n]] = runner.load_onnx(data, items[todo[n]][1])
                 bar.update(1)
         else:
-            for item in todo:
-                obj, shape = items[item]
-                model = build_model(space, obj) if isinstance(obj, Arch) else build_block(obj)
+            models = {item: (build_model(space, items[item][0]) if isinstance(items[item][0], Arch)
+                             else build_block(items[item][0]), items[item][1]) for item in todo}
+            if hasattr(runner, "prepare"):  # runners that lower slowly: in parallel processes, into their cache
+                runner.prepare(list(models.values()), workers=export_workers)
+            for item, (model, shape) in models.items():
                 loaded[item] = runner.load(model, shape)
                 bar.update(1)
         bar.close()

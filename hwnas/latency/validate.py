@@ -168,7 +168,10 @@ def measure_archs(space: SpaceSpec, archs: Sequence[Arch], profile: DeviceProfil
             datas = export_many([(space, a, shape) for a, shape in zip(part, shapes)], workers=export_workers,
                                 pool=pool)
             return [runner.load_onnx(data, shape) for data, shape in zip(datas, shapes)]  # type: ignore[attr-defined]
-        return [runner.load(build_model(space, a), shape) for a, shape in zip(part, shapes)]
+        models = [(build_model(space, a), shape) for a, shape in zip(part, shapes)]
+        if hasattr(runner, "prepare"):  # runners that lower slowly: in parallel processes, into their cache
+            runner.prepare(models, workers=export_workers)
+        return [runner.load(m, shape) for m, shape in models]
 
     refs = {("ref", a): ld for a, ld in zip(references, load_all(references))} if references else {}
     try:
