@@ -153,4 +153,4 @@ def test_exported_files_are_timed_beside_drift_references(tmp_path):
     ms, speed = measure_exported([path], (1, 1, 28, 28), profile, space=space, references=refs)
     assert set(ms) == {path} and ms[path] > 0
     assert speed is not None and 0.4 < speed < 2.5
-    assert measure_exported([path], (1, 1, 28, 28), profile)[1] is None
+    assert measure_exported([path], (1, 1, 28, 28), profile, space=space)[1] is None

@@ -28,8 +28,8 @@ from hwnas.export.onnx import export_onnx
 from hwnas.export.parity import ParityResult, check_parity, onnx_accuracy
 from hwnas.space import Arch, SpaceSpec, check_arch, largest
 
-__all__ = ["ExportConfig", "ExportResult", "OUTPUT_FILES", "export_run", "arch_from_search", "read_search", "measure_onnx_ms", "measure_exported",
-           "predicted_ms_for"]
+__all__ = ["ExportConfig", "ExportResult", "OUTPUT_FILES", "export_run", "arch_from_search", "read_search", "measure_exported",
+           "predicted_ms_for", "lut_for"]
 
 log = logging.getLogger(__name__)
 
@@ -135,12 +135,7 @@ def arch_from_search(path: str | os.PathLike[str]) -> str:
 
 # ---- latency -----------------------------------------------------------------------------------------------------------
 
-def measure_onnx_ms(path: Path, input_shape: tuple[int, ...], profile: Any) -> float:
-    """p50 ms of an exported ONNX file with the profile's runner and timing protocol (same harness as the LUT)."""
-    return measure_exported([path], input_shape, profile)[0][path]
-
-
-def measure_exported(paths: Sequence[Path], input_shape: tuple[int, ...], profile: Any, *, space: SpaceSpec | None = None,
+def measure_exported(paths: Sequence[Path], input_shape: tuple[int, ...], profile: Any, *, space: SpaceSpec,
                      references: Sequence[Any] = ()) -> tuple[dict[Path, float], float | None]:
     """p50 ms of exported ONNX files, timed interleaved with the LUT's drift reference subnets (`hwnas.latency.drift`)
     when given: (ms per file, machine speed factor relative to the LUT's build, or None without references)."""
@@ -158,10 +153,9 @@ def measure_exported(paths: Sequence[Path], input_shape: tuple[int, ...], profil
     # The file is already fp32 or int8: the runner only has to load and run it.
     runner = OrtRunner(dataclasses.replace(profile, dtype="fp32"))
     loaded: dict[Any, Any] = {("file", p): runner.load_onnx(p.read_bytes(), input_shape) for p in paths}
-    if references and space is not None:
-        for ref in references:
-            shape = (profile.batch, space.in_channels, ref.arch.resolution, ref.arch.resolution)
-            loaded[("ref", ref.arch)] = runner.load(build_model(space, ref.arch), shape)
+    for ref in references:
+        shape = (profile.batch, space.in_channels, ref.arch.resolution, ref.arch.resolution)
+        loaded[("ref", ref.arch)] = runner.load(build_model(space, ref.arch), shape)
     try:
         stats = run_protocol({k: ld.run for k, ld in loaded.items()},
                              Protocol.from_profile(profile, warmup_s=min(profile.warmup_s, 2.0)), rng=random.Random(0),
@@ -174,23 +168,21 @@ def measure_exported(paths: Sequence[Path], input_shape: tuple[int, ...], profil
     return {key[1]: st.p50_ms for key, st in stats.items() if key[0] == "file"}, speed
 
 
-def drift_references(space: SpaceSpec, arch: Arch, *, lut: str | None, profile: Any) -> tuple[Any, ...]:
+def drift_references(table: Any, space: SpaceSpec, arch: Arch, *, profile: Any) -> tuple[Any, ...]:
     """The LUT's reference subnets for the speed factor: fp32 local tables only (int8 tables were timed quantized,
     remote ones elsewhere), at the arch's resolution when the table has calibration subnets there."""
     from hwnas.latency.drift import reference_archs
-    from hwnas.latency.lut import load_lut
 
-    if lut is None or profile.dtype != "fp32" or profile.remote:
+    if table is None or profile.dtype != "fp32" or profile.remote:
         return ()
-    table = load_lut(Path(lut), space=space)
     return reference_archs(table, resolutions=(arch.resolution,), n=4) or \
         reference_archs(table, resolutions=table.resolutions or space.resolutions, n=4)
 
 
-def predicted_ms_for(space: SpaceSpec, arch: Arch, *, lut: Path | None, device: str) -> tuple[float | None, str | None]:
-    """(calibrated LUT prediction, LUT path), or (None, None) when no table exists for this device and space."""
+def lut_for(space: SpaceSpec, *, lut: Path | None, device: str) -> tuple[Any, str | None]:
+    """(LUT, its path) for `device` and `space`, or (None, None) when no table exists for them (a warning, not an
+    error: the export still runs, with the predicted latency left empty)."""
     from hwnas.latency.lut import load_lut, lut_path
-    from hwnas.latency.predictor import predict_ms
     from hwnas.latency.profiles import profiles_dir
 
     path = lut if lut is not None else lut_path(profiles_dir().parent / "latency_tables", Path(device).stem, space)
@@ -202,7 +194,15 @@ def predicted_ms_for(space: SpaceSpec, arch: Arch, *, lut: Path | None, device: 
     if table.device != Path(device).stem:
         raise HwnasError(f"LUT {path} was measured on {table.device!r}, but latency is measured on {device!r}; "
                          f"pass --device {table.device} or a LUT for {device}")
-    return predict_ms(table, space, arch), str(path)
+    return table, str(path)
+
+
+def predicted_ms_for(space: SpaceSpec, arch: Arch, *, lut: Path | None, device: str) -> tuple[float | None, str | None]:
+    """(calibrated LUT prediction, LUT path), or (None, None) when no table exists for this device and space."""
+    from hwnas.latency.predictor import predict_ms
+
+    table, path = lut_for(space, lut=lut, device=device)
+    return (None, None) if table is None else (predict_ms(table, space, arch), path)
 
 
 def _rel_error(predicted: float | None, measured: float | None) -> float | None:
@@ -306,13 +306,16 @@ def export_run(
 
     # 7. latency: measured on the profile, predicted from the LUT.
     shape = (1, space.in_channels, res, res)
-    predicted, lut_used = predicted_ms_for(space, arch, lut=cfg.lut, device=cfg.device)
+    from hwnas.latency.predictor import predict_ms
+
+    table, lut_used = lut_for(space, lut=cfg.lut, device=cfg.device)
+    predicted = None if table is None else predict_ms(table, space, arch)
     measured = int8_measured = speed = None
     if profile is not None:
         shape = (profile.batch, space.in_channels, res, res)
         files = [onnx_path] + ([int8_path] if int8_path is not None else [])
         ms, speed = measure_exported(files, shape, profile, space=space,
-                                     references=drift_references(space, arch, lut=lut_used, profile=profile))
+                                     references=drift_references(table, space, arch, profile=profile))
         measured, int8_measured = ms[onnx_path], None if int8_path is None else ms[int8_path]
         log.info("latency on %s: measured %.4f ms, predicted %s ms%s%s", profile.name, measured,
                  "n/a" if predicted is None else f"{predicted:.4f}",
