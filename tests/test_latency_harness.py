@@ -3,11 +3,12 @@
 import random
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from hwnas.errors import HwnasError
 from hwnas.latency import PassRecord, Protocol, load_profile, run_protocol
-from hwnas.latency.harness import stats_from_passes
+from hwnas.latency.harness import pass_speeds, stats_from_passes
 from hwnas.latency.profiles import list_profiles, profile_from_dict
 from hwnas.latency.runtime import Loaded
 
@@ -68,6 +69,47 @@ def test_one_slow_pass_does_not_move_the_median_and_high_cv_is_remeasured():
     assert stats["a"].cv > 0.05
     assert stats["a"].n == (3 + 2) * 4  # high CV: two extra passes (the limit)
     assert stats["b"].n == 3 * 4 and stats["b"].cv == 0.0
+
+
+def test_a_slow_phase_of_the_whole_machine_is_divided_out_per_pass():
+    # 10 equally fast items, 3 passes; the machine runs 2x slower through all of pass 1 and the first 6 items of pass 2
+    # (a slow phase ending mid-pass). Per-item medians alone would split the items into 2.0 ms and 1.0 ms ones.
+    clock, calls = FakeClock(), []
+    n_items, repeats = 10, 2
+
+    def run_fn(key):
+        def run():
+            index = len(calls)
+            calls.append(key)
+            timed = index - n_items  # the global warm-up is one sweep over every item
+            slow = n_items * repeats <= timed < n_items * repeats * 2 + 6 * repeats
+            clock.now += int((2.0 if slow else 1.0) * 1e6)
+        return run
+
+    protocol = Protocol(warmup_s=0.0, warmup=0, rounds=3, repeats=repeats, max_cv=1.0, remeasure=0)
+    stats = run_protocol({k: run_fn(k) for k in range(n_items)}, protocol, rng=random.Random(0), timer=clock)
+    p50 = [s.p50_ms for s in stats.values()]
+    assert max(p50) == pytest.approx(min(p50))  # one common scale: the ranking (all equal) survives
+    raw = [stats_from_passes(recs).p50_ms for recs in _raw_passes(calls, n_items, repeats)]
+    assert max(raw) == pytest.approx(2 * min(raw))  # without the pass speeds it would not
+
+
+def _raw_passes(calls, n_items, repeats):
+    """Per item, the PassRecords the fake schedule above produced (pass p of item k = its p-th block of repeats)."""
+    per_item = {}
+    for index, key in enumerate(calls[n_items:]):
+        slow = n_items * repeats <= index < n_items * repeats * 2 + 6 * repeats
+        per_item.setdefault(key, []).append(2.0 if slow else 1.0)
+    return [[PassRecord(float(np.median(ms[i:i + repeats])), max(ms[i:i + repeats]), repeats)
+             for i in range(0, len(ms), repeats)] for ms in per_item.values()]
+
+
+def test_pass_speeds_need_enough_items():
+    few = {k: [PassRecord(1.0, 1.0, 1), PassRecord(2.0, 2.0, 1)] for k in range(3)}
+    assert pass_speeds(few) == (1.0, 1.0)
+    many = {k: [PassRecord(1.0, 1.0, 1), PassRecord(2.0, 2.0, 1), PassRecord(1.0, 1.0, 1)] for k in range(8)}
+    assert pass_speeds(many) == pytest.approx((1.0, 2.0, 1.0))
+    assert stats_from_passes(many[0], pass_speeds(many)).cv == 0.0
 
 
 def test_resume_keeps_done_passes_and_checkpoints():

@@ -18,7 +18,7 @@ from typing import Any
 from hwnas.atomic import atomic_path, atomic_write_json
 from hwnas.errors import HwnasError
 from hwnas.latency.calibrate import CalibrationPoint, calibration_archs, fit_calibration
-from hwnas.latency.harness import PassRecord, Protocol, Timer, run_protocol, stats_from_passes
+from hwnas.latency.harness import PassRecord, Protocol, Timer, pass_speeds, run_protocol, stats_from_passes
 from hwnas.latency.lut import LatencyTable, save_lut, space_meta
 from hwnas.latency.predictor import raw_sum_ms
 from hwnas.latency.profiles import DeviceProfile, profile_timer
@@ -152,7 +152,8 @@ def profile_space(
     finally:
         for ld in loaded.values():
             ld.release()
-    stats = {item: timed[item] if item in timed else stats_from_passes(done[item]) for item in items}
+    done_speeds = pass_speeds(done)  # items finished before an interruption: their passes ran together, back then
+    stats = {item: timed[item] if item in timed else stats_from_passes(done[item], done_speeds) for item in items}
     rows = {key: stats[key] for key in specs}
     seconds = time.monotonic() - started
     table = LatencyTable(rows, table_meta(space, profile, resolutions, build_seconds=round(seconds, 1),
