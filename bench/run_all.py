@@ -56,6 +56,20 @@ def _get(data: Any, *path: Any) -> Any:
     return data
 
 
+def _cpu_of(data: Any) -> str | None:
+    """CPU model of the first `machine` record found breadth-first (results nest it under builds, runs, ...)."""
+    queue = [data]
+    while queue:
+        item = queue.pop(0)
+        if isinstance(item, dict):
+            if isinstance(item.get("machine"), dict) and "cpu" in item["machine"]:
+                return str(item["machine"]["cpu"])
+            queue.extend(item.values())
+        elif isinstance(item, list):
+            queue.extend(item)
+    return None
+
+
 def summarize() -> dict[str, Any]:
     from hwnas.machine import machine_info
 
@@ -96,6 +110,10 @@ def summarize() -> dict[str, Any]:
         summary["lut_drift_corrected"]["kendall_tau_vs_flops"] = (_get(drift, "lut_calibrated", "kendall_tau")
                                                                   - _get(drift, "flops_calibrated", "kendall_tau"))
         summary["lut_speed_factor_range"] = _get(at224, "speed_factor_range")
+        drift160 = _get(lut, "pooled", "160", "drift_corrected")
+        if drift160:
+            summary["lut_drift_corrected"]["at_160"] = {
+                k: _get(drift160, "lut_calibrated", k) for k in ("within_10pct", "within_5pct", "mape", "kendall_tau")}
     if at224 is not None:
         summary["lut_kendall_tau_vs_flops"] = (_get(at224, "lut_calibrated", "kendall_tau")
                                                - _get(at224, "flops_calibrated", "kendall_tau"))
@@ -122,6 +140,8 @@ def summarize() -> dict[str, Any]:
                                        ("is a --quick smoke run)" if baselines is not None else "not run yet)"))
     summary["missing"] = sorted(k for k, v in summary.items() if v is None)
     summary["sources"] = sorted(p.name for p in RESULTS.glob("*.json") if p.name != "summary.json")
+    # the project's VM changed CPU between runs: say which CPU each result was measured on
+    summary["measured_on"] = {name: _cpu_of(_load(name)) for name in summary["sources"]}
     summary["machine"] = machine_info()
     return summary
 
