@@ -3,7 +3,6 @@
 import random
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from hwnas.errors import HwnasError
@@ -87,21 +86,13 @@ def test_a_slow_phase_of_the_whole_machine_is_divided_out_per_pass():
         return run
 
     protocol = Protocol(warmup_s=0.0, warmup=0, rounds=3, repeats=repeats, max_cv=1.0, remeasure=0)
-    stats = run_protocol({k: run_fn(k) for k in range(n_items)}, protocol, rng=random.Random(0), timer=clock)
+    raw_passes = {}
+    stats = run_protocol({k: run_fn(k) for k in range(n_items)}, protocol, rng=random.Random(0), timer=clock,
+                         checkpoint=raw_passes.update)  # the last checkpoint holds every pass as timed
     p50 = [s.p50_ms for s in stats.values()]
     assert max(p50) == pytest.approx(min(p50))  # one common scale: the ranking (all equal) survives
-    raw = [stats_from_passes(recs).p50_ms for recs in _raw_passes(calls, n_items, repeats)]
+    raw = [stats_from_passes(recs).p50_ms for recs in raw_passes.values()]
     assert max(raw) == pytest.approx(2 * min(raw))  # without the pass speeds it would not
-
-
-def _raw_passes(calls, n_items, repeats):
-    """Per item, the PassRecords the fake schedule above produced (pass p of item k = its p-th block of repeats)."""
-    per_item = {}
-    for index, key in enumerate(calls[n_items:]):
-        slow = n_items * repeats <= index < n_items * repeats * 2 + 6 * repeats
-        per_item.setdefault(key, []).append(2.0 if slow else 1.0)
-    return [[PassRecord(float(np.median(ms[i:i + repeats])), max(ms[i:i + repeats]), repeats)
-             for i in range(0, len(ms), repeats)] for ms in per_item.values()]
 
 
 def test_pass_speeds_need_enough_items():

@@ -3,11 +3,11 @@
 Why this shape: on shared 2-core machines the same model drifts 5–20% over minutes while back-to-back runs agree within
 a few percent. So nothing is timed once. After a global warm-up over every item (caches, clocks, allocator arenas), the
 items are timed in several interleaved passes, each pass in a fresh random order, so slow phases of the machine hit all
-items alike instead of biasing whichever block happened to run then. A slow phase of the whole machine lasts seconds, about
-as long as a pass over a table's blocks, so it slows every item of a pass alike: each pass's common speed (the median over
-its items of item-in-this-pass / item-over-all-passes) is divided out before, per item, the median across passes is kept.
-Items whose across-pass spread (CV) is still high get extra passes. Timer and runner are arguments, so tests drive the protocol
-with fakes and real runs use `time.perf_counter_ns` and a real runtime session.
+items alike instead of biasing whichever block happened to run then. A slow phase of the whole machine lasts seconds,
+about as long as a pass over a table's blocks, so it slows every item of a pass alike: each pass's common speed (the
+median over its items of item-in-this-pass / item-over-all-passes) is divided out before, per item, the median across
+passes is kept. Items whose across-pass spread (CV) is still high get extra passes. Timer and runner are arguments, so
+tests drive the protocol with fakes and real runs use `time.perf_counter_ns` and a real runtime session.
 """
 
 from __future__ import annotations

@@ -124,7 +124,8 @@ def heldout_archs(space: SpaceSpec, n: int, *, resolutions: Sequence[int], exclu
 
 
 def whole_model_protocol(profile: DeviceProfile, *, warmup_s: float) -> Protocol:
-    """The protocol for hundreds of whole subnets (each 10–100× a block): 3 × the profile's passes × (1 + repeats/3) runs.
+    """The protocol for hundreds of whole subnets (each 10–100× a block): 3 × the profile's passes, each of
+    (1 + repeats/3) runs.
 
     Whole models are long enough that a single run is already a stable sample, so few runs per pass; what limits a
     fidelity check is the drift *between* passes, so there are many of them. Measured here (ORT 1 thread, 40 mbv3
@@ -132,8 +133,8 @@ def whole_model_protocol(profile: DeviceProfile, *, warmup_s: float) -> Protocol
     0.90 with 9, and the LUT's τ against the measurement rose 0.88 → 0.92 → 0.94 (both 9-pass runs averaged) — with
     few passes a validation grades the noise of its own ground truth, not the table.
     """
-    return Protocol(warmup_s=warmup_s, warmup=1, rounds=3 * max(1, profile.rounds), repeats=max(3, profile.repeats // 3),
-                    max_cv=profile.max_cv, remeasure=min(1, profile.remeasure))
+    return Protocol(warmup_s=warmup_s, warmup=1, rounds=3 * max(1, profile.rounds),
+                    repeats=max(3, profile.repeats // 3), max_cv=profile.max_cv, remeasure=min(1, profile.remeasure))
 
 
 @dataclass(frozen=True, slots=True)
