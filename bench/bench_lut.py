@@ -28,7 +28,7 @@ import numpy as np
 from hwnas.atomic import atomic_write_json
 from hwnas.latency import LatencyPredictor, load_lut, load_profile
 from hwnas.latency.profiler import profile_space
-from hwnas.latency.validate import FidelityReport, fit_stats, plot_fidelity, validate_lut
+from hwnas.latency.validate import FidelityReport, fit_stats, kendall_tau, plot_fidelity, validate_lut
 from hwnas.machine import machine_info
 from hwnas.space import get_space, sample
 
@@ -69,16 +69,19 @@ def predict_speed(table_path: Path) -> dict:
 LOOKUP = {(3, 4): 1}
 
 
-def run_validate(table_path: Path, *, subnets: int, resolution: int, seed: int, tag: str, plot: bool = True) -> dict:
+def run_validate(table_path: Path, *, subnets: int, resolution: int, seed: int, tag: str, plot: bool = True,
+                 passes: int | None = None) -> dict:
     table = load_lut(table_path)
     load_before = _load()
-    report = validate_lut(table, subnets=subnets, seed=seed, resolution=resolution, progress=sys.stderr.isatty())
+    report = validate_lut(table, subnets=subnets, seed=seed, resolution=resolution, progress=sys.stderr.isatty(),
+                          passes=passes)
     png = RESULTS / f"lut_fidelity_{tag}.png"
     if plot:
         plot_fidelity(report, png, title=f"mbv3 @{resolution} on {table.device}: {report.subnets} held-out subnets")
     cal = table.meta.get("calibration") or {}
     return {"profile": table.device, "lut": str(table_path.relative_to(REPO)), "resolution": resolution,
             "subnets": report.subnets, "calibration_subnets": len(cal.get("subnets", [])),
+            "passes": passes, "retest_kendall_tau": report.retest_kendall_tau,
             "lut_calibrated": dataclasses.asdict(report.lut), "raw_sum": dataclasses.asdict(report.raw),
             "flops_calibrated": dataclasses.asdict(report.flops), "seconds": report.seconds, "scatter": png.name if plot else None,
             "measured_ms_range": [min(r["measured_ms"] for r in report.records),
@@ -89,6 +92,7 @@ def run_validate(table_path: Path, *, subnets: int, resolution: int, seed: int, 
                 "raw_sum": dataclasses.asdict(report.drift_corrected.raw),
                 "flops_calibrated": dataclasses.asdict(report.drift_corrected.flops),
                 "speed_factors": list(report.drift_corrected.speed_factors),
+                "retest_kendall_tau": report.drift_corrected.retest_kendall_tau,
                 "references": list(report.drift_corrected.references)},
             "records": list(report.records)}
 
@@ -108,11 +112,21 @@ def drift_stats(records: list[dict], meas: list[float]) -> dict:
     if not records or any(r.get("speed_factor") is None for r in records):
         return {}
     speed = [r["speed_factor"] for r in records]
-    return {"drift_corrected": {
+    out = {"drift_corrected": {
         name: dataclasses.asdict(fit_stats([r[key] * s for r, s in zip(records, speed)], meas))
         for name, key in (("lut_calibrated", "predicted_ms"), ("raw_sum", "raw_sum_ms"),
                           ("flops_calibrated", "flops_pred_ms"))},
         "speed_factor_range": [min(speed), max(speed)]}
+    if all("measured_halves_ms" in r for r in records):
+        # each half (the even or the odd passes) is a measurement half as long: the LUT's τ against one half says
+        # what a validation with half the passes would have reported; the halves against each other, the noise floor
+        halves = [[r["measured_halves_ms"][i] for r in records] for i in (0, 1)]
+        pred = [r["predicted_ms"] * s for r, s in zip(records, speed)]
+        out["drift_corrected"]["retest_kendall_tau"] = kendall_tau([h / s for h, s in zip(halves[0], speed)],
+                                                                   [h / s for h, s in zip(halves[1], speed)])
+        out["drift_corrected"]["lut_kendall_tau_vs_half_passes"] = float(np.mean([kendall_tau(pred, h)
+                                                                                  for h in halves]))
+    return out
 
 
 def plot_records(records: list[dict], path: Path, *, title: str) -> None:
@@ -144,6 +158,7 @@ def main() -> int:
     parser.add_argument("--other-subnets", type=int, default=60, help="held-out subnets for the other profiles")
     parser.add_argument("--others", default="cpu-torch-1t,cpu-ort-2t", help="other CPU profiles ('' for none)")
     parser.add_argument("--rebuild", action="store_true", help="also time a fresh full cpu-ort-1t mbv3 build")
+    parser.add_argument("--passes", type=int, help="timing passes per held-out subnet (default: validate's)")
     parser.add_argument("--quick", action="store_true", help="few subnets, for a smoke run")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
@@ -175,7 +190,7 @@ def main() -> int:
         for res in (224, 160):
             seed = 1000 * res + batch
             entry = run_validate(committed, subnets=args.batch, resolution=res, seed=seed, tag=f"cpu-ort-1t_{res}",
-                                 plot=False)
+                                 plot=False, passes=args.passes)
             new = [r for r in entry.pop("records") if r["arch"] not in seen[res]]
             seen[res].update(r["arch"] for r in new)
             pooled[res] += new

@@ -4,8 +4,9 @@
    For each: the derived (argmax) arch's predicted and *measured* latency (whole model, ORT, the profile's protocol),
    and its test accuracy after a short fine-tune next to a random arch of similar predicted latency (same supernet
    weights, same fine-tune).
-2. A λ sweep (proxyless mode, CE + λ·E[LAT]/T, fixed λ) from the same warmed-up weights: expected latency, argmax arch
-   latency and its BN-recalibrated supernet val accuracy per λ.
+2. A λ sweep (proxyless mode, CE + λ·E[LAT]/T, fixed λ) from the same warmed-up weights: per λ the expected latency
+   and, for the argmax arch (what α says) and the near-target decode, predicted and measured latency and
+   BN-recalibrated supernet val accuracy; `sweep_monotonic` says which of them move one way as λ grows.
 
 Run under `flock /tmp/hwnas-heavy.lock`; writes bench/results/nas_modes.json. Short by design (CPU is shared).
 """
@@ -86,6 +87,20 @@ def finetune_acc(supernet, space, data, arch: Arch, *, steps: int, seed: int) ->
         opt.step()
         sched.step()
     return accuracy(model.eval(), data.test, resolution=arch.resolution, batch_size=500, limit=EVAL_BATCHES[0])
+
+
+def supernet_val_acc(run: Path, space, data, arch: Arch, *, val_batches: int) -> float:  # noqa: ANN001
+    """`arch` inside the run's supernet (fresh copy, BN recalibrated on 5 train batches) on `val_batches` × 500 val images."""
+    supernet = _supernet_of(run, space)
+    gen = torch.Generator().manual_seed(0)
+    recalibrate_bn(supernet, (x for x, _ in batches(data.train, batch_size=250, shuffle=True, generator=gen, limit=5)),
+                   arch=arch)
+    return accuracy(supernet, data.val, resolution=arch.resolution, batch_size=500, arch=arch, limit=val_batches)
+
+
+def monotonic(values: list[float]) -> bool:
+    """Never rising from one λ to the next (ties allowed: two λ can pick the same arch)."""
+    return all(b <= a for a, b in zip(values, values[1:]))
 
 
 def similar_random_arch(predictor: LatencyPredictor, space, target_ms: float, *, resolution: int,  # noqa: ANN001
@@ -186,14 +201,11 @@ def main() -> int:
                             latency_weight=lam, adapt_rate=0.0, **{**base, "steps_per_epoch": args.sweep_steps or args.steps})
             train_nas(space, data, table, cfg, out_dir=run, progress=False, init_from=warm)
             res = derive(run, space, table, cfg)
-            arch = Arch.parse(res["arch"])
-            supernet = _supernet_of(run, space)
-            gen = torch.Generator().manual_seed(0)
-            recalibrate_bn(supernet, (x for x, _ in batches(data.train, batch_size=250, shuffle=True, generator=gen,
-                                                            limit=5)), arch=arch)
-            val = accuracy(supernet, data.val, resolution=arch.resolution, batch_size=500, arch=arch,
-                           limit=args.eval_batches)
-            row = {"mode": "proxyless", "lambda": lam, **res, "supernet_val_acc": val}
+            row = {"mode": "proxyless", "lambda": lam, **res,
+                   "supernet_val_acc": supernet_val_acc(run, space, data, Arch.parse(res["arch"]),
+                                                        val_batches=args.eval_batches),
+                   "argmax_supernet_val_acc": supernet_val_acc(run, space, data, Arch.parse(res["argmax_arch"]),
+                                                               val_batches=args.eval_batches)}
             log.info("lambda %s: %s", lam, row)
             results["sweep"].append(row)
             atomic_write_json(args.out, results)
@@ -206,6 +218,11 @@ def main() -> int:
         for row in results["sweep"]:
             row["measured_ms"] = measured_ms(space, Arch.parse(row["arch"]), profile)
             row["argmax_measured_ms"] = measured_ms(space, Arch.parse(row["argmax_arch"]), profile)
+    if results["sweep"]:  # in increasing λ, does every quantity of the trade-off move one way?
+        rows = sorted(results["sweep"], key=lambda r: r["lambda"])
+        results["sweep_monotonic"] = {key: monotonic([r[key] for r in rows])
+                                      for key in ("expected_ms", "argmax_predicted_ms", "argmax_measured_ms",
+                                                  "argmax_supernet_val_acc")}
     results["total_s"] = time.perf_counter() - t0
     atomic_write_json(args.out, results)
     print(json.dumps(results, indent=1))

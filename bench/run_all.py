@@ -32,8 +32,9 @@ FULL_ARGS = {
     "bench_search_quality.py": ["--run", RUN, "--evaluations", "30", "--population", "8", "--val-images", "1000",
                                 "--seeds", "3"],
     "bench_export.py": ["--run", RUN],
-    "bench_nas_modes.py": ["--warm", RUN, "--lambdas", "0", "0.5", "2", "8", "--steps", "40", "--sweep-steps", "60",
-                           "--finetune-steps", "60", "--eval-batches", "4", "--work", "/tmp/hwnas-bench-nas-warm"],
+    "bench_nas_modes.py": ["--warm", RUN, "--lambdas", "0", "0.01", "0.03", "0.1", "0.3", "1", "--steps", "40",
+                           "--sweep-steps", "60", "--finetune-steps", "60", "--eval-batches", "10",
+                           "--work", "/tmp/hwnas-bench-nas-warm"],
     "bench_executorch.py": ["--subnets", "40", "--search-run", RUN],
     "bench_baselines.py": ["--run", RUN, "--seeds", "1", "--finetune-epochs", "0", "--evaluations", "32"],
 }

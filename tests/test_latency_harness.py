@@ -7,7 +7,7 @@ import pytest
 
 from hwnas.errors import HwnasError
 from hwnas.latency import PassRecord, Protocol, load_profile, run_protocol
-from hwnas.latency.harness import pass_speeds, stats_from_passes
+from hwnas.latency.harness import pass_speeds, split_half_p50, stats_from_passes
 from hwnas.latency.profiles import list_profiles, profile_from_dict
 from hwnas.latency.runtime import Loaded
 
@@ -101,6 +101,14 @@ def test_pass_speeds_need_enough_items():
     many = {k: [PassRecord(1.0, 1.0, 1), PassRecord(2.0, 2.0, 1), PassRecord(1.0, 1.0, 1)] for k in range(8)}
     assert pass_speeds(many) == pytest.approx((1.0, 2.0, 1.0))
     assert stats_from_passes(many[0], pass_speeds(many)).cv == 0.0
+
+
+def test_split_half_takes_even_and_odd_passes_each_divided_by_its_pass_speed():
+    passes = [PassRecord(1.0, 1.0, 1), PassRecord(4.0, 4.0, 1), PassRecord(3.0, 3.0, 1), PassRecord(2.0, 2.0, 1)]
+    assert split_half_p50(passes) == (2.0, 3.0)  # medians of (1, 3) and of (4, 2)
+    assert split_half_p50(passes, (1.0, 2.0, 1.0, 1.0)) == (2.0, 2.0)  # pass 1 ran 2x slow: 4 -> 2
+    with pytest.raises(ValueError):
+        split_half_p50(passes[:1])
 
 
 def test_resume_keeps_done_passes_and_checkpoints():

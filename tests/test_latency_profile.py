@@ -107,8 +107,8 @@ def test_cli_predict_and_validate(tiny_lut, tmp_path, capsys):
     assert main(["latency", "validate", "--lut", str(path), "--subnets", "4", "--json", "--plot", str(plot)]) == 0
     report = json.loads(capsys.readouterr().out)
     assert set(report) == {"subnets", "within_5pct", "within_10pct", "mape", "max_err", "kendall_tau",
-                           "raw_within_10pct", "flops_kendall_tau", "flops_mape", "seconds", "speed_factor",
-                           "drift_corrected"}
+                           "raw_within_10pct", "flops_kendall_tau", "flops_mape", "retest_kendall_tau", "seconds",
+                           "speed_factor", "drift_corrected"}
     assert report["subnets"] == 4 and 0 <= report["within_10pct"] <= 1 and report["mape"] >= 0
     drift = report["drift_corrected"]  # the table's 4 calibration subnets re-timed in the one chunk
     assert drift["references"] == 4 and len(drift["speed_factors"]) == 1 and report["speed_factor"] > 0
@@ -125,6 +125,9 @@ def test_cli_errors_are_one_line(tiny_lut, capsys, tmp_path):
     assert "unknown device profile" in capsys.readouterr().err
     assert main(["latency", "predict", "r28/k3e3", "--lut", str(tmp_path / "none.csv")]) == 2
     assert "LUT not found" in capsys.readouterr().err
+    assert main(["latency", "validate", "--lut", str(path), "--passes", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "at least 2 timing passes" in err
 
 
 def test_remote_profile_cannot_be_profiled_locally(tmp_path, capsys):
@@ -178,4 +181,7 @@ def test_validate_measures_machine_drift_and_corrects_for_it(tiny_lut):
     assert all(1.2 <= s <= 6.0 for s in drift.speed_factors), drift.speed_factors
     assert drift.lut.mape < report.lut.mape and report.lut.mape > 0.25
     assert all(r["speed_factor"] in drift.speed_factors for r in report.records)
+    # the split-half repeatability is measured, not assumed: each subnet's even and odd passes are real timings
+    assert all(len(r["measured_halves_ms"]) == 2 and min(r["measured_halves_ms"]) > 0 for r in report.records)
+    assert -1.0 <= report.retest_kendall_tau <= 1.0 and -1.0 <= drift.retest_kendall_tau <= 1.0
     assert validate_lut(table, subnets=2, seed=3, runner=runner, references=0).drift_corrected is None

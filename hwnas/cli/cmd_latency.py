@@ -49,6 +49,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     val.add_argument("--references", type=non_negative_int, default=6,
                      help="calibration subnets re-timed in every chunk to measure the machine's drift since the "
                           "table was built (default 6; 0: no drift-corrected numbers)")
+    val.add_argument("--passes", type=positive_int,
+                     help="interleaved timing passes per subnet (default 3x the profile's rounds); more passes, a more "
+                          "repeatable ground truth (see retest_kendall_tau)")
     val.add_argument("--json", action="store_true", help="machine-readable summary")
     val.set_defaults(handler=_validate)
 
@@ -156,7 +159,7 @@ def _validate(args: argparse.Namespace) -> int:
     plot = args.plot or args.lut.with_name(args.lut.name.removesuffix(".csv") + ".fidelity.png")
     report = validate_lut(table, subnets=args.subnets, seed=args.seed, resolution=args.resolution,
                           progress=sys.stderr.isatty(), runner=_int8_runner(_table_profile(table)),
-                          references=args.references)
+                          references=args.references, passes=args.passes)
     plot_fidelity(report, plot, title=f"{table.space_name} on {table.device}: {report.subnets} held-out subnets")
     if args.records is not None:
         import pandas as pd
@@ -183,6 +186,9 @@ def _validate(args: argparse.Namespace) -> int:
     if dc is not None:
         print(f"machine speed vs the table's build, per chunk ({len(dc.references)} reference subnets): x{speed} "
               "(> 1: slower now); 'x speed' rows scale predictions by it")
+    tau = dc.retest_kendall_tau if dc is not None else report.retest_kendall_tau
+    print(f"measurement repeatability: Kendall tau {tau:.3f} between each subnet's even and odd passes (a LUT tau "
+          "near it is limited by the measurement, not the table; raise --passes)")
     return 0
 
 

@@ -16,7 +16,7 @@ import math
 import random
 import time
 from collections.abc import Callable, Hashable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import numpy as np
@@ -24,7 +24,7 @@ import numpy as np
 from hwnas.latency.profiles import DeviceProfile, profile_timer
 
 __all__ = ["TimingStats", "PassRecord", "Protocol", "Timer", "run_protocol", "stats_from_passes", "pass_speeds",
-           "MIN_ITEMS_PER_PASS_SPEED", "measure_block", "time_loaded", "measure_model_ms"]
+           "split_half_p50", "MIN_ITEMS_PER_PASS_SPEED", "measure_block", "time_loaded", "measure_model_ms"]
 
 Timer = Callable[[], int]  # nanoseconds, monotonic (time.perf_counter_ns)
 K = TypeVar("K", bound=Hashable)
@@ -101,9 +101,15 @@ def stats_from_passes(passes: Sequence[PassRecord], speeds: Sequence[float] = ()
                        n=sum(p.n for p in passes))
 
 
-@dataclass
-class _State:
-    passes: dict[Hashable, list[PassRecord]] = field(default_factory=dict)
+def split_half_p50(passes: Sequence[PassRecord], speeds: Sequence[float] = ()) -> tuple[float, float]:
+    """The p50 of the even-numbered and of the odd-numbered passes, each divided by its pass speed: two measurements of
+    one item, each half as long as the whole, taken interleaved. How well many items' halves agree (Kendall τ) is the
+    repeatability of the measurement itself — the noise floor any predictor graded against it is scored on."""
+    if len(passes) < 2:
+        raise ValueError("a split-half estimate needs at least 2 passes")
+    scale = [speeds[i] if i < len(speeds) and speeds[i] > 0 else 1.0 for i in range(len(passes))]
+    medians = [p.median_ms / s for p, s in zip(passes, scale)]
+    return float(np.median(medians[0::2])), float(np.median(medians[1::2]))
 
 
 def _time_item(run: Callable[[], object], protocol: Protocol, timer: Timer) -> PassRecord:

@@ -21,7 +21,7 @@ import numpy as np
 from hwnas.errors import HwnasError
 from hwnas.latency.calibrate import CalibrationPoint, fit_calibration
 from hwnas.latency.drift import reference_archs, speed_factor
-from hwnas.latency.harness import Protocol, TimingStats, run_protocol
+from hwnas.latency.harness import PassRecord, Protocol, TimingStats, pass_speeds, run_protocol, split_half_p50
 from hwnas.latency.lut import LatencyTable
 from hwnas.latency.predictor import LatencyPredictor
 from hwnas.latency.profiles import DeviceProfile, profile_from_dict, profile_timer
@@ -42,6 +42,11 @@ def kendall_tau(x: Sequence[float], y: Sequence[float]) -> float:
     da, db = np.sign(a[:, None] - a[None, :])[iu], np.sign(b[:, None] - b[None, :])[iu]
     denom = np.sqrt(float(np.count_nonzero(da)) * float(np.count_nonzero(db)))
     return float(np.sum(da * db) / denom) if denom > 0 else float("nan")
+
+
+def _finite_or_none(value: float) -> float | None:
+    """JSON has no NaN: an undefined statistic (fewer than 2 subnets or passes) is written as null."""
+    return value if np.isfinite(value) else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,13 +76,14 @@ class DriftCorrected:
     flops: Fit
     speed_factors: tuple[float, ...]   # one per chunk: median(reference now / reference at build time)
     references: tuple[str, ...]        # the calibration subnets re-timed in every chunk
+    retest_kendall_tau: float = float("nan")  # even vs odd passes, each divided by its chunk's speed factor
 
     def summary(self) -> dict[str, Any]:
         return {"within_5pct": self.lut.within_5pct, "within_10pct": self.lut.within_10pct, "mape": self.lut.mape,
                 "max_err": self.lut.max_err, "kendall_tau": self.lut.kendall_tau,
                 "raw_within_10pct": self.raw.within_10pct, "flops_kendall_tau": self.flops.kendall_tau,
-                "flops_mape": self.flops.mape, "speed_factors": [round(s, 4) for s in self.speed_factors],
-                "references": len(self.references)}
+                "flops_mape": self.flops.mape, "retest_kendall_tau": _finite_or_none(self.retest_kendall_tau),
+                "speed_factors": [round(s, 4) for s in self.speed_factors], "references": len(self.references)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,18 +95,23 @@ class FidelityReport:
     seconds: float
     records: tuple[dict[str, Any], ...] = field(default=())
     drift_corrected: DriftCorrected | None = None
+    retest_kendall_tau: float = float("nan")
+
 
     def summary(self) -> dict[str, Any]:
         """The `--json` payload of `hwnas latency validate` (shares and errors as fractions 0–1).
 
         `speed_factor` is the median machine speed relative to the table's build (> 1: slower now), `drift_corrected`
         the same numbers with predictions scaled by it per chunk; both null without reference subnets.
+        `retest_kendall_tau` ranks the subnets by their even passes against their odd passes: how repeatable the
+        measurement is. A LUT τ near it is as good as this ground truth can show; far below it, the table is the limit.
         """
         dc = self.drift_corrected
         return {"subnets": self.subnets, "within_5pct": self.lut.within_5pct, "within_10pct": self.lut.within_10pct,
                 "mape": self.lut.mape, "max_err": self.lut.max_err, "kendall_tau": self.lut.kendall_tau,
                 "raw_within_10pct": self.raw.within_10pct, "flops_kendall_tau": self.flops.kendall_tau,
-                "flops_mape": self.flops.mape, "seconds": self.seconds,
+                "flops_mape": self.flops.mape, "retest_kendall_tau": _finite_or_none(self.retest_kendall_tau),
+                "seconds": self.seconds,
                 "speed_factor": None if dc is None else round(float(np.median(dc.speed_factors)), 4),
                 "drift_corrected": None if dc is None else dc.summary()}
 
@@ -123,9 +134,9 @@ def heldout_archs(space: SpaceSpec, n: int, *, resolutions: Sequence[int], exclu
     return out
 
 
-def whole_model_protocol(profile: DeviceProfile, *, warmup_s: float) -> Protocol:
-    """The protocol for hundreds of whole subnets (each 10–100× a block): 3 × the profile's passes, each of
-    (1 + repeats/3) runs.
+def whole_model_protocol(profile: DeviceProfile, *, warmup_s: float, passes: int | None = None) -> Protocol:
+    """The protocol for hundreds of whole subnets (each 10–100× a block): `passes` interleaved passes (default 3 × the
+    profile's), each of (1 + repeats/3) runs.
 
     Whole models are long enough that a single run is already a stable sample, so few runs per pass; what limits a
     fidelity check is the drift *between* passes, so there are many of them. Measured here (ORT 1 thread, 40 mbv3
@@ -133,22 +144,26 @@ def whole_model_protocol(profile: DeviceProfile, *, warmup_s: float) -> Protocol
     0.90 with 9, and the LUT's τ against the measurement rose 0.88 → 0.92 → 0.94 (both 9-pass runs averaged) — with
     few passes a validation grades the noise of its own ground truth, not the table.
     """
-    return Protocol(warmup_s=warmup_s, warmup=1, rounds=3 * max(1, profile.rounds),
+    if passes is not None and passes < 2:
+        raise HwnasError(f"validation needs at least 2 timing passes per subnet, got {passes}")
+    return Protocol(warmup_s=warmup_s, warmup=1, rounds=passes or 3 * max(1, profile.rounds),
                     repeats=max(3, profile.repeats // 3), max_cv=profile.max_cv, remeasure=min(1, profile.remeasure))
 
 
 @dataclass(frozen=True, slots=True)
 class Measured:
-    """Whole-subnet timings, the chunk each subnet was timed in, and the reference subnets' timings per chunk."""
+    """Whole-subnet timings, the chunk each subnet was timed in, the reference subnets' timings per chunk, and per subnet
+    the p50 of its even and of its odd passes (`split_half_p50`)."""
 
     timings: dict[Arch, TimingStats]
     chunk_of: dict[Arch, int]
     reference_timings: tuple[dict[Arch, TimingStats], ...]
+    halves: dict[Arch, tuple[float, float]] = field(default_factory=dict)
 
 
 def measure_archs(space: SpaceSpec, archs: Sequence[Arch], profile: DeviceProfile, *, runner: Runner,
                   chunk: int = 40, progress: bool = False, export_workers: int = 2,
-                  references: Sequence[Arch] = ()) -> Measured:
+                  references: Sequence[Arch] = (), passes: int | None = None) -> Measured:
     """Whole-subnet timings, interleaved within chunks of `chunk` models (bounded memory: one session per model).
 
     `references` (drift reference subnets, see `hwnas.latency.drift`) are loaded once and timed in every chunk,
@@ -160,6 +175,7 @@ def measure_archs(space: SpaceSpec, archs: Sequence[Arch], profile: DeviceProfil
 
     timings: dict[Arch, TimingStats] = {}
     chunk_of: dict[Arch, int] = {}
+    halves: dict[Arch, tuple[float, float]] = {}
     ref_timings: list[dict[Arch, TimingStats]] = []
     rng = random.Random(0)
     bar = tqdm(total=len(archs), desc="validate", unit="subnet", disable=not progress, dynamic_ncols=True)
@@ -183,16 +199,21 @@ def measure_archs(space: SpaceSpec, archs: Sequence[Arch], profile: DeviceProfil
             part = archs[start: start + chunk]
             loaded = {("subnet", a): ld for a, ld in zip(part, load_all(part))}
             try:
-                protocol = whole_model_protocol(profile, warmup_s=profile.warmup_s if start == 0 else 1.0)
+                protocol = whole_model_protocol(profile, warmup_s=profile.warmup_s if start == 0 else 1.0,
+                                                passes=passes)
+                passes: dict[tuple[str, Arch], Sequence[PassRecord]] = {}
                 stats = run_protocol({k: ld.run for k, ld in {**loaded, **refs}.items()}, protocol, rng=rng,
-                                     timer=profile_timer(profile))
+                                     timer=profile_timer(profile), checkpoint=passes.update)
             finally:
                 for ld in loaded.values():
                     ld.release()
+            speeds = pass_speeds(passes)
             for (kind, arch), st in stats.items():
                 if kind == "subnet":
                     timings[arch] = st
                     chunk_of[arch] = index
+                    if len(passes.get((kind, arch), ())) >= 2:
+                        halves[arch] = split_half_p50(passes[(kind, arch)], speeds)
             ref_timings.append({arch: st for (kind, arch), st in stats.items() if kind == "ref"})
             bar.update(len(part))
     finally:
@@ -201,18 +222,19 @@ def measure_archs(space: SpaceSpec, archs: Sequence[Arch], profile: DeviceProfil
         bar.close()
         if pool is not None:
             pool.shutdown()
-    return Measured(timings, chunk_of, tuple(ref_timings))
+    return Measured(timings, chunk_of, tuple(ref_timings), halves)
 
 
 def validate_lut(table: LatencyTable, *, subnets: int = 100, seed: int = 1, resolution: int | None = None,
                  runner: Runner | None = None, chunk: int = 40, progress: bool = False,
-                 references: int = 6) -> FidelityReport:
+                 references: int = 6, passes: int | None = None) -> FidelityReport:
     """Measure held-out subnets whole on the table's device profile and compare with LUT, raw-sum and FLOPs predictions.
 
     With `references` > 0, that many of the table's calibration subnets are re-timed in every chunk (never a held-out
     one) and the report also carries every comparison with predictions scaled by the chunk's machine speed factor
     (`hwnas.latency.drift`): the plain numbers say how well the table predicts this machine as it is now, the corrected
-    ones how well it predicts once the machine-wide drift since the build is taken out.
+    ones how well it predicts once the machine-wide drift since the build is taken out. `passes` overrides the number
+    of interleaved timing passes per subnet (`whole_model_protocol`).
     """
     from hwnas.blocks import arch_macs
 
@@ -221,6 +243,7 @@ def validate_lut(table: LatencyTable, *, subnets: int = 100, seed: int = 1, reso
     profile = profile_from_dict(table.meta.get("profile"), where=f"LUT {table.source} metadata")
     if profile.remote:
         raise HwnasError(f"LUT {table.source} was measured on a remote device ({profile.name}); validate it there")
+    whole_model_protocol(profile, warmup_s=0.0, passes=passes)  # a bad `passes` fails before anything is exported
     resolutions = (resolution,) if resolution is not None else (table.resolutions or space.resolutions)
     if resolution is not None and resolution not in (table.resolutions or space.resolutions):
         raise HwnasError(f"resolution {resolution} is not in LUT {table.source} ({list(table.resolutions)})")
@@ -234,7 +257,7 @@ def validate_lut(table: LatencyTable, *, subnets: int = 100, seed: int = 1, reso
     refs = reference_archs(table, resolutions=resolutions, n=references)
     predictor = LatencyPredictor(table, space)
     measured = measure_archs(space, archs, profile, runner=runner or make_runner(profile), chunk=chunk,
-                             progress=progress, references=[r.arch for r in refs])
+                             progress=progress, references=[r.arch for r in refs], passes=passes)
     speeds = tuple(speed_factor(refs, {a: st.p50_ms for a, st in rt.items()}) for rt in measured.reference_timings) \
         if refs else ()
     meas = np.array([measured.timings[a].p50_ms for a in archs])
@@ -246,19 +269,21 @@ def validate_lut(table: LatencyTable, *, subnets: int = 100, seed: int = 1, reso
     macs = np.array([arch_macs(space, a) / 1e6 for a in archs])
     flops = np.array([flops_cal.apply(m, a.resolution) for m, a in zip(macs, archs)])
     speed = np.array([speeds[measured.chunk_of[a]] for a in archs]) if speeds else None
+    halves = np.array([measured.halves.get(a, (float("nan"), float("nan"))) for a in archs]).reshape(len(archs), 2)
     records = tuple({"arch": str(a), "resolution": a.resolution, "measured_ms": float(m),
-                     "measured_cv": measured.timings[a].cv, "predicted_ms": float(p), "raw_sum_ms": float(r),
-                     "mmacs": float(mm), "flops_pred_ms": float(f),
+                     "measured_cv": measured.timings[a].cv, "measured_halves_ms": [float(h) for h in halves[i]],
+                     "predicted_ms": float(p), "raw_sum_ms": float(r), "mmacs": float(mm), "flops_pred_ms": float(f),
                      "speed_factor": None if speed is None else float(speed[i])}
                     for i, (a, m, p, r, mm, f) in enumerate(zip(archs, meas, pred, raw, macs, flops)))
     corrected = None
     if speed is not None:
         corrected = DriftCorrected(lut=fit_stats(pred * speed, meas), raw=fit_stats(raw * speed, meas),
                                    flops=fit_stats(flops * speed, meas), speed_factors=speeds,
-                                   references=tuple(str(r.arch) for r in refs))
+                                   references=tuple(str(r.arch) for r in refs),
+                                   retest_kendall_tau=kendall_tau(halves[:, 0] / speed, halves[:, 1] / speed))
     return FidelityReport(lut=fit_stats(pred, meas), raw=fit_stats(raw, meas), flops=fit_stats(flops, meas),
                           subnets=len(archs), seconds=round(time.monotonic() - started, 1), records=records,
-                          drift_corrected=corrected)
+                          drift_corrected=corrected, retest_kendall_tau=kendall_tau(halves[:, 0], halves[:, 1]))
 
 
 def plot_fidelity(report: FidelityReport, path: Path, *, title: str) -> Path:
