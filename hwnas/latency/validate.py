@@ -201,19 +201,19 @@ def measure_archs(space: SpaceSpec, archs: Sequence[Arch], profile: DeviceProfil
             try:
                 protocol = whole_model_protocol(profile, warmup_s=profile.warmup_s if start == 0 else 1.0,
                                                 passes=passes)
-                passes: dict[tuple[str, Arch], Sequence[PassRecord]] = {}
+                timed: dict[tuple[str, Arch], Sequence[PassRecord]] = {}
                 stats = run_protocol({k: ld.run for k, ld in {**loaded, **refs}.items()}, protocol, rng=rng,
-                                     timer=profile_timer(profile), checkpoint=passes.update)
+                                     timer=profile_timer(profile), checkpoint=timed.update)
             finally:
                 for ld in loaded.values():
                     ld.release()
-            speeds = pass_speeds(passes)
+            speeds = pass_speeds(timed)
             for (kind, arch), st in stats.items():
                 if kind == "subnet":
                     timings[arch] = st
                     chunk_of[arch] = index
-                    if len(passes.get((kind, arch), ())) >= 2:
-                        halves[arch] = split_half_p50(passes[(kind, arch)], speeds)
+                    if len(timed.get((kind, arch), ())) >= 2:
+                        halves[arch] = split_half_p50(timed[(kind, arch)], speeds)
             ref_timings.append({arch: st for (kind, arch), st in stats.items() if kind == "ref"})
             bar.update(len(part))
     finally:
