@@ -1,13 +1,16 @@
 """Latency-aware search inside supernet training, measured: mbv3-tiny / Fashion-MNIST / cpu-ort-1t LUT.
 
-1. One weight warm-up + FBNet search at target T1; FBNet search at T2 from the same warmed-up weights.
-   For each: the derived (argmax) arch's predicted and *measured* latency (whole model, ORT, the profile's protocol),
-   and its test accuracy after a short fine-tune next to a random arch of similar predicted latency (same supernet
-   weights, same fine-tune).
+1. FBNet search at targets T1 and T2 from the same warmed-up weights. For each: the derived arch's predicted and
+   *measured* latency, and its test accuracy after a short fine-tune next to a random arch of similar predicted latency
+   (same supernet weights, same fine-tune).
 2. A λ sweep (proxyless mode, CE + λ·E[LAT]/T, fixed λ) from the same warmed-up weights: per λ the expected latency
-   and, for the argmax arch (what α says) and the near-target decode, predicted and measured latency and
-   BN-recalibrated supernet val accuracy; `sweep_monotonic` says which of them move one way as λ grows.
+   and, for the argmax arch (what α says) and the near-target decode, predicted and measured latency, and the argmax
+   arch's accuracy three ways: BN-recalibrated in the run's weights, in the warm-start weights every λ began from
+   (only the arch differs between rows), and after the targets' fine-tune from those weights. `sweep_monotonic` says
+   which of them move one way as λ grows; `accuracy_standard_error` is what a difference has to exceed to mean anything.
 
+Every arch is timed whole in one session, interleaved with the LUT's drift reference subnets (validate's protocol), so
+the report carries measured vs target both as measured and × the machine's speed factor relative to the LUT's build.
 Run under `flock /tmp/hwnas-heavy.lock`; writes bench/results/nas_modes.json. Short by design (CPU is shared).
 """
 
@@ -28,9 +31,8 @@ import torch
 import torch.nn.functional as F
 
 from hwnas.atomic import atomic_write_json
-from hwnas.blocks import build_model
 from hwnas.data import batches, epoch_order, load_dataset, make_batch
-from hwnas.latency import LatencyPredictor, load_lut, load_profile, measure_model_ms
+from hwnas.latency import LatencyPredictor, load_lut, load_profile
 from hwnas.space import Arch, sample
 from hwnas.supernet import extract
 from hwnas.train.evaluate import accuracy, recalibrate_bn
@@ -43,10 +45,12 @@ log = logging.getLogger("bench_nas_modes")
 
 
 def _supernet_of(run: Path, space):  # noqa: ANN001, ANN202
+    """The supernet weights of a search run, or of a plain supernet run (the warm start) when it has no α."""
     from hwnas.supernet import Supernet
+    from hwnas.train.checkpoint import read_checkpoint
 
     net = Supernet(space)
-    net.load_state_dict(load_nas_checkpoint(run / "checkpoint.pt")["model"])
+    net.load_state_dict(read_checkpoint(run / "checkpoint.pt")["model"])
     return net.eval()
 
 
@@ -112,9 +116,18 @@ def similar_random_arch(predictor: LatencyPredictor, space, target_ms: float, *,
     return archs[best]
 
 
-def measured_ms(space, arch: Arch, profile) -> float:  # noqa: ANN001
-    model = build_model(space, arch).eval()
-    return measure_model_ms(model, (1, space.in_channels, arch.resolution, arch.resolution), profile).p50_ms
+def measure_all(space, table, archs: list[Arch], profile, *, passes: int | None) -> tuple[dict[Arch, float], float]:  # noqa: ANN001
+    """p50 ms of every arch, all timed interleaved in one session with the LUT's drift reference subnets (validate's
+    protocol), and the machine's speed factor relative to the LUT's build (> 1: slower now)."""
+    from hwnas.latency.drift import reference_archs, speed_factor
+    from hwnas.latency.runtime import make_runner
+    from hwnas.latency.validate import measure_archs
+
+    refs = reference_archs(table, resolutions=sorted({a.resolution for a in archs}), n=6)
+    measured = measure_archs(space, archs, profile, runner=make_runner(profile), chunk=len(archs),
+                             references=[r.arch for r in refs], passes=passes)
+    speed = speed_factor(refs, {a: st.p50_ms for a, st in measured.reference_timings[0].items()})
+    return {a: st.p50_ms for a, st in measured.timings.items()}, speed
 
 
 @contextlib.contextmanager
@@ -158,6 +171,8 @@ def main() -> int:
                     help="T of the sweep's CE + λ·E[LAT]/T (default: the mean of --targets)")
     ap.add_argument("--warm", type=Path, default=None, help="warmed-up run to start every search from")
     ap.add_argument("--target-loss", default="bisided", help="latency loss of the target runs")
+    ap.add_argument("--passes", type=int, default=None,
+                    help="interleaved timing passes per arch (default: validate's, 3 x the profile's rounds)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(message)s")
     torch.set_num_threads(args.threads)
@@ -205,24 +220,43 @@ def main() -> int:
                    "supernet_val_acc": supernet_val_acc(run, space, data, Arch.parse(res["arch"]),
                                                         val_batches=args.eval_batches),
                    "argmax_supernet_val_acc": supernet_val_acc(run, space, data, Arch.parse(res["argmax_arch"]),
-                                                               val_batches=args.eval_batches)}
+                                                               val_batches=args.eval_batches),
+                   # the same arch in the warm-start weights every λ began from: only the arch differs between rows
+                   "argmax_warm_val_acc": supernet_val_acc(warm, space, data, Arch.parse(res["argmax_arch"]),
+                                                           val_batches=args.eval_batches),
+                   # ... and after the targets' short fine-tune from those weights
+                   "argmax_finetune_test_acc": finetune_acc(_supernet_of(warm, space), space, data,
+                                                            Arch.parse(res["argmax_arch"]),
+                                                            steps=args.finetune_steps, seed=1)}
             log.info("lambda %s: %s", lam, row)
             results["sweep"].append(row)
             atomic_write_json(args.out, results)
     with heavy_lock(args.lock_wait_s) as locked:
         results["measured_under_lock"] = locked
+        archs = sorted({Arch.parse(row[k]) for row in results["targets"] for k in ("arch", "random_arch")}
+                       | {Arch.parse(row[k]) for row in results["sweep"] for k in ("arch", "argmax_arch")}, key=str)
+        ms, speed = measure_all(space, table, archs, profile, passes=args.passes)
+        # The LUT predicts the machine as it ran at build time; x speed is the same target on the machine as it runs now.
+        results["machine_speed_factor"] = speed
         for row in results["targets"]:
-            row["measured_ms"] = measured_ms(space, Arch.parse(row["arch"]), profile)
-            row["random_measured_ms"] = measured_ms(space, Arch.parse(row["random_arch"]), profile)
+            row["measured_ms"] = ms[Arch.parse(row["arch"])]
+            row["random_measured_ms"] = ms[Arch.parse(row["random_arch"])]
             row["measured_vs_target"] = row["measured_ms"] / row["target_ms"] - 1
+            row["measured_vs_target_x_speed"] = row["measured_ms"] / (row["target_ms"] * speed) - 1
+            row["measured_vs_predicted_x_speed"] = row["measured_ms"] / (row["predicted_ms"] * speed) - 1
         for row in results["sweep"]:
-            row["measured_ms"] = measured_ms(space, Arch.parse(row["arch"]), profile)
-            row["argmax_measured_ms"] = measured_ms(space, Arch.parse(row["argmax_arch"]), profile)
+            row["measured_ms"] = ms[Arch.parse(row["arch"])]
+            row["argmax_measured_ms"] = ms[Arch.parse(row["argmax_arch"])]
     if results["sweep"]:  # in increasing λ, does every quantity of the trade-off move one way?
         rows = sorted(results["sweep"], key=lambda r: r["lambda"])
         results["sweep_monotonic"] = {key: monotonic([r[key] for r in rows])
                                       for key in ("expected_ms", "argmax_predicted_ms", "argmax_measured_ms",
-                                                  "argmax_supernet_val_acc")}
+                                                  "argmax_supernet_val_acc", "argmax_warm_val_acc",
+                                                  "argmax_finetune_test_acc")}
+        # what an accuracy difference between two rows has to exceed to mean anything (binomial, eval images)
+        n_eval = 500 * args.eval_batches
+        p_mid = sum(r["argmax_warm_val_acc"] for r in rows) / len(rows)
+        results["accuracy_standard_error"] = (p_mid * (1 - p_mid) / n_eval) ** 0.5
     results["total_s"] = time.perf_counter() - t0
     atomic_write_json(args.out, results)
     print(json.dumps(results, indent=1))
