@@ -77,7 +77,9 @@ log = logging.getLogger("bench_baselines")
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--run", type=Path, default=REPO / "runs" / "bignas-tiny", help="trained supernet run folder")
-    p.add_argument("--lut", type=Path, default=REPO / "latency_tables" / "cpu-ort-1t" / "mbv3-tiny.csv")
+    p.add_argument("--lut", type=Path, default=None,
+                   help="default: the committed cpu-ort-1t table of RUN's space if it matches this machine, else one "
+                        "profiled here under --work (as make demo does)")
     p.add_argument("--seeds", type=int, default=None, help="seeds per model and search (default 2; --quick 1)")
     p.add_argument("--finetune-epochs", type=int, default=None, help="KD fine-tune epochs of winners (default 1; --quick 0)")
     p.add_argument("--epochs", type=float, default=None,
@@ -260,6 +262,11 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     if args.resolution not in space.resolutions:
         raise HwnasError(f"--resolution {args.resolution} is not one of space {space.name}'s {list(space.resolutions)}")
     data = load_dataset(run.dataset, run.data_dir, val_size=run.config.val_size, seed=run.config.seed)
+    if args.lut is None:  # a table from another CPU would put the budgets and the winners' latencies off by 2-4x
+        from hwnas.quickstart import ensure_lut
+
+        args.lut, _ = ensure_lut(space, load_profile("cpu-ort-1t"), committed_dir=REPO / "latency_tables",
+                                 out_dir=args.work / "tables", progress=False)
     table = load_lut(args.lut, space=space)
     profile = load_profile(table.device)
     sn_epochs = supernet_epochs(run, len(data.train))

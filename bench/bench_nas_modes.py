@@ -7,7 +7,8 @@
    and, for the argmax arch (what α says) and the near-target decode, predicted and measured latency, and the argmax
    arch's accuracy three ways: BN-recalibrated in the run's weights, in the warm-start weights every λ began from
    (only the arch differs between rows), and after the targets' fine-tune from those weights. `sweep_monotonic` says
-   which of them move one way as λ grows; `accuracy_standard_error` is what a difference has to exceed to mean anything.
+   which of them move one way as λ grows; `accuracy_standard_error` is what a difference has to exceed to mean
+   anything.
 
 Every arch is timed whole in one session, interleaved with the LUT's drift reference subnets (validate's protocol), so
 the report carries measured vs target both as measured and × the machine's speed factor relative to the LUT's build.
@@ -32,7 +33,8 @@ import torch.nn.functional as F
 
 from hwnas.atomic import atomic_write_json
 from hwnas.data import batches, epoch_order, load_dataset, make_batch
-from hwnas.latency import LatencyPredictor, load_lut, load_profile
+from hwnas.latency import LatencyPredictor, latency_range_ms, load_lut, load_profile
+from hwnas.machine import machine_info
 from hwnas.space import Arch, sample
 from hwnas.supernet import extract
 from hwnas.train.evaluate import accuracy, recalibrate_bn
@@ -94,7 +96,8 @@ def finetune_acc(supernet, space, data, arch: Arch, *, steps: int, seed: int) ->
 
 
 def supernet_val_acc(run: Path, space, data, arch: Arch, *, val_batches: int) -> float:  # noqa: ANN001
-    """`arch` inside the run's supernet (fresh copy, BN recalibrated on 5 train batches) on `val_batches` × 500 val images."""
+    """`arch` inside the run's supernet (fresh copy, BN recalibrated on 5 train batches), on `val_batches` × 500 val
+    images."""
     supernet = _supernet_of(run, space)
     gen = torch.Generator().manual_seed(0)
     recalibrate_bn(supernet, (x for x, _ in batches(data.train, batch_size=250, shuffle=True, generator=gen, limit=5)),
@@ -116,7 +119,8 @@ def similar_random_arch(predictor: LatencyPredictor, space, target_ms: float, *,
     return archs[best]
 
 
-def measure_all(space, table, archs: list[Arch], profile, *, passes: int | None) -> tuple[dict[Arch, float], float]:  # noqa: ANN001
+def measure_all(space, table, archs: list[Arch], profile, *,  # noqa: ANN001
+                passes: int | None) -> tuple[dict[Arch, float], float]:
     """p50 ms of every arch, all timed interleaved in one session with the LUT's drift reference subnets (validate's
     protocol), and the machine's speed factor relative to the LUT's build (> 1: slower now)."""
     from hwnas.latency.drift import reference_archs, speed_factor
@@ -153,8 +157,12 @@ def heavy_lock(wait_s: float) -> Iterator[bool]:
 
 def main() -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--lut", type=Path, default=ROOT / "latency_tables/cpu-ort-1t/mbv3-tiny.csv")
-    ap.add_argument("--targets", type=float, nargs=2, default=(0.4, 0.7))
+    ap.add_argument("--lut", type=Path, default=None,
+                    help="default: the committed cpu-ort-1t mbv3-tiny table if it matches this machine, else one "
+                         "profiled here under --work (as make demo does)")
+    ap.add_argument("--targets", type=float, nargs=2, default=None,
+                    help="the two target ms (default: --target-fractions of the LUT's fastest-to-slowest range)")
+    ap.add_argument("--target-fractions", type=float, nargs=2, default=(0.1, 0.4))
     ap.add_argument("--lambdas", type=float, nargs="+", default=(0.0, 1.0, 4.0))
     ap.add_argument("--steps", type=int, default=25, help="weight steps per epoch")
     ap.add_argument("--finetune-steps", type=int, default=60)
@@ -177,12 +185,23 @@ def main() -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(message)s")
     torch.set_num_threads(args.threads)
     EVAL_BATCHES[0] = args.eval_batches
+    if args.lut is None:
+        from hwnas.quickstart import ensure_lut
+        from hwnas.space import get_space
+
+        args.lut, _ = ensure_lut(get_space("mbv3-tiny"), load_profile("cpu-ort-1t"),
+                                 committed_dir=ROOT / "latency_tables",
+                                 out_dir=args.work / "tables", progress=False)
     table = load_lut(args.lut)
     space = table.space()
     profile = load_profile(table.device)
     predictor = LatencyPredictor(table, space)
+    if args.targets is None:  # tables differ 2-4x between CPUs: place the targets inside this table's range
+        lo, hi = latency_range_ms(predictor)
+        args.targets = tuple(round(lo + f * (hi - lo), 3) for f in args.target_fractions)
     data = load_dataset("fashion-mnist", val_size=5000, seed=0)
-    results: dict = {"lut": str(args.lut), "device": table.device, "targets": [], "sweep": []}
+    results: dict = {"lut": str(args.lut), "device": table.device, "lut_cpu": table.meta.get("cpu"),
+                     "machine": machine_info(), "target_ms": list(args.targets), "targets": [], "sweep": []}
     base = dict(batch_size=args.batch_size, steps_per_epoch=args.steps, alpha_lr=0.05, resolution=28)
     t0 = time.perf_counter()
     warm = args.warm if args.warm is not None else args.work / "warmup"
@@ -212,8 +231,9 @@ def main() -> int:
         results["sweep_target_ms"] = sweep_target
         for lam in args.lambdas:
             run = args.work / f"proxyless-lam{lam:g}"
-            cfg = NasConfig(mode="proxyless", target_ms=sweep_target, epochs=args.sweep_epochs, warmup_epochs=0, latency_loss="linear",
-                            latency_weight=lam, adapt_rate=0.0, **{**base, "steps_per_epoch": args.sweep_steps or args.steps})
+            cfg = NasConfig(mode="proxyless", target_ms=sweep_target, epochs=args.sweep_epochs, warmup_epochs=0,
+                            latency_loss="linear", latency_weight=lam, adapt_rate=0.0,
+                            **{**base, "steps_per_epoch": args.sweep_steps or args.steps})
             train_nas(space, data, table, cfg, out_dir=run, progress=False, init_from=warm)
             res = derive(run, space, table, cfg)
             row = {"mode": "proxyless", "lambda": lam, **res,
@@ -236,7 +256,7 @@ def main() -> int:
         archs = sorted({Arch.parse(row[k]) for row in results["targets"] for k in ("arch", "random_arch")}
                        | {Arch.parse(row[k]) for row in results["sweep"] for k in ("arch", "argmax_arch")}, key=str)
         ms, speed = measure_all(space, table, archs, profile, passes=args.passes)
-        # The LUT predicts the machine as it ran at build time; x speed is the same target on the machine as it runs now.
+        # The LUT predicts the machine as it ran at build time; x speed is that target on the machine as it runs now.
         results["machine_speed_factor"] = speed
         for row in results["targets"]:
             row["measured_ms"] = ms[Arch.parse(row["arch"])]

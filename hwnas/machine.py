@@ -8,7 +8,10 @@ import os
 import platform
 import time
 
-__all__ = ["cpu_model", "package_versions", "machine_info", "cores_in_use"]
+__all__ = ["cpu_model", "cpu_signature", "package_versions", "machine_info", "cores_in_use"]
+
+# The instruction sets that change which kernels onnxruntime / XNNPACK / oneDNN pick, hence a table's latencies.
+_KERNEL_ISA = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile")
 
 
 def cpu_model() -> str:
@@ -20,6 +23,31 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def cpu_signature() -> str | None:
+    """Vendor, family/model and kernel-relevant instruction sets of this CPU, e.g.
+    'AuthenticAMD family 26 model 2 [avx2 avx512f avx512_vnni avx512_bf16]'; None where /proc/cpuinfo is missing.
+
+    Why: under KVM the model name says little — 'AMD EPYC' was a Zen 2-class host with AVX2 only one day and a
+    family-26 host with AVX-512 VNNI running `mbv3-tiny` 2-4x faster another — so a table keyed by name alone would be
+    reused on a CPU it does not describe.
+    """
+    fields: dict[str, str] = {}
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if not line.strip():
+                    break  # the first processor is enough
+                key, _, value = line.partition(":")
+                fields[key.strip()] = value.strip()
+    except OSError:
+        return None
+    if "cpu family" not in fields:
+        return None
+    flags = set(fields.get("flags", "").split())
+    isa = " ".join(f for f in _KERNEL_ISA if f in flags)
+    return f"{fields.get('vendor_id', '?')} family {fields['cpu family']} model {fields.get('model', '?')} [{isa}]"
 
 
 def package_versions(names: tuple[str, ...] = ("torch", "onnx", "onnxruntime", "numpy")) -> dict[str, str]:
@@ -35,6 +63,7 @@ def package_versions(names: tuple[str, ...] = ("torch", "onnx", "onnxruntime", "
 def machine_info() -> dict[str, object]:
     return {
         "cpu": cpu_model(),
+        "cpu_signature": cpu_signature(),
         "cores": os.cpu_count(),
         "platform": platform.platform(),
         "python": platform.python_version(),

@@ -65,20 +65,22 @@ class QuickstartResult:
 
 
 def lut_matches_machine(meta: dict[str, Any], *, space: Any, profile: Any) -> tuple[bool, str]:
-    """Is a LUT's metadata this space, this profile and this machine (CPU model, onnxruntime version)?"""
-    from hwnas.machine import cpu_model, package_versions
+    """Is a LUT's metadata this space, this profile and this machine (CPU model — and family/model/instruction sets
+    where the table recorded them —, onnxruntime version)?"""
+    from hwnas.machine import cpu_model, cpu_signature, package_versions
     from hwnas.space import space_hash
 
     checks = [
         ("space hash", (meta.get("space") or {}).get("hash"), space_hash(space)),
         ("profile", meta.get("profile"), profile.to_dict()),
         ("cpu", meta.get("cpu"), cpu_model()),
+        *([("cpu signature", meta["cpu_signature"], cpu_signature())] if meta.get("cpu_signature") else []),
         ("onnxruntime", (meta.get("versions") or {}).get("onnxruntime"), package_versions(("onnxruntime",))["onnxruntime"]),
     ]
     for what, theirs, ours in checks:
         if theirs != ours:
             return False, f"{what} differs ({theirs!r} vs {ours!r})"
-    return True, "same space, profile, CPU model and onnxruntime version"
+    return True, "same space, profile, CPU and onnxruntime version"
 
 
 def ensure_lut(space: Any, profile: Any, *, committed_dir: Path, out_dir: Path, progress: bool) -> tuple[Path, bool]:

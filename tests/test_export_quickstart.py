@@ -9,7 +9,7 @@ import pytest
 from hwnas.cli.main import main
 from hwnas.errors import HwnasError
 from hwnas.latency import load_profile
-from hwnas.machine import cpu_model, package_versions
+from hwnas.machine import cpu_model, cpu_signature, package_versions
 from hwnas.quickstart import QuickstartConfig, lut_matches_machine
 from hwnas.space import get_space, space_hash
 
@@ -34,6 +34,11 @@ def test_committed_lut_is_reused_only_on_the_same_machine_profile_and_space() ->
     assert not ok and "space" in why
     ok, why = lut_matches_machine(_meta(versions={"onnxruntime": "0.0.1"}), space=space, profile=profile)
     assert not ok and "onnxruntime" in why
+    # same marketing name, another CPU generation: the signature tells them apart; tables without one match by name
+    assert lut_matches_machine(_meta(cpu_signature=cpu_signature()), space=space, profile=profile)[0]
+    ok, why = lut_matches_machine(_meta(cpu_signature="AuthenticAMD family 23 model 49 [avx2]"), space=space,
+                                  profile=profile)
+    assert not ok and "cpu signature" in why and "family 23" in why
 
 
 def test_quickstart_refuses_to_overwrite_and_bad_config(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]

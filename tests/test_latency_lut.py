@@ -211,3 +211,20 @@ def test_table_from_another_cpu_model_warns_but_loads(tmp_path, caplog):
         assert len(load_lut(elsewhere)) == len(table)
     assert len(caplog.records) == 1
     assert "Some Other CPU 9000" in caplog.text and "hwnas profile --device fake --space mbv3-tiny" in caplog.text
+
+
+def test_table_from_another_generation_with_the_same_cpu_name_warns(tmp_path, caplog):
+    from hwnas.machine import cpu_model, cpu_signature
+
+    if cpu_signature() is None:
+        pytest.skip("no /proc/cpuinfo: no CPU signature to compare")
+    table = tiny_table()
+    same = save_lut(table.with_meta(cpu=cpu_model(), cpu_signature=cpu_signature(),
+                                    profile={"name": "fake", "provider": "cpu"}), tmp_path / "a" / "mbv3-tiny.csv")
+    older = save_lut(table.with_meta(cpu=cpu_model(), cpu_signature="GenuineIntel family 6 model 85 [avx2 avx512f]",
+                                     profile={"name": "fake", "provider": "cpu"}), tmp_path / "b" / "mbv3-tiny.csv")
+    with caplog.at_level("WARNING", logger="hwnas.latency.lut"):
+        load_lut(same)
+        assert not caplog.records
+        load_lut(older)
+    assert len(caplog.records) == 1 and "family 6 model 85" in caplog.text

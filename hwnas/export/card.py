@@ -115,7 +115,8 @@ def build_model_card(
         "training": dict(training or {}),
         "files": file_info,
         "versions": package_versions(),
-        "machine": {"cpu": info["cpu"], "cores": info["cores"], "platform": info["platform"]},
+        "machine": {"cpu": info["cpu"], "cpu_signature": info["cpu_signature"], "cores": info["cores"],
+                    "platform": info["platform"]},
         "date": info["date"],
     }
 

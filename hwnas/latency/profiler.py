@@ -71,7 +71,8 @@ def _write_partial(out_path: Path, header: Mapping[str, Any], passes: Mapping[st
 def table_meta(space: SpaceSpec, profile: DeviceProfile, resolutions: Sequence[int], **extra: Any) -> dict[str, Any]:
     info = machine_info()
     return {"device": profile.name, "space": space_meta(space), "resolutions": list(resolutions),
-            "profile": profile.to_dict(), "versions": info["versions"], "cpu": info["cpu"], "date": info["date"],
+            "profile": profile.to_dict(), "versions": info["versions"], "cpu": info["cpu"],
+            "cpu_signature": info["cpu_signature"], "date": info["date"],
             "machine": info, **extra}
 
 

@@ -58,6 +58,7 @@ def differentiable_arch_step(state: NasState, logits: torch.Tensor, labels: torc
     state.alpha_opt.zero_grad(set_to_none=True)
     state.params.logits.grad = grad
     state.alpha_opt.step()
-    state.adapt(float(lat))
+    state.adapt(float(lat.detach()))
     acc = float((logits.argmax(1) == labels).float().mean())
-    return {"arch_loss": float(loss), "val_ce": float(ce), "val_acc": acc, "expected_ms": float(lat)}
+    return {"arch_loss": float(loss.detach()), "val_ce": float(ce.detach()), "val_acc": acc,
+            "expected_ms": float(lat.detach())}
