@@ -110,6 +110,25 @@ def monotonic(values: list[float]) -> bool:
     return all(b <= a for a, b in zip(values, values[1:]))
 
 
+SWEEP_KEYS = ("expected_ms", "argmax_predicted_ms", "argmax_measured_ms", "argmax_supernet_val_acc",
+              "argmax_warm_val_acc", "argmax_finetune_test_acc")
+
+
+def sweep_trends(sweep: list[dict], *, eval_images: int) -> dict:
+    """In increasing λ: does each quantity move one way (`sweep_monotonic`), how consistently (`sweep_kendall_tau`,
+    τ against λ: −1 = always falling), and what an accuracy difference must exceed to mean anything
+    (`accuracy_standard_error`, binomial on `eval_images`) next to the first-to-last accuracy drops."""
+    from hwnas.latency.validate import kendall_tau
+
+    rows = sorted(sweep, key=lambda r: r["lambda"])
+    lambdas = [r["lambda"] for r in rows]
+    p_mid = sum(r["argmax_warm_val_acc"] for r in rows) / len(rows)
+    return {"sweep_monotonic": {k: monotonic([r[k] for r in rows]) for k in SWEEP_KEYS},
+            "sweep_kendall_tau": {k: kendall_tau(lambdas, [r[k] for r in rows]) for k in SWEEP_KEYS},
+            "accuracy_standard_error": (p_mid * (1 - p_mid) / eval_images) ** 0.5,
+            "accuracy_drop_first_to_last": {k: rows[0][k] - rows[-1][k] for k in SWEEP_KEYS if k.endswith("_acc")}}
+
+
 def similar_random_arch(predictor: LatencyPredictor, space, target_ms: float, *, resolution: int,  # noqa: ANN001
                         seed: int) -> Arch:
     rng = random.Random(seed)
@@ -267,16 +286,8 @@ def main() -> int:
         for row in results["sweep"]:
             row["measured_ms"] = ms[Arch.parse(row["arch"])]
             row["argmax_measured_ms"] = ms[Arch.parse(row["argmax_arch"])]
-    if results["sweep"]:  # in increasing λ, does every quantity of the trade-off move one way?
-        rows = sorted(results["sweep"], key=lambda r: r["lambda"])
-        results["sweep_monotonic"] = {key: monotonic([r[key] for r in rows])
-                                      for key in ("expected_ms", "argmax_predicted_ms", "argmax_measured_ms",
-                                                  "argmax_supernet_val_acc", "argmax_warm_val_acc",
-                                                  "argmax_finetune_test_acc")}
-        # what an accuracy difference between two rows has to exceed to mean anything (binomial, eval images)
-        n_eval = 500 * args.eval_batches
-        p_mid = sum(r["argmax_warm_val_acc"] for r in rows) / len(rows)
-        results["accuracy_standard_error"] = (p_mid * (1 - p_mid) / n_eval) ** 0.5
+    if results["sweep"]:
+        results.update(sweep_trends(results["sweep"], eval_images=500 * args.eval_batches))
     results["total_s"] = time.perf_counter() - t0
     atomic_write_json(args.out, results)
     print(json.dumps(results, indent=1))

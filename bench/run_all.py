@@ -32,7 +32,8 @@ FULL_ARGS = {
     "bench_search_quality.py": ["--run", RUN, "--evaluations", "30", "--population", "8", "--val-images", "1000",
                                 "--seeds", "3"],
     "bench_export.py": ["--run", RUN],
-    "bench_nas_modes.py": ["--warm", RUN, "--lambdas", "0", "0.01", "0.03", "0.1", "0.3", "1", "--steps", "40",
+    "bench_nas_modes.py": ["--warm", RUN, "--lambdas", "0", "0.002", "0.005", "0.01", "0.03", "0.1", "0.3", "1",
+                           "--steps", "40",
                            "--sweep-steps", "60", "--finetune-steps", "60", "--eval-batches", "10",
                            "--work", "/tmp/hwnas-bench-nas-warm"],
     "bench_executorch.py": ["--subnets", "40", "--search-run", RUN],
@@ -124,6 +125,13 @@ def summarize() -> dict[str, Any]:
         summary["ort_speedup_vs_torch"] = max(r["ort_vs_eager_speedup"] for r in rows)
     if big:
         summary["int8_speedup"] = max(r["int8_speedup"] for r in big)
+    nas = _load("nas_modes.json")
+    if nas and nas.get("targets"):  # latency-aware training: the derived archs against their targets, the λ sweep
+        summary["nas_targets"] = [{k: t.get(k) for k in ("target_ms", "measured_ms", "measured_vs_target",
+                                                        "measured_vs_target_x_speed", "finetune_test_acc",
+                                                        "random_finetune_test_acc")} for t in nas["targets"]]
+        summary["nas_sweep_kendall_tau_vs_lambda"] = nas.get("sweep_kendall_tau")
+        summary["nas_sweep_accuracy_standard_error"] = nas.get("accuracy_standard_error")
     budgets = _get(quality, "budgets")
     if baselines is not None and baselines.get("pareto_budgets") and not baselines.get("quick"):
         summary["pareto_budgets"] = baselines["pareto_budgets"]
