@@ -65,7 +65,8 @@ def _cpu_of(data: Any) -> str | None:
         item = queue.pop(0)
         if isinstance(item, dict):
             if isinstance(item.get("machine"), dict) and "cpu" in item["machine"]:
-                return str(item["machine"]["cpu"])
+                sig = item["machine"].get("cpu_signature")  # the name alone hides the CPU generation under KVM
+                return str(item["machine"]["cpu"]) + (f" ({sig})" if sig else "")
             queue.extend(item.values())
         elif isinstance(item, list):
             queue.extend(item)
