@@ -34,8 +34,15 @@ class _Evil:
 
 
 def _copy_lut(src: Path, dest: Path) -> Path:
+    """A copy of a committed table, its meta saying it was measured on this CPU: the committed tables come from whichever
+    CPU the project's VM had that day, and their other-CPU warning (tested in test_latency_lut) would be a second line
+    on stderr here, where each case must print exactly one."""
+    from hwnas.machine import cpu_model, cpu_signature
+
     shutil.copy(src, dest)
-    shutil.copy(src.with_name(src.stem + ".meta.json"), dest.with_name(dest.stem + ".meta.json"))
+    meta = json.loads(src.with_name(src.stem + ".meta.json").read_text())
+    meta.update(cpu=cpu_model(), cpu_signature=cpu_signature())
+    dest.with_name(dest.stem + ".meta.json").write_text(json.dumps(meta))
     return dest
 
 
