@@ -29,9 +29,9 @@ def cpu_signature() -> str | None:
     """Vendor, family/model and kernel-relevant instruction sets of this CPU, e.g.
     'AuthenticAMD family 26 model 2 [avx2 avx512f avx512_vnni avx512_bf16]'; None where /proc/cpuinfo is missing.
 
-    Why: under KVM the model name says little — 'AMD EPYC' was a Zen 2-class host with AVX2 only one day and a
-    family-26 host with AVX-512 VNNI running `mbv3-tiny` 2-4x faster another — so a table keyed by name alone would be
-    reused on a CPU it does not describe.
+    Why: under KVM the model name says little — this project's 'AMD EPYC' VM was an AVX2-only host one day and a
+    family-26 host with AVX-512 VNNI another — so a table keyed by name alone would be reused on a CPU it does not
+    describe.
     """
     fields: dict[str, str] = {}
     try:
