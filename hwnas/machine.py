@@ -8,7 +8,7 @@ import os
 import platform
 import time
 
-__all__ = ["cpu_model", "cpu_signature", "package_versions", "machine_info", "cores_in_use"]
+__all__ = ["cpu_model", "cpu_signature", "other_cpu", "package_versions", "machine_info", "cores_in_use"]
 
 # The instruction sets that change which kernels onnxruntime / XNNPACK / oneDNN pick, hence a table's latencies.
 _KERNEL_ISA = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile")
@@ -48,6 +48,19 @@ def cpu_signature() -> str | None:
     flags = set(fields.get("flags", "").split())
     isa = " ".join(f for f in _KERNEL_ISA if f in flags)
     return f"{fields.get('vendor_id', '?')} family {fields['cpu family']} model {fields.get('model', '?')} [{isa}]"
+
+
+def other_cpu(built_cpu: str | None, built_signature: str | None) -> tuple[str, str | None, str] | None:
+    """How a measurement's CPU differs from this one: ("cpu", its name, this name), ("cpu signature", its name and
+    signature, this name and signature), or None when they are the same. A record without a signature (older tables)
+    is held to the name only."""
+    here = cpu_model()
+    if built_cpu != here:
+        return "cpu", built_cpu, here
+    here_signature = cpu_signature()
+    if built_signature and here_signature and built_signature != here_signature:
+        return "cpu signature", f"{built_cpu} ({built_signature})", f"{here} ({here_signature})"
+    return None
 
 
 def package_versions(names: tuple[str, ...] = ("torch", "onnx", "onnxruntime", "numpy")) -> dict[str, str]:

@@ -67,14 +67,14 @@ class QuickstartResult:
 def lut_matches_machine(meta: dict[str, Any], *, space: Any, profile: Any) -> tuple[bool, str]:
     """Is a LUT's metadata this space, this profile and this machine (CPU model — and family/model/instruction sets
     where the table recorded them —, onnxruntime version)?"""
-    from hwnas.machine import cpu_model, cpu_signature, package_versions
+    from hwnas.machine import other_cpu, package_versions
     from hwnas.space import space_hash
 
+    cpu = other_cpu(meta.get("cpu"), meta.get("cpu_signature"))
     checks = [
         ("space hash", (meta.get("space") or {}).get("hash"), space_hash(space)),
         ("profile", meta.get("profile"), profile.to_dict()),
-        ("cpu", meta.get("cpu"), cpu_model()),
-        *([("cpu signature", meta["cpu_signature"], cpu_signature())] if meta.get("cpu_signature") else []),
+        *([cpu] if cpu else []),
         ("onnxruntime", (meta.get("versions") or {}).get("onnxruntime"), package_versions(("onnxruntime",))["onnxruntime"]),
     ]
     for what, theirs, ours in checks:

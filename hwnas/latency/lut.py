@@ -188,17 +188,14 @@ def load_lut(path: str | Path, *, space: SpaceSpec | None = None) -> LatencyTabl
 def _warn_if_other_cpu(table: LatencyTable) -> None:
     """A table measured locally on another CPU model predicts that CPU, not this one: say so (once per load). Tables
     that carry a `cpu_signature` (family/model/instruction sets) are held to it too; older ones to the name only."""
-    from hwnas.machine import cpu_model, cpu_signature
+    from hwnas.machine import other_cpu
 
     profile = table.meta.get("profile") if isinstance(table.meta.get("profile"), dict) else {}
-    built_on = table.meta.get("cpu")
-    if profile.get("remote") or profile.get("provider", "cpu") != "cpu" or not built_on:
+    if profile.get("remote") or profile.get("provider", "cpu") != "cpu" or not table.meta.get("cpu"):
         return
-    here = cpu_model()
-    built_sig, here_sig = table.meta.get("cpu_signature"), cpu_signature()
-    if built_on == here and built_sig and here_sig and built_sig != here_sig:
-        built_on, here = f"{built_on} ({built_sig})", f"{here} ({here_sig})"
-    if built_on != here:
+    differs = other_cpu(table.meta.get("cpu"), table.meta.get("cpu_signature"))
+    if differs:
+        _, built_on, here = differs
         log.warning("LUT %s was measured on %r, this machine is %r: its latencies describe that CPU; rebuild it here "
                     "with 'hwnas profile --device %s --space %s' to predict this one", table.source, built_on, here,
                     table.device, table.space_name)
