@@ -248,6 +248,7 @@ def main() -> int:
     if not args.skip_sweep:
         sweep_target = args.sweep_target or sum(args.targets) / len(args.targets)
         results["sweep_target_ms"] = sweep_target
+        warm_supernet = _supernet_of(warm, space)  # extract() copies weights: every fine-tune starts from these
         for lam in args.lambdas:
             run = args.work / f"proxyless-lam{lam:g}"
             cfg = NasConfig(mode="proxyless", target_ms=sweep_target, epochs=args.sweep_epochs, warmup_epochs=0,
@@ -264,7 +265,7 @@ def main() -> int:
                    "argmax_warm_val_acc": supernet_val_acc(warm, space, data, Arch.parse(res["argmax_arch"]),
                                                            val_batches=args.eval_batches),
                    # ... and after the targets' short fine-tune from those weights
-                   "argmax_finetune_test_acc": finetune_acc(_supernet_of(warm, space), space, data,
+                   "argmax_finetune_test_acc": finetune_acc(warm_supernet, space, data,
                                                             Arch.parse(res["argmax_arch"]),
                                                             steps=args.finetune_steps, seed=1)}
             log.info("lambda %s: %s", lam, row)
