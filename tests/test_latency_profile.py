@@ -167,21 +167,30 @@ class SlowedRunner:
 
 
 def test_validate_measures_machine_drift_and_corrects_for_it(tiny_lut):
-    """On a machine that became 3x slower since the build the plain comparison fails; the references see the slowdown
-    and the drift-corrected comparison is closer again."""
+    """A machine three times as slow, timed back to back with the plain one: the references see the 3x, and the
+    drift-corrected comparison is close on both while the plain one is far off on at least one.
+
+    The fixture's short build protocol does not time the machine as the validation does (measured: build-time
+    latencies up to ~1.7x the validation's), so the test compares the two runs with each other, never with the build.
+    """
     from hwnas.latency.profiles import profile_from_dict
+    from hwnas.latency.runtime import OrtRunner
     from hwnas.latency.validate import validate_lut
 
     _, table = tiny_lut
-    runner = SlowedRunner(profile_from_dict(table.meta["profile"], where="test"))
-    report = validate_lut(table, subnets=8, seed=3, runner=runner, chunk=4, references=4)
+    profile = profile_from_dict(table.meta["profile"], where="test")
+    plain = validate_lut(table, subnets=8, seed=3, runner=OrtRunner(profile), chunk=4, references=4)
+    report = validate_lut(table, subnets=8, seed=3, runner=SlowedRunner(profile), chunk=4, references=4)
     drift = report.drift_corrected
     assert drift is not None and len(drift.speed_factors) == 2 and len(drift.references) == 4
-    # 3x, give or take what this shared machine drifts by itself (measured: up to ±40%) since the fixture's build
-    assert all(1.2 <= s <= 6.0 for s in drift.speed_factors), drift.speed_factors
-    assert drift.lut.mape < report.lut.mape and report.lut.mape > 0.25
+    # 3x, give or take what back-to-back sessions differ by on this shared machine (measured: 0.5-4%, rarely 20%)
+    ratios = [s / p for s, p in zip(drift.speed_factors, plain.drift_corrected.speed_factors)]
+    assert all(2.0 <= r <= 4.5 for r in ratios), ratios
+    # a 3x ratio puts at least one run's speed factor 1.7x away from the build, so its plain comparison is far off
+    worst_plain = max(plain.lut.mape, report.lut.mape)
+    assert worst_plain > 0.25 and max(plain.drift_corrected.lut.mape, drift.lut.mape) < worst_plain
     assert all(r["speed_factor"] in drift.speed_factors for r in report.records)
     # the split-half repeatability is measured, not assumed: each subnet's even and odd passes are real timings
     assert all(len(r["measured_halves_ms"]) == 2 and min(r["measured_halves_ms"]) > 0 for r in report.records)
     assert -1.0 <= report.retest_kendall_tau <= 1.0 and -1.0 <= drift.retest_kendall_tau <= 1.0
-    assert validate_lut(table, subnets=2, seed=3, runner=runner, references=0).drift_corrected is None
+    assert validate_lut(table, subnets=2, seed=3, runner=SlowedRunner(profile), references=0).drift_corrected is None
