@@ -114,19 +114,43 @@ SWEEP_KEYS = ("expected_ms", "argmax_predicted_ms", "argmax_measured_ms", "argma
               "argmax_warm_val_acc", "argmax_finetune_test_acc")
 
 
+def sweep_means(sweep: list[dict]) -> list[dict]:
+    """One row per λ, in increasing λ: every `SWEEP_KEYS` quantity averaged over that λ's seeds."""
+    lambdas = sorted({r["lambda"] for r in sweep})
+    means = []
+    for lam in lambdas:
+        rows = [r for r in sweep if r["lambda"] == lam]
+        means.append({"lambda": lam, "seeds": len(rows), **{k: sum(r[k] for r in rows) / len(rows) for k in SWEEP_KEYS}})
+    return means
+
+
+def monotonic_within(values: list[float], tolerance: float) -> bool:
+    """Never rising from one λ to the next by more than `tolerance` (what noise alone can put between two values)."""
+    return all(b <= a + tolerance for a, b in zip(values, values[1:]))
+
+
 def sweep_trends(sweep: list[dict], *, eval_images: int) -> dict:
-    """In increasing λ: does each quantity move one way (`sweep_monotonic`), how consistently (`sweep_kendall_tau`,
-    τ against λ: −1 = always falling), and what an accuracy difference must exceed to mean anything
-    (`accuracy_standard_error`, binomial on `eval_images`) next to the first-to-last accuracy drops."""
+    """In increasing λ, on the per-λ means over seeds (`sweep_means`): does each quantity move one way
+    (`sweep_monotonic`), how consistently (`sweep_kendall_tau`, τ against λ: −1 = always falling), and what an accuracy
+    difference must exceed to mean anything: `accuracy_standard_error` (binomial on `eval_images`, one seed) and, for
+    the means of `seeds` seeds, `sweep_monotonic_within_noise` — no accuracy rise between neighbouring λ larger than two
+    standard errors of a difference of two such means (2·√2·SE/√seeds)."""
     from hwnas.latency.validate import kendall_tau
 
-    rows = sorted(sweep, key=lambda r: r["lambda"])
+    rows = sweep_means(sweep)
     lambdas = [r["lambda"] for r in rows]
     p_mid = sum(r["argmax_warm_val_acc"] for r in rows) / len(rows)
-    return {"sweep_monotonic": {k: monotonic([r[k] for r in rows]) for k in SWEEP_KEYS},
+    se = (p_mid * (1 - p_mid) / eval_images) ** 0.5
+    seeds = min(r["seeds"] for r in rows)
+    tolerance = 2 * 2**0.5 * se / seeds**0.5
+    acc_keys = [k for k in SWEEP_KEYS if k.endswith("_acc")]
+    return {"sweep_means": rows,
+            "sweep_monotonic": {k: monotonic([r[k] for r in rows]) for k in SWEEP_KEYS},
             "sweep_kendall_tau": {k: kendall_tau(lambdas, [r[k] for r in rows]) for k in SWEEP_KEYS},
-            "accuracy_standard_error": (p_mid * (1 - p_mid) / eval_images) ** 0.5,
-            "accuracy_drop_first_to_last": {k: rows[0][k] - rows[-1][k] for k in SWEEP_KEYS if k.endswith("_acc")}}
+            "accuracy_standard_error": se,
+            "sweep_monotonic_within_noise": {"tolerance": tolerance,
+                                             **{k: monotonic_within([r[k] for r in rows], tolerance) for k in acc_keys}},
+            "accuracy_drop_first_to_last": {k: rows[0][k] - rows[-1][k] for k in acc_keys}}
 
 
 def similar_random_arch(predictor: LatencyPredictor, space, target_ms: float, *, resolution: int,  # noqa: ANN001
@@ -194,6 +218,8 @@ def main() -> int:
     ap.add_argument("--eval-batches", type=int, default=4, help="val/test batches of 500 images for accuracies")
     ap.add_argument("--sweep-steps", type=int, default=None, help="weight steps per sweep epoch (default --steps)")
     ap.add_argument("--skip-sweep", action="store_true")
+    ap.add_argument("--sweep-seeds", type=int, default=1,
+                    help="α-training seeds per λ; the trends are computed on the per-λ means")
     ap.add_argument("--sweep-target", type=float, default=None,
                     help="T of the sweep's CE + λ·E[LAT]/T (default: the mean of --targets)")
     ap.add_argument("--warm", type=Path, default=None, help="warmed-up run to start every search from")
@@ -250,27 +276,28 @@ def main() -> int:
         results["sweep_target_ms"] = sweep_target
         warm_supernet = _supernet_of(warm, space)  # extract() copies weights: every fine-tune starts from these
         for lam in args.lambdas:
-            run = args.work / f"proxyless-lam{lam:g}"
-            cfg = NasConfig(mode="proxyless", target_ms=sweep_target, epochs=args.sweep_epochs, warmup_epochs=0,
-                            latency_loss="linear", latency_weight=lam, adapt_rate=0.0,
-                            **{**base, "steps_per_epoch": args.sweep_steps or args.steps})
-            train_nas(space, data, table, cfg, out_dir=run, progress=False, init_from=warm)
-            res = derive(run, space, table, cfg)
-            row = {"mode": "proxyless", "lambda": lam, **res,
-                   "supernet_val_acc": supernet_val_acc(run, space, data, Arch.parse(res["arch"]),
-                                                        val_batches=args.eval_batches),
-                   "argmax_supernet_val_acc": supernet_val_acc(run, space, data, Arch.parse(res["argmax_arch"]),
+            for seed in range(args.sweep_seeds):
+                run = args.work / f"proxyless-lam{lam:g}-s{seed}"
+                cfg = NasConfig(mode="proxyless", target_ms=sweep_target, epochs=args.sweep_epochs, warmup_epochs=0,
+                                latency_loss="linear", latency_weight=lam, adapt_rate=0.0, seed=seed,
+                                **{**base, "steps_per_epoch": args.sweep_steps or args.steps})
+                train_nas(space, data, table, cfg, out_dir=run, progress=False, init_from=warm)
+                res = derive(run, space, table, cfg)
+                argmax = Arch.parse(res["argmax_arch"])
+                row = {"mode": "proxyless", "lambda": lam, "seed": seed, **res,
+                       "supernet_val_acc": supernet_val_acc(run, space, data, Arch.parse(res["arch"]),
+                                                            val_batches=args.eval_batches),
+                       "argmax_supernet_val_acc": supernet_val_acc(run, space, data, argmax,
+                                                                   val_batches=args.eval_batches),
+                       # the same arch in the warm-start weights every λ began from: only the arch differs between rows
+                       "argmax_warm_val_acc": supernet_val_acc(warm, space, data, argmax,
                                                                val_batches=args.eval_batches),
-                   # the same arch in the warm-start weights every λ began from: only the arch differs between rows
-                   "argmax_warm_val_acc": supernet_val_acc(warm, space, data, Arch.parse(res["argmax_arch"]),
-                                                           val_batches=args.eval_batches),
-                   # ... and after the targets' short fine-tune from those weights
-                   "argmax_finetune_test_acc": finetune_acc(warm_supernet, space, data,
-                                                            Arch.parse(res["argmax_arch"]),
-                                                            steps=args.finetune_steps, seed=1)}
-            log.info("lambda %s: %s", lam, row)
-            results["sweep"].append(row)
-            atomic_write_json(args.out, results)
+                       # ... and after the targets' short fine-tune from those weights
+                       "argmax_finetune_test_acc": finetune_acc(warm_supernet, space, data, argmax,
+                                                                steps=args.finetune_steps, seed=1)}
+                log.info("lambda %s seed %d: %s", lam, seed, row)
+                results["sweep"].append(row)
+                atomic_write_json(args.out, results)
     with heavy_lock(args.lock_wait_s) as locked:
         results["measured_under_lock"] = locked
         archs = sorted({Arch.parse(row[k]) for row in results["targets"] for k in ("arch", "random_arch")}

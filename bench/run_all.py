@@ -35,7 +35,7 @@ FULL_ARGS = {
     "bench_nas_modes.py": ["--warm", RUN, "--lambdas", "0", "0.002", "0.005", "0.01", "0.03", "0.1", "0.3", "1",
                            "--steps", "40",
                            "--sweep-steps", "60", "--finetune-steps", "60", "--eval-batches", "10",
-                           "--work", "/tmp/hwnas-bench-nas-warm"],
+                           "--sweep-seeds", "3", "--work", "/tmp/hwnas-bench-nas-warm"],
     "bench_executorch.py": ["--subnets", "40", "--search-run", RUN],
     "bench_baselines.py": ["--run", RUN, "--seeds", "1", "--finetune-epochs", "1", "--evaluations", "32"],
 }
@@ -133,6 +133,8 @@ def summarize() -> dict[str, Any]:
                                                         "random_finetune_test_acc")} for t in nas["targets"]]
         summary["nas_sweep_kendall_tau_vs_lambda"] = nas.get("sweep_kendall_tau")
         summary["nas_sweep_accuracy_standard_error"] = nas.get("accuracy_standard_error")
+        summary["nas_sweep_monotonic"] = nas.get("sweep_monotonic")
+        summary["nas_sweep_monotonic_within_noise"] = nas.get("sweep_monotonic_within_noise")
     budgets = _get(quality, "budgets")
     if baselines is not None and baselines.get("pareto_budgets") and not baselines.get("quick"):
         summary["pareto_budgets"] = baselines["pareto_budgets"]
