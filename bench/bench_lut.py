@@ -1,7 +1,8 @@
 """LUT fidelity: calibrated LUT vs raw block sum vs calibrated FLOPs, on held-out mbv3 subnets measured whole.
 
-For `cpu-ort-1t` the committed table (latency_tables/cpu-ort-1t/mbv3.csv) is validated as shipped: N held-out subnets at
-224 px and N at 160 px, timed whole with the same protocol as the table. For the other CPU profiles a table is built
+For `cpu-ort-1t` the committed table (latency_tables/cpu-ort-1t/mbv3.csv) is validated as shipped when it was built on
+this CPU (else a full table is built here, under bench/results/tables/, and validated): N held-out subnets at 224 px
+and N at 160 px, timed whole with the same protocol as the table. For the other CPU profiles a table is built
 here at one resolution (224) and validated on fewer subnets. FLOPs = fvcore MACs with the same per-resolution linear
 calibration, fitted on the same calibration subnets as the LUT. Also times `predict_many` on a population of 100.
 Every validation chunk also re-times 6 of the table's calibration subnets (never held-out ones), so each number is
@@ -157,7 +158,9 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=50, help="held-out subnets per validation batch")
     parser.add_argument("--other-subnets", type=int, default=60, help="held-out subnets for the other profiles")
     parser.add_argument("--others", default="cpu-torch-1t,cpu-ort-2t", help="other CPU profiles ('' for none)")
-    parser.add_argument("--rebuild", action="store_true", help="also time a fresh full cpu-ort-1t mbv3 build")
+    parser.add_argument("--rebuild", action="store_true",
+                        help="build a fresh full cpu-ort-1t mbv3 table here and validate it instead of the committed "
+                             "one (automatic when the committed table was built on another CPU)")
     parser.add_argument("--passes", type=int, help="timing passes per held-out subnet (default: validate's)")
     parser.add_argument("--quick", action="store_true", help="few subnets, for a smoke run")
     args = parser.parse_args()
@@ -170,18 +173,25 @@ def main() -> int:
     def save() -> None:
         atomic_write_json(OUT, results)
 
+    from hwnas.quickstart import lut_matches_machine
+
     committed = REPO / "latency_tables" / "cpu-ort-1t" / "mbv3.csv"
     meta = load_lut(committed).meta
-    results["builds"].append({"profile": "cpu-ort-1t", "resolutions": meta["resolutions"], "rows": meta["rows"],
-                              "build_seconds": meta.get("build_seconds"), "export_seconds": meta.get("export_seconds"),
-                              "note": "the committed table, as built by 'hwnas profile' (see its meta.json)",
-                              "machine": meta.get("machine")})
-    results["predict_speed"] = {**predict_speed(committed), "machine": machine_info()}
+    matches, why = lut_matches_machine(meta, space=get_space("mbv3"), profile=load_profile("cpu-ort-1t"))
+    if matches and not args.rebuild:
+        table = committed
+        results["builds"].append({"profile": "cpu-ort-1t", "resolutions": meta["resolutions"], "rows": meta["rows"],
+                                  "build_seconds": meta.get("build_seconds"),
+                                  "export_seconds": meta.get("export_seconds"),
+                                  "note": "the committed table, as built by 'hwnas profile' (see its meta.json)",
+                                  "machine": meta.get("machine")})
+    else:  # a table describes the CPU it was built on: validate one built on this machine
+        table, info = build("cpu-ort-1t", (128, 160, 192, 224), 24)
+        results["builds"].append({**info, "note": "built here: " + ("--rebuild" if matches else
+                                                                     f"the committed table does not match ({why})")})
+    results["validated_table"] = str(table.relative_to(REPO))
+    results["predict_speed"] = {**predict_speed(table), "machine": machine_info()}
     save()
-    if args.rebuild:
-        _, info = build("cpu-ort-1t", (128, 160, 192, 224), 24)
-        results["builds"].append(info)
-        save()
     # held-out subnets in batches of `--batch`, alternating resolutions, so an interrupted run still leaves results for
     # both; the pooled numbers over all batches of a resolution are recomputed after each batch
     pooled: dict[int, list[dict]] = {224: [], 160: []}
@@ -189,7 +199,7 @@ def main() -> int:
     for batch in range(max(1, args.subnets // args.batch)):
         for res in (224, 160):
             seed = 1000 * res + batch
-            entry = run_validate(committed, subnets=args.batch, resolution=res, seed=seed, tag=f"cpu-ort-1t_{res}",
+            entry = run_validate(table, subnets=args.batch, resolution=res, seed=seed, tag=f"cpu-ort-1t_{res}",
                                  plot=False, passes=args.passes)
             new = [r for r in entry.pop("records") if r["arch"] not in seen[res]]
             seen[res].update(r["arch"] for r in new)
