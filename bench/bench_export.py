@@ -99,24 +99,28 @@ def speed_row(space_name: str, arch: Arch, tmp: Path, *, rounds: int, repeats: i
     return row
 
 
-def trained_section(run: Path, tmp: Path, *, quick: bool) -> dict[str, object]:
-    """Full export pipeline on a trained run: parity on 1,000 real test images, fp32 vs int8 accuracy and latency."""
+def trained_section(run: Path, tmp: Path, *, quick: bool, work: Path) -> dict[str, object]:
+    """Full export pipeline on a trained run: parity on 1,000 real test images, fp32 vs int8 accuracy and latency
+    (predicted by the committed table when it was built on this CPU, else by one profiled here under `work`)."""
     from hwnas.export.pipeline import ExportConfig, export_run, arch_from_search
+    from hwnas.latency import load_profile
+    from hwnas.quickstart import ensure_lut
+    from hwnas.train.checkpoint import load_run
 
     search = run.parent / "search.json"
     arch_text = arch_from_search(search) if search.is_file() else None
-    cfg = ExportConfig(int8=True, parity_images=1000)
-    rows = []
-    from hwnas.train.checkpoint import load_run
-
     space = load_run(run).space
+    lut, committed = ensure_lut(space, load_profile("cpu-ort-1t"), committed_dir=REPO / "latency_tables",
+                                out_dir=work / "tables", progress=False)
+    cfg = ExportConfig(int8=True, parity_images=1000, lut=lut)
+    rows = []
     archs = [Arch.parse(arch_text)] if arch_text else []
     if not quick:
         archs += [smallest(space), largest(space, resolution=min(space.resolutions))]
     for i, arch in enumerate(archs):
         result = export_run(run, arch, tmp / f"export{i}", cfg=cfg)
         rows.append(result.summary())
-    return {"run": str(run), "exports": rows}
+    return {"run": str(run), "lut": str(lut), "lut_committed": committed, "exports": rows}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -124,6 +128,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="fewer archs and timing rounds")
     parser.add_argument("--run", type=Path, default=REPO / "runs" / "quickstart" / "run")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "export.json")
+    parser.add_argument("--work", type=Path, default=Path("/tmp/hwnas-bench-export"),
+                        help="where a LUT is profiled when the committed one was built on another CPU")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     torch.set_num_threads(1)
@@ -139,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         speed = [speed_row(name, arch, tmp, rounds=rounds, repeats=repeats, calib_n=16) for name, arch in plan]
         trained = None
         if (args.run / "checkpoint.pt").is_file():
-            trained = trained_section(args.run, tmp, quick=args.quick)
+            trained = trained_section(args.run, tmp, quick=args.quick, work=args.work)
         else:
             log.info("no trained run at %s: parity/int8-accuracy section skipped (run 'make demo' first)", args.run)
     result = {
