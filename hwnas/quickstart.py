@@ -65,14 +65,16 @@ class QuickstartResult:
 
 
 def lut_matches_machine(meta: dict[str, Any], *, space: Any, profile: Any) -> tuple[bool, str]:
-    """Is a LUT's metadata this space, this profile and this machine (CPU model — and family/model/instruction sets
-    where the table recorded them —, onnxruntime version)?"""
+    """Is a LUT's metadata this space, this block-graph revision, this profile and this machine (CPU model — and
+    family/model/instruction sets where the table recorded them —, onnxruntime version)?"""
+    from hwnas.latency.lut import graph_revision
     from hwnas.machine import other_cpu, package_versions
-    from hwnas.space import space_hash
+    from hwnas.space import GRAPH_REVISION, space_hash
 
     cpu = other_cpu(meta.get("cpu"), meta.get("cpu_signature"))
     checks = [
         ("space hash", (meta.get("space") or {}).get("hash"), space_hash(space)),
+        ("block graph revision", graph_revision(meta), GRAPH_REVISION),
         ("profile", meta.get("profile"), profile.to_dict()),
         *([cpu] if cpu else []),
         ("onnxruntime", (meta.get("versions") or {}).get("onnxruntime"), package_versions(("onnxruntime",))["onnxruntime"]),
@@ -80,7 +82,7 @@ def lut_matches_machine(meta: dict[str, Any], *, space: Any, profile: Any) -> tu
     for what, theirs, ours in checks:
         if theirs != ours:
             return False, f"{what} differs ({theirs!r} vs {ours!r})"
-    return True, "same space, profile, CPU and onnxruntime version"
+    return True, "same space, block graphs, profile, CPU and onnxruntime version"
 
 
 def ensure_lut(space: Any, profile: Any, *, committed_dir: Path, out_dir: Path, progress: bool) -> tuple[Path, bool]:

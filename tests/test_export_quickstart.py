@@ -11,12 +11,13 @@ from hwnas.errors import HwnasError
 from hwnas.latency import load_profile
 from hwnas.machine import cpu_model, cpu_signature, package_versions
 from hwnas.quickstart import QuickstartConfig, lut_matches_machine
-from hwnas.space import get_space, space_hash
+from hwnas.space import GRAPH_REVISION, get_space, space_hash
 
 
 def _meta(**over: object) -> dict[str, object]:
     space = get_space("mbv3-tiny")
-    meta: dict[str, object] = {"space": {"name": space.name, "hash": space_hash(space)},
+    meta: dict[str, object] = {"space": {"name": space.name, "hash": space_hash(space),
+                                         "block_graph_revision": GRAPH_REVISION},
                                "profile": load_profile("cpu-ort-1t").to_dict(), "cpu": cpu_model(),
                                "versions": package_versions()}
     meta.update(over)
@@ -34,6 +35,10 @@ def test_committed_lut_is_reused_only_on_the_same_machine_profile_and_space() ->
     assert not ok and "space" in why
     ok, why = lut_matches_machine(_meta(versions={"onnxruntime": "0.0.1"}), space=space, profile=profile)
     assert not ok and "onnxruntime" in why
+    # blocks timed when they exported to other operators (tables from before the revision was recorded count as 1)
+    ok, why = lut_matches_machine(_meta(space={"name": space.name, "hash": space_hash(space)}), space=space,
+                                  profile=profile)
+    assert not ok and "block graph revision" in why and f"(1 vs {GRAPH_REVISION})" in why
     # same marketing name, another CPU generation: the signature tells them apart; tables without one match by name
     assert lut_matches_machine(_meta(cpu_signature=cpu_signature()), space=space, profile=profile)[0]
     ok, why = lut_matches_machine(_meta(cpu_signature="AuthenticAMD family 23 model 49 [avx2]"), space=space,

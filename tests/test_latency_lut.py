@@ -228,3 +228,20 @@ def test_table_from_another_generation_with_the_same_cpu_name_warns(tmp_path, ca
         assert not caplog.records
         load_lut(older)
     assert len(caplog.records) == 1 and "family 6 model 85" in caplog.text
+
+
+def test_table_timed_on_an_older_block_graph_warns_but_loads(tmp_path, caplog):
+    from hwnas.latency.lut import graph_revision
+    from hwnas.space import GRAPH_REVISION
+
+    table = tiny_table()
+    assert graph_revision(table.meta) == GRAPH_REVISION  # new tables record the graphs they time
+    old_space = {k: v for k, v in table.meta["space"].items() if k != "block_graph_revision"}
+    old = save_lut(table.with_meta(space=old_space), tmp_path / "old" / "mbv3-tiny.csv")
+    current = save_lut(table, tmp_path / "new" / "mbv3-tiny.csv")
+    with caplog.at_level("WARNING", logger="hwnas.latency.lut"):
+        load_lut(current)
+        assert not caplog.records
+        assert len(load_lut(old)) == len(table)
+    assert len(caplog.records) == 1 and f"revision 1, this hwnas exports revision {GRAPH_REVISION}" in caplog.text
+    assert "hwnas profile --device fake --space mbv3-tiny" in caplog.text

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from hwnas.space.spec import Act, BlockSpec
+from hwnas.space.spec import Act, BlockSpec  # GRAPH_REVISION there says what these modules export to
 
 __all__ = ["activation", "conv_bn_act", "SqueezeExcite", "MBConv", "Head", "build_block"]
 
@@ -41,7 +41,10 @@ class SqueezeExcite(nn.Module):
         self.fc2 = nn.Conv2d(squeeze_ch, channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        scale = x.mean((2, 3), keepdim=True)
+        # the same mean, but exported as GlobalAveragePool, which onnxruntime's int8 quantizer covers; ReduceMean stays
+        # fp32 between DequantizeLinear/QuantizeLinear pairs. Measured here (EPYC fam. 26, mbv3 largest @224, 1
+        # thread): int8 speedup over fp32 1.13x -> 1.23x, fp32 itself 2% faster.
+        scale = nn.functional.adaptive_avg_pool2d(x, 1)
         scale = nn.functional.hardsigmoid(self.fc2(nn.functional.relu(self.fc1(scale))))
         return x * scale
 

@@ -18,7 +18,7 @@ from hwnas.atomic import atomic_write_bytes, atomic_write_json, atomic_write_tex
 from hwnas.errors import HwnasError
 from hwnas.latency.calibrate import calibration_archs
 from hwnas.latency.harness import TimingStats
-from hwnas.latency.lut import COLUMNS, LatencyTable, lut_path, save_lut, space_meta
+from hwnas.latency.lut import COLUMNS, LatencyTable, graph_revision, lut_path, save_lut, space_meta
 from hwnas.latency.profiler import SUBNET_PREFIX, calibrate_table
 from hwnas.latency.profiles import DeviceProfile, profile_from_dict
 from hwnas.space import Arch, BlockSpec, SpaceSpec, distinct_blocks, get_space, space_hash, with_io
@@ -137,6 +137,7 @@ def import_results(csv_path: Path, *, device: str, out_dir: Path) -> tuple[Laten
     prof = {**meta["profile"], "name": device}
     profile = profile_from_dict(prof, where=f"results {meta_file}")
     base = table_meta(space, profile, resolutions, imported_from=str(csv_path))
+    base["space"]["block_graph_revision"] = graph_revision(meta)  # what the bundle's files were, not today's
     base.update(machine=meta.get("machine"), versions=meta.get("machine", {}).get("versions"),
                 cpu=meta.get("machine", {}).get("machine"), date=meta.get("date"))
     out_path = lut_path(out_dir, device, space)

@@ -19,7 +19,7 @@ from typing import Any
 from hwnas.atomic import atomic_path, atomic_write_json
 from hwnas.errors import HwnasError
 from hwnas.latency.harness import TimingStats
-from hwnas.space import BlockSpec, SpaceSpec, get_space, space_hash, with_io
+from hwnas.space import GRAPH_REVISION, BlockSpec, SpaceSpec, get_space, space_hash, with_io
 
 __all__ = ["LatencyTable", "load_lut", "save_lut", "lut_key", "meta_path", "lut_path", "SCHEMA", "COLUMNS"]
 
@@ -107,8 +107,9 @@ class LatencyTable:
 
 
 def space_meta(space: SpaceSpec) -> dict[str, Any]:
+    """The space a table or bundle is for, and which graphs its blocks export to (`GRAPH_REVISION`)."""
     return {"name": space.name, "hash": space_hash(space), "width": space.width, "in_channels": space.in_channels,
-            "num_classes": space.num_classes}
+            "num_classes": space.num_classes, "block_graph_revision": GRAPH_REVISION}
 
 
 def save_lut(table: LatencyTable, path: str | Path) -> Path:
@@ -182,7 +183,21 @@ def load_lut(path: str | Path, *, space: SpaceSpec | None = None) -> LatencyTabl
                          f"{space.name!r} (hash {space_hash(space)}, {space.in_channels} input channels, "
                          f"{space.num_classes} classes); build one with 'hwnas profile --device {device} --space {space.name}'")
     _warn_if_other_cpu(table)
+    _warn_if_other_graph(table)
     return table
+
+
+def graph_revision(meta: dict) -> int:
+    """The block-graph revision (`hwnas.space.GRAPH_REVISION`) a table's blocks were timed on; 1 before it was recorded."""
+    return int((meta.get("space") or {}).get("block_graph_revision", 1))
+
+
+def _warn_if_other_graph(table: LatencyTable) -> None:
+    """A table timed on blocks that export to other operators predicts those graphs, not today's: say so."""
+    if graph_revision(table.meta) != GRAPH_REVISION:
+        log.warning("LUT %s timed block graphs of revision %d, this hwnas exports revision %d (other operators, same "
+                    "math): rebuild it with 'hwnas profile --device %s --space %s' for up-to-date latencies",
+                    table.source, graph_revision(table.meta), GRAPH_REVISION, table.device, table.space_name)
 
 
 def _warn_if_other_cpu(table: LatencyTable) -> None:

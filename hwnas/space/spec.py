@@ -18,7 +18,13 @@ from typing import Literal
 
 from hwnas.errors import HwnasError
 
-__all__ = ["Op", "Act", "OPS", "ACTS", "BlockSpec", "LayerChoice", "Arch", "make_divisible"]
+__all__ = ["Op", "Act", "OPS", "ACTS", "BlockSpec", "LayerChoice", "Arch", "make_divisible", "GRAPH_REVISION"]
+
+# Which graph a BlockSpec is built into (hwnas.blocks) and exported as: a latency table keyed by BlockSpec records it,
+# because a block's time depends on its operators, not only on its math. Bump it whenever an exported block's operators
+# change, so that tables timed on the old graph are recognised as stale. Kept here, torch-free, for the LUT loader.
+# 2: squeeze-excite pools with GlobalAveragePool instead of ReduceMean (tables without the field are revision 1).
+GRAPH_REVISION = 2
 
 Op = Literal["conv", "ir", "head"]
 Act = Literal["re", "hs"]
