@@ -161,6 +161,8 @@ def main() -> int:
     parser.add_argument("--rebuild", action="store_true",
                         help="build a fresh full cpu-ort-1t mbv3 table here and validate it instead of the committed "
                              "one (automatic when the committed table was built on another CPU)")
+    parser.add_argument("--seed-base", type=int, default=0,
+                        help="added to every held-out batch's seed: another value draws other held-out subnets")
     parser.add_argument("--passes", type=int, help="timing passes per held-out subnet (default: validate's)")
     parser.add_argument("--quick", action="store_true", help="few subnets, for a smoke run")
     args = parser.parse_args()
@@ -198,7 +200,7 @@ def main() -> int:
     seen: dict[int, set[str]] = {224: set(), 160: set()}
     for batch in range(max(1, args.subnets // args.batch)):
         for res in (224, 160):
-            seed = 1000 * res + batch
+            seed = 1000 * res + batch + args.seed_base
             entry = run_validate(table, subnets=args.batch, resolution=res, seed=seed, tag=f"cpu-ort-1t_{res}",
                                  plot=False, passes=args.passes)
             new = [r for r in entry.pop("records") if r["arch"] not in seen[res]]

@@ -6,6 +6,16 @@ Measured here (ORT CPU, 1 thread) the raw sum is always too low, by a share that
 line per resolution, `measured ≈ a·sum + b`, fitted by least squares on a few whole subnets timed in the same interleaved
 passes as the blocks, absorbs both: `a` the proportional (cache/memory-traffic) part, `b` the fixed per-run overhead.
 Resolutions with too few calibration subnets share one global line.
+
+What a line per resolution cannot see is where the time of an isolated block goes that a network does not pay: each
+block alone reads its input from and writes its output to session buffers (and onnxruntime reorders them to and from
+its blocked layout), while inside a network those tensors pass straight to the next node. That cost grows with the
+tensors handed from block to block, not with the block's compute, so one more term, `c·E` with E the elements (in
+millions) of every tensor passed between blocks, shared by all resolutions, is fitted with the lines when there are
+enough calibration subnets. Measured on the AMD EPYC family 26 VM (`mbv3`, 24 calibration subnets, 400 held-out
+subnets at 160/224 px × the machine's speed factor): Kendall τ 0.869 → 0.889 @160 and 0.913 → 0.926 @224, MAPE @160
+2.7% → 1.9%, within ±5% @160 85% → 98.5%; on the Xeon the evening before (its own table and subnets) τ 0.900 → 0.905
+and 0.902 → 0.909. The fitted c is negative (−0.85 to −1.5 ms per million elements): whole networks do not pay it.
 """
 
 from __future__ import annotations
@@ -17,14 +27,29 @@ from typing import Any
 
 import numpy as np
 
-from hwnas.space import Arch, SpaceSpec, largest, sample, smallest
+from hwnas.space import Arch, BlockSpec, SpaceSpec, blocks_of, largest, sample, smallest
 
 __all__ = ["Calibration", "IDENTITY", "CalibrationPoint", "fit_linear", "fit_calibration", "calibration_archs",
-           "CORRECTS", "MIN_PER_RESOLUTION"]
+           "CORRECTS", "MIN_PER_RESOLUTION", "block_input_melems", "boundary_melems"]
 
 CORRECTS = ("whole-model latency minus the sum of isolated block latencies: the per-run overhead of one session "
-            "(offset b) and the cache/memory-traffic slowdown of blocks inside a network (slope a), per resolution")
+            "(offset b) and the cache/memory-traffic slowdown of blocks inside a network (slope a), per resolution, "
+            "and the input/output traffic an isolated block pays per element of the tensors passed between blocks "
+            "(c, shared by all resolutions)")
 MIN_PER_RESOLUTION = 5
+# the boundary term is fitted only with at least this many calibration subnets per fitted parameter
+POINTS_PER_PARAMETER = 2
+
+
+def block_input_melems(spec: BlockSpec) -> float:
+    """Elements (in millions) of the tensor a block receives from the block before it, at batch 1."""
+    return spec.in_ch * spec.in_hw * spec.in_hw / 1e6
+
+
+def boundary_melems(space: SpaceSpec, arch: Arch) -> float:
+    """E of the calibration: elements (millions) of every tensor passed from one block to the next (all but the stem's
+    input, which the session feeds alike in isolation and in the network)."""
+    return float(sum(block_input_melems(b) for b in blocks_of(space, arch)[1:]))
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,15 +59,18 @@ class CalibrationPoint:
     raw_sum_ms: float
     measured_ms: float
     measured_cv: float = 0.0
+    boundary_melems: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
 class Calibration:
-    """`predicted = slope·raw_sum + offset_ms`, with an own (slope, offset) for resolutions that had enough subnets."""
+    """`predicted = slope·raw_sum + offset_ms + ms_per_boundary_melem·E`, with an own (slope, offset) for resolutions
+    that had enough subnets (E: `boundary_melems`; 0 for tables fitted without it)."""
 
     slope: float = 1.0
     offset_ms: float = 0.0
     per_resolution: tuple[tuple[int, float, float], ...] = ()
+    ms_per_boundary_melem: float = 0.0
 
     def coef(self, resolution: int) -> tuple[float, float]:
         for res, slope, offset in self.per_resolution:
@@ -50,14 +78,16 @@ class Calibration:
                 return slope, offset
         return self.slope, self.offset_ms
 
-    def apply(self, raw_ms: float, resolution: int) -> float:
+    def apply(self, raw_ms: float, resolution: int, boundary_melems: float = 0.0) -> float:
         slope, offset = self.coef(resolution)
-        return slope * raw_ms + offset
+        return slope * raw_ms + offset + self.ms_per_boundary_melem * boundary_melems
 
     def to_meta(self) -> dict[str, Any]:
-        return {"form": "ms = slope * raw_sum_ms + offset_ms (per resolution when listed, else global)",
+        return {"form": "ms = slope * raw_sum_ms + offset_ms (per resolution when listed, else global) "
+                        "+ ms_per_boundary_melem * boundary_melems",
                 "corrects": CORRECTS, "slope": self.slope, "offset_ms": self.offset_ms,
-                "per_resolution": {str(r): {"slope": a, "offset_ms": b} for r, a, b in self.per_resolution}}
+                "per_resolution": {str(r): {"slope": a, "offset_ms": b} for r, a, b in self.per_resolution},
+                "ms_per_boundary_melem": self.ms_per_boundary_melem}
 
     @classmethod
     def from_meta(cls, meta: Mapping[str, Any] | None) -> Calibration:
@@ -65,7 +95,8 @@ class Calibration:
             return IDENTITY
         per = tuple(sorted((int(r), float(v["slope"]), float(v["offset_ms"]))
                            for r, v in dict(meta.get("per_resolution", {})).items()))
-        return cls(float(meta.get("slope", 1.0)), float(meta.get("offset_ms", 0.0)), per)
+        return cls(float(meta.get("slope", 1.0)), float(meta.get("offset_ms", 0.0)), per,
+                   float(meta.get("ms_per_boundary_melem", 0.0)))
 
 
 IDENTITY = Calibration()
@@ -83,15 +114,33 @@ def fit_linear(x: Sequence[float], y: Sequence[float]) -> tuple[float, float]:
 
 
 def fit_calibration(points: Sequence[CalibrationPoint], *, min_per_resolution: int = MIN_PER_RESOLUTION) -> Calibration:
-    """Global line over all points, plus one line per resolution that has at least `min_per_resolution` points."""
+    """Global line over all points, plus one line per resolution that has at least `min_per_resolution` points; with
+    boundary elements on the points and enough of them (`POINTS_PER_PARAMETER`), the lines and the shared boundary
+    term `c` are fitted jointly by least squares."""
     slope, offset = fit_linear([p.raw_sum_ms for p in points], [p.measured_ms for p in points])
+    own = [res for res in sorted({p.resolution for p in points})
+           if sum(p.resolution == res for p in points) >= min_per_resolution]
     per = []
-    for res in sorted({p.resolution for p in points}):
+    for res in own:
         sub = [p for p in points if p.resolution == res]
-        if len(sub) >= min_per_resolution:
-            a, b = fit_linear([p.raw_sum_ms for p in sub], [p.measured_ms for p in sub])
-            per.append((res, a, b))
-    return Calibration(slope, offset, tuple(per))
+        a, b = fit_linear([p.raw_sum_ms for p in sub], [p.measured_ms for p in sub])
+        per.append((res, a, b))
+    plain = Calibration(slope, offset, tuple(per))
+    groups = own + ([None] if any(p.resolution not in own for p in points) else [])  # None: the global line
+    n_params = 2 * len(groups) + 1
+    boundary = np.array([p.boundary_melems for p in points], dtype=np.float64)
+    if len(points) < POINTS_PER_PARAMETER * n_params or (len(boundary) == 0 or float(np.ptp(boundary)) <= 0.0):
+        return plain
+    design = np.zeros((len(points), n_params))
+    for i, p in enumerate(points):
+        g = groups.index(p.resolution if p.resolution in own else None)
+        design[i, 2 * g], design[i, 2 * g + 1], design[i, -1] = p.raw_sum_ms, 1.0, p.boundary_melems
+    coef, *_ = np.linalg.lstsq(design, np.array([p.measured_ms for p in points]), rcond=None)
+    if not np.all(np.isfinite(coef)) or np.any(coef[0:-1:2] <= 0):  # a line must rise with the block sum
+        return plain
+    lines = {g: (float(coef[2 * i]), float(coef[2 * i + 1])) for i, g in enumerate(groups)}
+    glob = lines.get(None, (slope, offset))
+    return Calibration(glob[0], glob[1], tuple((res, *lines[res]) for res in own), float(coef[-1]))
 
 
 def calibration_archs(space: SpaceSpec, k: int, *, resolutions: Sequence[int], seed: int = 20_231) -> list[Arch]:

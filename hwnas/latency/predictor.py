@@ -15,7 +15,7 @@ from typing import NamedTuple
 import numpy as np
 
 from hwnas.errors import HwnasError
-from hwnas.latency.calibrate import Calibration
+from hwnas.latency.calibrate import Calibration, block_input_melems
 from hwnas.latency.lut import LatencyTable
 from hwnas.space import (Arch, SpaceSpec, blocks_of, check_arch, first_block, head_block, layer_block, layer_choices,
                          space_hash, stage_input_hw, stem_block)
@@ -25,7 +25,7 @@ __all__ = ["LatencyPredictor", "ChoiceLatency", "predict_ms", "raw_sum_ms", "cho
 
 class ChoiceLatency(NamedTuple):
     """Per stage an array [layer position 0..max_depth-1, choice index in `layer_choices(stage)` order] of calibrated ms,
-    plus the fixed ms (stem + first block + head + calibration offset). Any arch at this resolution predicts as
+    plus the fixed ms (stem + first block + head + calibration offset, and their boundary terms). Any arch at this resolution predicts as
     ``fixed_ms + Σ_stages Σ_{kept positions p} stage_ms[s][p, choice]`` — exactly `LatencyPredictor.predict`."""
 
     stage_ms: tuple[np.ndarray, ...]
@@ -43,26 +43,40 @@ def _check_space(table: LatencyTable, space: SpaceSpec) -> None:
                          f"{space.name!r} (hash {space_hash(space)}); {table.fix_hint()}")
 
 
-def _raw_arrays(table: LatencyTable, space: SpaceSpec, resolution: int, *, strict: bool) -> tuple[list[np.ndarray], float]:
-    """Raw per-stage [position, choice] ms and the fixed raw ms. Missing rows: error when strict, else NaN."""
+def _raw_arrays(table: LatencyTable, space: SpaceSpec, resolution: int, *,
+                strict: bool) -> tuple[list[np.ndarray], float, list[np.ndarray], float]:
+    """Raw per-stage [position, choice] ms and the fixed raw ms (missing rows: error when strict, else NaN), and the
+    same layout of the calibration's boundary elements (`block_input_melems`; the stem's input is not one)."""
 
     def ms(key: str) -> float:
         if strict or key in table:
             return table.ms(key)
         return float("nan")
 
-    fixed = ms(stem_block(space, resolution).key) + ms(first_block(space, resolution).key) \
-        + ms(head_block(space, resolution).key)
-    stages = []
+    first, head = first_block(space, resolution), head_block(space, resolution)
+    fixed = ms(stem_block(space, resolution).key) + ms(first.key) + ms(head.key)
+    fixed_melems = block_input_melems(first) + block_input_melems(head)
+    stages, melems = [], []
     for i, (stage, in_hw) in enumerate(zip(space.stages, stage_input_hw(space, resolution))):
         choices = layer_choices(stage)
         arr = np.empty((max(stage.depths), len(choices)), dtype=np.float64)
+        elems = np.empty_like(arr)
         for pos in range(arr.shape[0]):
             hw = in_hw if pos == 0 else (in_hw + stage.stride - 1) // stage.stride
             for c, choice in enumerate(choices):
-                arr[pos, c] = ms(layer_block(space, i, pos, choice, in_hw=hw).key)
+                spec = layer_block(space, i, pos, choice, in_hw=hw)
+                arr[pos, c], elems[pos, c] = ms(spec.key), block_input_melems(spec)
         stages.append(arr)
-    return stages, fixed
+        melems.append(elems)
+    return stages, fixed, melems, fixed_melems
+
+
+def _calibrated(cal: Calibration, resolution: int, stages: list[np.ndarray], fixed: float,
+                melems: list[np.ndarray], fixed_melems: float) -> tuple[list[np.ndarray], float]:
+    """The calibration folded into the arrays: every cell and the fixed term become calibrated ms."""
+    slope, offset = cal.coef(resolution)
+    c = cal.ms_per_boundary_melem
+    return [slope * s + c * e for s, e in zip(stages, melems)], slope * fixed + offset + c * fixed_melems
 
 
 def choice_latency_ms(table: LatencyTable, space: SpaceSpec, resolution: int) -> ChoiceLatency:
@@ -70,9 +84,9 @@ def choice_latency_ms(table: LatencyTable, space: SpaceSpec, resolution: int) ->
     _check_space(table, space)
     if resolution not in space.resolutions:
         raise HwnasError(f"resolution {resolution} not in space {space.name} ({list(space.resolutions)})")
-    stages, fixed = _raw_arrays(table, space, resolution, strict=True)
-    slope, offset = Calibration.from_meta(table.meta.get("calibration")).coef(resolution)
-    return ChoiceLatency(tuple(slope * s for s in stages), slope * fixed + offset)
+    stages, fixed = _calibrated(Calibration.from_meta(table.meta.get("calibration")), resolution,
+                                *_raw_arrays(table, space, resolution, strict=True))
+    return ChoiceLatency(tuple(stages), fixed)
 
 
 class LatencyPredictor:
@@ -93,12 +107,11 @@ class LatencyPredictor:
         self._grid = np.zeros((len(space.resolutions), n_stages, self._depth, self._n_choices + 1))
         self._fixed = np.full(len(space.resolutions), np.nan)
         for r, res in enumerate(space.resolutions):
-            stages, fixed = _raw_arrays(table, space, res, strict=False)
-            slope, offset = self.calibration.coef(res)
+            stages, fixed = _calibrated(self.calibration, res, *_raw_arrays(table, space, res, strict=False))
             self._grid[r, :, :, : self._n_choices] = np.nan
             for s, arr in enumerate(stages):
-                self._grid[r, s, : arr.shape[0], : arr.shape[1]] = slope * arr
-            self._fixed[r] = slope * fixed + offset
+                self._grid[r, s, : arr.shape[0], : arr.shape[1]] = arr
+            self._fixed[r] = fixed
         self._flat = self._grid.ravel()
         self._depths = [frozenset(s.depths) for s in space.stages]
         # int-keyed lookups: hashing a LayerChoice dataclass runs Python code, an int tuple does not
