@@ -3,7 +3,8 @@
 
 Speed (all 1 intra-op thread, batch 1, interleaved round-robin passes, median per item):
   torch eager (inference_mode)  vs  onnxruntime fp32  vs  onnxruntime int8 (static QDQ, per-channel)
-  on mbv3-tiny archs at 28-40 px (the Fashion-MNIST deployment) and on OFA-mbv3 archs at 224 px (where int8 should pay).
+  on mbv3-tiny archs at 24-32 px (the Fashion-MNIST deployment), on OFA-mbv3 archs at 224 px (where int8 should pay)
+  and, as the peer for int8, on torchvision's MobileNetV3-Large at 224 px exported and quantized the same way.
   The mbv3 weights are random: speed does not depend on them; accuracy is not reported for them.
 Parity and int8 accuracy need trained weights: with --run RUN (default runs/quickstart/run when present) the arch of
 the run's search.json (or the space's largest/smallest) is exported through the full pipeline on real Fashion-MNIST.
@@ -66,36 +67,58 @@ def interleaved_ms(fns: dict[str, Callable[[], object]], *, rounds: int, repeats
     return {k: statistics.median(v) for k, v in samples.items()}
 
 
-def speed_row(space_name: str, arch: Arch, tmp: Path, *, rounds: int, repeats: int, calib_n: int) -> dict[str, object]:
-    space = get_space(space_name)
-    model = build_model(space, arch).eval()
-    shape = (1, space.in_channels, arch.resolution, arch.resolution)
-    fp32 = export_onnx(model, tmp / "m.onnx", space=space, arch=arch)
+def timed_row(model: torch.nn.Module, shape: tuple[int, ...], fp32: Path, tmp: Path, *, rounds: int, repeats: int,
+              calib_n: int) -> dict[str, float]:
+    """torch eager vs ORT fp32 (`fp32`, exported from `model`) vs ORT int8 of it, interleaved in one session."""
     calib = np.random.default_rng(0).standard_normal((calib_n, *shape[1:])).astype(np.float32)
-    int8 = quantize_int8(fp32, tmp / "m.int8.onnx", calib)
+    int8 = quantize_int8(fp32, tmp / "m.int8.onnx", calib, batch_size=1)
     x_t = torch.randn(shape, generator=torch.Generator().manual_seed(0))
     x_n = x_t.numpy()
     s32, s8 = ort_session(fp32, threads=1), ort_session(int8, threads=1)
+    in32, in8 = s32.get_inputs()[0].name, s8.get_inputs()[0].name
 
     def eager() -> object:
         with torch.inference_mode():
             return model(x_t)
 
     ms = interleaved_ms(
-        {"torch_eager": eager, "ort_fp32": lambda: s32.run(None, {INPUT_NAME: x_n}),
-         "ort_int8": lambda: s8.run(None, {INPUT_NAME: x_n})},
+        {"torch_eager": eager, "ort_fp32": lambda: s32.run(None, {in32: x_n}),
+         "ort_int8": lambda: s8.run(None, {in8: x_n})},
         rounds=rounds, repeats=repeats, warmup_s=1.0,
     )
-    row = {
-        "space": space_name, "arch": str(arch), "resolution": arch.resolution, "macs": arch_macs(space, arch),
-        "torch_eager_ms": round(ms["torch_eager"], 4), "ort_fp32_ms": round(ms["ort_fp32"], 4),
-        "ort_int8_ms": round(ms["ort_int8"], 4),
-        "ort_vs_eager_speedup": round(ms["torch_eager"] / ms["ort_fp32"], 2),
-        "int8_speedup": round(ms["ort_fp32"] / ms["ort_int8"], 3),
-        "fp32_kib": round(fp32.stat().st_size / 1024, 1), "int8_kib": round(int8.stat().st_size / 1024, 1),
-    }
+    return {"torch_eager_ms": round(ms["torch_eager"], 4), "ort_fp32_ms": round(ms["ort_fp32"], 4),
+            "ort_int8_ms": round(ms["ort_int8"], 4),
+            "ort_vs_eager_speedup": round(ms["torch_eager"] / ms["ort_fp32"], 2),
+            "int8_speedup": round(ms["ort_fp32"] / ms["ort_int8"], 3),
+            "fp32_kib": round(fp32.stat().st_size / 1024, 1), "int8_kib": round(int8.stat().st_size / 1024, 1)}
+
+
+def speed_row(space_name: str, arch: Arch, tmp: Path, *, rounds: int, repeats: int, calib_n: int) -> dict[str, object]:
+    space = get_space(space_name)
+    model = build_model(space, arch).eval()
+    shape = (1, space.in_channels, arch.resolution, arch.resolution)
+    fp32 = export_onnx(model, tmp / "m.onnx", space=space, arch=arch)
+    row = {"space": space_name, "arch": str(arch), "resolution": arch.resolution, "macs": arch_macs(space, arch),
+           **timed_row(model, shape, fp32, tmp, rounds=rounds, repeats=repeats, calib_n=calib_n)}
     log.info("%-9s %-8s eager %.3f ms  ort %.3f ms (%.1fx)  int8 %.3f ms (%.2fx)", space_name, f"r{arch.resolution}",
-             ms["torch_eager"], ms["ort_fp32"], row["ort_vs_eager_speedup"], ms["ort_int8"], row["int8_speedup"])
+             row["torch_eager_ms"], row["ort_fp32_ms"], row["ort_vs_eager_speedup"], row["ort_int8_ms"],
+             row["int8_speedup"])
+    return row
+
+
+def torchvision_row(tmp: Path, *, rounds: int, repeats: int, calib_n: int) -> dict[str, object]:
+    """The peer for int8: torchvision's MobileNetV3-Large at 224 (random weights), exported and quantized the same way."""
+    import torchvision
+
+    model = torchvision.models.mobilenet_v3_large().eval()
+    shape = (1, 3, 224, 224)
+    fp32 = tmp / "tv.onnx"
+    torch.onnx.export(model, torch.randn(shape), fp32, dynamo=False, opset_version=17, input_names=[INPUT_NAME],
+                      output_names=["logits"])
+    row = {"space": "torchvision", "arch": "mobilenet_v3_large", "resolution": 224,
+           **timed_row(model, shape, fp32, tmp, rounds=rounds, repeats=repeats, calib_n=calib_n)}
+    log.info("torchvision mobilenet_v3_large r224 ort %.3f ms  int8 %.3f ms (%.2fx)", row["ort_fp32_ms"],
+             row["ort_int8_ms"], row["int8_speedup"])
     return row
 
 
@@ -143,6 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="hwnas-bench-export-") as tmp_dir:
         tmp = Path(tmp_dir)
         speed = [speed_row(name, arch, tmp, rounds=rounds, repeats=repeats, calib_n=16) for name, arch in plan]
+        speed.append(torchvision_row(tmp, rounds=rounds, repeats=repeats, calib_n=16))
         trained = None
         if (args.run / "checkpoint.pt").is_file():
             trained = trained_section(args.run, tmp, quick=args.quick, work=args.work)
