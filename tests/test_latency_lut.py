@@ -279,5 +279,5 @@ def test_boundary_term_is_recovered_and_used_by_every_prediction_path():
                                       for s, (stage, layers) in enumerate(zip(space.stages, a28.stages))
                                       for p, layer in enumerate(layers))
     assert by_choice == pytest.approx(predictor.predict(a28), rel=1e-9)
-    # too few subnets for the extra parameter (fewer than 2 per parameter): the plain lines, no boundary term
-    assert fit_calibration(points[:6], min_per_resolution=2).ms_per_boundary_melem == 0.0
+    # too few subnets for the extra parameter (fewer than 12 beyond the parameters): the plain lines, no boundary term
+    assert fit_calibration(points[:18], min_per_resolution=2).ms_per_boundary_melem == 0.0  # 18 < 7 + 12
