@@ -37,6 +37,7 @@ from hwnas.space import Arch, get_space, largest, smallest
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 from archs import MBV3_ARCHS, TINY_ARCHS  # noqa: E402
+from results_paths import repo_relative  # noqa: E402
 
 log = logging.getLogger("bench_export")
 
@@ -122,9 +123,9 @@ def torchvision_row(tmp: Path, *, rounds: int, repeats: int, calib_n: int) -> di
     return row
 
 
-def trained_section(run: Path, tmp: Path, *, quick: bool, work: Path) -> dict[str, object]:
+def trained_section(run: Path, tmp: Path, *, quick: bool, tables: Path) -> dict[str, object]:
     """Full export pipeline on a trained run: parity on 1,000 real test images, fp32 vs int8 accuracy and latency
-    (predicted by the committed table when it was built on this CPU, else by one profiled here under `work`)."""
+    (predicted by the committed table when it was built on this CPU, else by one profiled here into `tables`)."""
     from hwnas.export.pipeline import ExportConfig, export_run, arch_from_search
     from hwnas.latency import load_profile
     from hwnas.quickstart import ensure_lut
@@ -134,7 +135,7 @@ def trained_section(run: Path, tmp: Path, *, quick: bool, work: Path) -> dict[st
     arch_text = arch_from_search(search) if search.is_file() else None
     space = load_run(run).space
     lut, committed = ensure_lut(space, load_profile("cpu-ort-1t"), committed_dir=REPO / "latency_tables",
-                                out_dir=work / "tables", progress=False)
+                                out_dir=tables, progress=False)
     cfg = ExportConfig(int8=True, parity_images=1000, lut=lut)
     rows = []
     archs = [Arch.parse(arch_text)] if arch_text else []
@@ -143,7 +144,7 @@ def trained_section(run: Path, tmp: Path, *, quick: bool, work: Path) -> dict[st
     for i, arch in enumerate(archs):
         result = export_run(run, arch, tmp / f"export{i}", cfg=cfg)
         rows.append(result.summary())
-    return {"run": str(run), "lut": str(lut), "lut_committed": committed, "exports": rows}
+    return {"run": repo_relative(run), "lut": repo_relative(lut), "lut_committed": committed, "exports": rows}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -151,8 +152,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="fewer archs and timing rounds")
     parser.add_argument("--run", type=Path, default=REPO / "runs" / "quickstart" / "run")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "export.json")
-    parser.add_argument("--work", type=Path, default=Path("/tmp/hwnas-bench-export"),
-                        help="where a LUT is profiled when the committed one was built on another CPU")
+    parser.add_argument("--tables", type=Path, default=REPO / "bench" / "results" / "tables" / "export",
+                        help="where a LUT is profiled (and kept with the results) when the committed one was built on "
+                             "another CPU")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     torch.set_num_threads(1)
@@ -169,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         speed.append(torchvision_row(tmp, rounds=rounds, repeats=repeats, calib_n=16))
         trained = None
         if (args.run / "checkpoint.pt").is_file():
-            trained = trained_section(args.run, tmp, quick=args.quick, work=args.work)
+            trained = trained_section(args.run, tmp, quick=args.quick, tables=args.tables)
         else:
             log.info("no trained run at %s: parity/int8-accuracy section skipped (run 'make demo' first)", args.run)
     result = {

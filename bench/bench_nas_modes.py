@@ -40,6 +40,7 @@ from hwnas.supernet import extract
 from hwnas.train.evaluate import accuracy, recalibrate_bn
 from hwnas.train.nas_config import NasConfig
 from hwnas.train.nas_loop import load_nas_checkpoint, train_nas
+from results_paths import repo_relative
 
 ROOT = Path(__file__).resolve().parents[1]
 EVAL_BATCHES = [10]
@@ -202,7 +203,7 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--lut", type=Path, default=None,
                     help="default: the committed cpu-ort-1t mbv3-tiny table if it matches this machine, else one "
-                         "profiled here under --work (as make demo does)")
+                         "profiled here into bench/results/tables/nas_modes/, kept with the results")
     ap.add_argument("--targets", type=float, nargs=2, default=None,
                     help="the two target ms (default: --target-fractions of the LUT's fastest-to-slowest range)")
     ap.add_argument("--target-fractions", type=float, nargs=2, default=(0.1, 0.4))
@@ -236,7 +237,7 @@ def main() -> int:
 
         args.lut, _ = ensure_lut(get_space("mbv3-tiny"), load_profile("cpu-ort-1t"),
                                  committed_dir=ROOT / "latency_tables",
-                                 out_dir=args.work / "tables", progress=False)
+                                 out_dir=ROOT / "bench/results/tables/nas_modes", progress=False)
     table = load_lut(args.lut)
     space = table.space()
     profile = load_profile(table.device)
@@ -245,7 +246,7 @@ def main() -> int:
         lo, hi = latency_range_ms(predictor)
         args.targets = tuple(round(lo + f * (hi - lo), 3) for f in args.target_fractions)
     data = load_dataset("fashion-mnist", val_size=5000, seed=0)
-    results: dict = {"lut": str(args.lut), "device": table.device, "lut_cpu": table.meta.get("cpu"),
+    results: dict = {"lut": repo_relative(args.lut), "device": table.device, "lut_cpu": table.meta.get("cpu"),
                      "machine": machine_info(), "target_ms": list(args.targets), "targets": [], "sweep": []}
     base = dict(batch_size=args.batch_size, steps_per_epoch=args.steps, alpha_lr=0.05, resolution=28)
     t0 = time.perf_counter()
