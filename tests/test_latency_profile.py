@@ -186,12 +186,17 @@ def test_validate_measures_machine_drift_and_corrects_for_it(tiny_lut):
 
     _, table = tiny_lut
     profile = profile_from_dict(table.meta["profile"], where="test")
-    plain = validate_lut(table, subnets=8, seed=3, runner=OrtRunner(profile), chunk=4, references=4)
-    report = validate_lut(table, subnets=8, seed=3, runner=SlowedRunner(profile), chunk=4, references=4)
-    drift = report.drift_corrected
-    assert drift is not None and len(drift.speed_factors) == 2 and len(drift.references) == 4
-    # 3x, give or take what back-to-back sessions differ by on this shared machine (measured: 0.5-4%, rarely 20%)
-    ratios = [s / p for s, p in zip(drift.speed_factors, plain.drift_corrected.speed_factors)]
+    # 3x, give or take what back-to-back runs differ by on this shared machine: usually 0.5-4%, but its slow phases
+    # start within seconds (measured: references at x1.05 and x1.69 minutes apart), and one in between the two runs
+    # moves a chunk's ratio out of range in about 1 attempt in 12 — so up to 3 attempts, each a fresh pair of runs.
+    for _attempt in range(3):
+        plain = validate_lut(table, subnets=8, seed=3, runner=OrtRunner(profile), chunk=4, references=4)
+        report = validate_lut(table, subnets=8, seed=3, runner=SlowedRunner(profile), chunk=4, references=4)
+        drift = report.drift_corrected
+        assert drift is not None and len(drift.speed_factors) == 2 and len(drift.references) == 4
+        ratios = [s / p for s, p in zip(drift.speed_factors, plain.drift_corrected.speed_factors)]
+        if all(2.0 <= r <= 4.5 for r in ratios):
+            break
     assert all(2.0 <= r <= 4.5 for r in ratios), ratios
     # a 3x ratio puts at least one run's speed factor 1.7x away from the build, so its plain comparison is far off
     worst_plain = max(plain.lut.mape, report.lut.mape)
