@@ -32,6 +32,7 @@ from hwnas.latency.profiler import profile_space
 from hwnas.latency.validate import FidelityReport, fit_stats, kendall_tau, plot_fidelity, validate_lut
 from hwnas.machine import machine_info
 from hwnas.space import get_space, sample
+from results_paths import repo_relative
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
@@ -191,7 +192,7 @@ def main() -> int:
         table, info = build("cpu-ort-1t", (128, 160, 192, 224), 24)
         results["builds"].append({**info, "note": "built here: " + ("--rebuild" if matches else
                                                                      f"the committed table does not match ({why})")})
-    results["validated_table"] = str(table.relative_to(REPO))
+    results["validated_table"] = repo_relative(table)
     results["predict_speed"] = {**predict_speed(table), "machine": machine_info()}
     save()
     # held-out subnets in batches of `--batch`, alternating resolutions, so an interrupted run still leaves results for

@@ -131,7 +131,7 @@ def fit_calibration(points: Sequence[CalibrationPoint], *, min_per_resolution: i
     groups = own + ([None] if any(p.resolution not in own for p in points) else [])  # None: the global line
     n_params = 2 * len(groups) + 1
     boundary = np.array([p.boundary_melems for p in points], dtype=np.float64)
-    if len(points) < n_params + MIN_SPARE_POINTS or (len(boundary) == 0 or float(np.ptp(boundary)) <= 0.0):
+    if len(points) < n_params + MIN_SPARE_POINTS or float(np.ptp(boundary)) <= 0.0:
         return plain
     design = np.zeros((len(points), n_params))
     for i, p in enumerate(points):

@@ -194,10 +194,11 @@ def graph_revision(meta: dict) -> int:
 
 def _warn_if_other_graph(table: LatencyTable) -> None:
     """A table timed on blocks that export to other operators predicts those graphs, not today's: say so."""
-    if graph_revision(table.meta) != GRAPH_REVISION:
+    timed = graph_revision(table.meta)
+    if timed != GRAPH_REVISION:
         log.warning("LUT %s timed block graphs of revision %d, this hwnas exports revision %d (other operators, same "
                     "math): rebuild it with 'hwnas profile --device %s --space %s' for up-to-date latencies",
-                    table.source, graph_revision(table.meta), GRAPH_REVISION, table.device, table.space_name)
+                    table.source, timed, GRAPH_REVISION, table.device, table.space_name)
 
 
 def _warn_if_other_cpu(table: LatencyTable) -> None:

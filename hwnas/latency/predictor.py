@@ -25,8 +25,9 @@ __all__ = ["LatencyPredictor", "ChoiceLatency", "predict_ms", "raw_sum_ms", "cho
 
 class ChoiceLatency(NamedTuple):
     """Per stage an array [layer position 0..max_depth-1, choice index in `layer_choices(stage)` order] of calibrated ms,
-    plus the fixed ms (stem + first block + head + calibration offset, and their boundary terms). Any arch at this resolution predicts as
-    ``fixed_ms + Σ_stages Σ_{kept positions p} stage_ms[s][p, choice]`` — exactly `LatencyPredictor.predict`."""
+    plus the fixed ms (stem + first block + head + calibration offset, and their boundary terms). Any arch at this
+    resolution predicts as ``fixed_ms + Σ_stages Σ_{kept positions p} stage_ms[s][p, choice]`` — exactly
+    `LatencyPredictor.predict`."""
 
     stage_ms: tuple[np.ndarray, ...]
     fixed_ms: float
