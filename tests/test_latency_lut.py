@@ -247,30 +247,37 @@ def test_table_timed_on_an_older_block_graph_warns_but_loads(tmp_path, caplog):
     assert "hwnas profile --device fake --space mbv3-tiny" in caplog.text
 
 
-def test_boundary_term_is_recovered_and_used_by_every_prediction_path():
-    """Whole-model times made by a known a_r·sum + b_r + c·E are fitted back exactly, and the predictor, the scalar
-    calibration and the per-choice arrays (FBNet's E[LAT], the search's gene model) all apply the same c."""
-    from hwnas.latency.calibrate import CalibrationPoint, boundary_melems, fit_calibration
+def test_shared_terms_are_recovered_and_used_by_every_prediction_path():
+    """Whole-model times made by a known a_r·sum + b_r + c·E + g·F are fitted back exactly, and the predictor, the
+    scalar calibration, compound scaling's path and the per-choice arrays (FBNet's E[LAT], the search's gene model)
+    all apply the same c and g."""
+    from hwnas.latency.calibrate import Calibration, CalibrationPoint, boundary_melems, final_stage_ms, fit_calibration
     from hwnas.latency.predictor import choice_latency_ms
+    from hwnas.search.scale import _scaled_ms
 
     space = get_space("mbv3-tiny")
     table = tiny_table(space)
     rng = random.Random(0)
-    lines, c = {24: (0.8, 0.03), 28: (0.85, 0.04), 32: (0.9, 0.05)}, -2.5
+    lines, c, g = {24: (0.8, 0.03), 28: (0.85, 0.04), 32: (0.9, 0.05)}, -2.5, 0.3
     points = []
-    for i in range(24):
+    for i in range(48):
         res = (24, 28, 32)[i % 3]
         arch = sample(space, rng, resolution=res)
-        raw, e = raw_sum_ms(table, space, arch), boundary_melems(space, arch)
-        points.append(CalibrationPoint(str(arch), res, raw, lines[res][0] * raw + lines[res][1] + c * e, 0.0, e))
+        raw, e, f = raw_sum_ms(table, space, arch), boundary_melems(space, arch), final_stage_ms(table.ms, space, arch)
+        points.append(CalibrationPoint(str(arch), res, raw, lines[res][0] * raw + lines[res][1] + c * e + g * f, 0.0,
+                                       e, f))
     cal = fit_calibration(points)
     assert cal.ms_per_boundary_melem == pytest.approx(c, rel=1e-6)
+    assert cal.final_stage_extra_slope == pytest.approx(g, rel=1e-6)
     assert [(r, a, b) for r, a, b in cal.per_resolution] == [(r, pytest.approx(a, rel=1e-6), pytest.approx(b, rel=1e-6))
                                                              for r, (a, b) in lines.items()]
+    assert Calibration.from_meta(cal.to_meta()) == cal
     predictor = LatencyPredictor(table.with_meta(calibration=cal.to_meta()), space)
     archs = [sample(space, rng) for _ in range(20)]
-    expected = [cal.apply(raw_sum_ms(table, space, a), a.resolution, boundary_melems(space, a)) for a in archs]
+    expected = [cal.apply(raw_sum_ms(table, space, a), a.resolution, boundary_melems(space, a),
+                          final_stage_ms(table.ms, space, a)) for a in archs]
     assert list(predictor.predict_many(archs)) == pytest.approx(expected, rel=1e-9)
+    assert [_scaled_ms(predictor.table, space, a)[0] for a in archs] == pytest.approx(expected, rel=1e-9)
     arrays = choice_latency_ms(table.with_meta(calibration=cal.to_meta()), space, 28)
     from hwnas.space import layer_choices
 
@@ -279,5 +286,8 @@ def test_boundary_term_is_recovered_and_used_by_every_prediction_path():
                                       for s, (stage, layers) in enumerate(zip(space.stages, a28.stages))
                                       for p, layer in enumerate(layers))
     assert by_choice == pytest.approx(predictor.predict(a28), rel=1e-9)
-    # too few subnets for the extra parameter (fewer than 12 beyond the parameters): the plain lines, no boundary term
+    # each shared term needs 12 more subnets: 24 points (6 line parameters) carry c but not g (24 < 6 + 2 + 24) ...
+    assert fit_calibration(points[:24]).final_stage_extra_slope == 0.0
+    assert fit_calibration(points[:24]).ms_per_boundary_melem != 0.0
+    # ... and too few subnets for even one (fewer than 12 beyond the parameters): the plain lines, no boundary term
     assert fit_calibration(points[:18], min_per_resolution=2).ms_per_boundary_melem == 0.0  # 18 < 7 + 12

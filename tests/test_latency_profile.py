@@ -33,14 +33,15 @@ def test_profile_writes_a_calibrated_table_for_every_block(tiny_lut):
     assert len(cal["subnets"]) == 4 and all(p["measured_ms"] > 0 for p in cal["subnets"])
     assert "corrects" in cal and cal["per_resolution"] == {}  # 4 subnets < 5 per resolution: one global line
     assert not any(p.exists() for p in partial_paths(path))
-    from hwnas.latency.calibrate import Calibration, boundary_melems
+    from hwnas.latency.calibrate import Calibration, boundary_melems, final_stage_ms
     from hwnas.space import Arch
 
     predictor, line = LatencyPredictor(loaded, space), Calibration.from_meta(cal)
     archs = [Arch.parse(point["arch"]) for point in cal["subnets"]]
     predicted = [predictor.predict(a) for a in archs]
     # the predictor is exactly the stored fit applied to the block sums ...
-    assert predicted == pytest.approx([line.apply(p["raw_sum_ms"], a.resolution, boundary_melems(space, a))
+    assert predicted == pytest.approx([line.apply(p["raw_sum_ms"], a.resolution, boundary_melems(space, a),
+                                                  final_stage_ms(loaded.ms, space, a))
                                        for p, a in zip(cal["subnets"], archs)], rel=1e-3)  # tables store 1 ns
     # ... and that fit is a least-squares line through its points (residuals sum to zero; the short protocol's
     # timings are too noisy on this shared machine for a bound on each residual)

@@ -16,12 +16,21 @@ enough calibration subnets. Measured on the AMD EPYC family 26 VM (`mbv3`, 24 ca
 subnets at 160/224 px × the machine's speed factor): Kendall τ 0.869 → 0.889 @160 and 0.913 → 0.926 @224, MAPE @160
 2.7% → 1.9%, within ±5% @160 85% → 98.5%; on the Xeon the evening before (its own table and subnets) τ 0.900 → 0.905
 and 0.902 → 0.909. The fitted c is negative (−0.85 to −1.5 ms per million elements): whole networks do not pay it.
+
+The last residual with a pattern was the final stage: its blocks carry the largest weights (up to ~1.2 MB fp32 each in
+`mbv3`) on the smallest maps, so timed alone and repeated their weights stay in cache, inside a network they do not,
+and networks with a deeper or wider final stage ran slower than the lines said. So the final stage's rows get one more
+shared slope, `g·F` with F the raw ms of the final stage's layers (the term's sign and size agree across CPUs: g
++0.19 to +0.35). It is fitted only with `MIN_SPARE_POINTS` more calibration subnets than the boundary term alone needs:
+with 24 subnets it helped on this VM but overfit on the Xeon's (held-out τ −0.013 @224); with 48 or more it helped on
+both. Measured with 24 subnets, on 400 held-out subnets not used to find it (AMD EPYC family 26, `--seed-base 200`):
+τ 0.926 → 0.943 @224, 0.900 → 0.918 @160.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,16 +39,18 @@ import numpy as np
 from hwnas.space import Arch, BlockSpec, SpaceSpec, blocks_of, largest, sample, smallest
 
 __all__ = ["Calibration", "IDENTITY", "CalibrationPoint", "fit_linear", "fit_calibration", "calibration_archs",
-           "CORRECTS", "MIN_PER_RESOLUTION", "block_input_melems", "boundary_melems"]
+           "CORRECTS", "MIN_PER_RESOLUTION", "block_input_melems", "boundary_melems", "final_stage_ms"]
 
 CORRECTS = ("whole-model latency minus the sum of isolated block latencies: the per-run overhead of one session "
             "(offset b) and the cache/memory-traffic slowdown of blocks inside a network (slope a), per resolution, "
             "and the input/output traffic an isolated block pays per element of the tensors passed between blocks "
-            "(c, shared by all resolutions)")
+            "(c, shared by all resolutions), and the cache misses of the final stage's weight-heavy blocks inside a network "
+            "(extra slope g on the final stage's rows, shared by all resolutions)")
 MIN_PER_RESOLUTION = 5
 # the boundary term is fitted only when this many calibration subnets are left over beyond the fitted parameters:
 # measured here, with 6 subnets at one resolution (3 parameters) it overfit and lowered held-out τ (ORT mbv3 @160
-# 0.859 → 0.798, ExecuTorch mbv3-tiny 0.892 → 0.869); with 24 over 4 resolutions (9 parameters) it raised it
+# 0.859 → 0.798, ExecuTorch mbv3-tiny 0.892 → 0.869); with 24 over 4 resolutions (9 parameters) it raised it.
+# Each further shared term (the final stage's slope) needs this many more.
 MIN_SPARE_POINTS = 12
 
 
@@ -54,6 +65,12 @@ def boundary_melems(space: SpaceSpec, arch: Arch) -> float:
     return float(sum(block_input_melems(b) for b in blocks_of(space, arch)[1:]))
 
 
+def final_stage_ms(row_ms: Callable[[str], float], space: SpaceSpec, arch: Arch) -> float:
+    """F of the calibration: raw ms (rows looked up by `row_ms`) of the arch's final-stage layers."""
+    blocks = blocks_of(space, arch)  # stem, first block, the stages' layers in order, head
+    return float(sum(row_ms(b.key) for b in blocks[len(blocks) - 1 - len(arch.stages[-1]):-1]))
+
+
 @dataclass(frozen=True, slots=True)
 class CalibrationPoint:
     arch: str
@@ -62,17 +79,20 @@ class CalibrationPoint:
     measured_ms: float
     measured_cv: float = 0.0
     boundary_melems: float = 0.0
+    final_stage_ms: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
 class Calibration:
-    """`predicted = slope·raw_sum + offset_ms + ms_per_boundary_melem·E`, with an own (slope, offset) for resolutions
-    that had enough subnets (E: `boundary_melems`; 0 for tables fitted without it)."""
+    """`predicted = slope·raw_sum + offset_ms + ms_per_boundary_melem·E + final_stage_extra_slope·F`, with an own
+    (slope, offset) for resolutions that had enough subnets (E: `boundary_melems`, F: `final_stage_ms`; the shared
+    coefficients are 0 for tables fitted without them)."""
 
     slope: float = 1.0
     offset_ms: float = 0.0
     per_resolution: tuple[tuple[int, float, float], ...] = ()
     ms_per_boundary_melem: float = 0.0
+    final_stage_extra_slope: float = 0.0
 
     def coef(self, resolution: int) -> tuple[float, float]:
         for res, slope, offset in self.per_resolution:
@@ -80,16 +100,18 @@ class Calibration:
                 return slope, offset
         return self.slope, self.offset_ms
 
-    def apply(self, raw_ms: float, resolution: int, boundary_melems: float = 0.0) -> float:
+    def apply(self, raw_ms: float, resolution: int, boundary_melems: float = 0.0, final_stage_ms: float = 0.0) -> float:
         slope, offset = self.coef(resolution)
-        return slope * raw_ms + offset + self.ms_per_boundary_melem * boundary_melems
+        return (slope * raw_ms + offset + self.ms_per_boundary_melem * boundary_melems
+                + self.final_stage_extra_slope * final_stage_ms)
 
     def to_meta(self) -> dict[str, Any]:
         return {"form": "ms = slope * raw_sum_ms + offset_ms (per resolution when listed, else global) "
-                        "+ ms_per_boundary_melem * boundary_melems",
+                        "+ ms_per_boundary_melem * boundary_melems + final_stage_extra_slope * final_stage_ms",
                 "corrects": CORRECTS, "slope": self.slope, "offset_ms": self.offset_ms,
                 "per_resolution": {str(r): {"slope": a, "offset_ms": b} for r, a, b in self.per_resolution},
-                "ms_per_boundary_melem": self.ms_per_boundary_melem}
+                "ms_per_boundary_melem": self.ms_per_boundary_melem,
+                "final_stage_extra_slope": self.final_stage_extra_slope}
 
     @classmethod
     def from_meta(cls, meta: Mapping[str, Any] | None) -> Calibration:
@@ -98,7 +120,7 @@ class Calibration:
         per = tuple(sorted((int(r), float(v["slope"]), float(v["offset_ms"]))
                            for r, v in dict(meta.get("per_resolution", {})).items()))
         return cls(float(meta.get("slope", 1.0)), float(meta.get("offset_ms", 0.0)), per,
-                   float(meta.get("ms_per_boundary_melem", 0.0)))
+                   float(meta.get("ms_per_boundary_melem", 0.0)), float(meta.get("final_stage_extra_slope", 0.0)))
 
 
 IDENTITY = Calibration()
@@ -118,7 +140,8 @@ def fit_linear(x: Sequence[float], y: Sequence[float]) -> tuple[float, float]:
 def fit_calibration(points: Sequence[CalibrationPoint], *, min_per_resolution: int = MIN_PER_RESOLUTION) -> Calibration:
     """Global line over all points, plus one line per resolution that has at least `min_per_resolution` points; with
     boundary elements on the points and enough of them (`MIN_SPARE_POINTS` beyond the parameters), the lines and the
-    shared boundary term `c` are fitted jointly by least squares."""
+    shared boundary term `c` are fitted jointly by least squares, and with `MIN_SPARE_POINTS` more also the final
+    stage's extra slope `g`."""
     slope, offset = fit_linear([p.raw_sum_ms for p in points], [p.measured_ms for p in points])
     own = [res for res in sorted({p.resolution for p in points})
            if sum(p.resolution == res for p in points) >= min_per_resolution]
@@ -129,20 +152,44 @@ def fit_calibration(points: Sequence[CalibrationPoint], *, min_per_resolution: i
         per.append((res, a, b))
     plain = Calibration(slope, offset, tuple(per))
     groups = own + ([None] if any(p.resolution not in own for p in points) else [])  # None: the global line
-    n_params = 2 * len(groups) + 1
-    boundary = np.array([p.boundary_melems for p in points], dtype=np.float64)
-    if len(points) < n_params + MIN_SPARE_POINTS or float(np.ptp(boundary)) <= 0.0:
-        return plain
-    design = np.zeros((len(points), n_params))
+    n_lines = 2 * len(groups)
+    shared = [np.array([p.boundary_melems for p in points], dtype=np.float64),
+              np.array([p.final_stage_ms for p in points], dtype=np.float64)]
+    # terms in order of evidence, each MIN_SPARE_POINTS more subnets; a term with no spread ends the list
+    n_shared = 0
+    while (n_shared < len(shared) and float(np.ptp(shared[n_shared])) > 0.0
+           and len(points) >= n_lines + n_shared + 1 + MIN_SPARE_POINTS * (n_shared + 1)):
+        n_shared += 1
+    for k in range(n_shared, 0, -1):
+        fitted = _fit_shared(points, groups, own, shared[:k])
+        if fitted is not None:
+            (glob_slope, glob_offset), lines, coefs = fitted
+            coefs += [0.0] * (len(shared) - k)
+            glob = (glob_slope, glob_offset) if None in groups else (slope, offset)
+            return Calibration(glob[0], glob[1], tuple((res, *lines[res]) for res in own), coefs[0], coefs[1])
+    return plain
+
+
+def _fit_shared(points: Sequence[CalibrationPoint], groups: list[int | None], own: list[int],
+                shared: list[np.ndarray]) -> tuple[tuple[float, float], dict[int, tuple[float, float]], list[float]] | None:
+    """Least squares of the per-group lines and the shared terms jointly; None when a line would not rise with the
+    block sum (or the final stage's rows would not) — then fewer terms are tried."""
+    n_lines = 2 * len(groups)
+    design = np.zeros((len(points), n_lines + len(shared)))
     for i, p in enumerate(points):
         g = groups.index(p.resolution if p.resolution in own else None)
-        design[i, 2 * g], design[i, 2 * g + 1], design[i, -1] = p.raw_sum_ms, 1.0, p.boundary_melems
+        design[i, 2 * g], design[i, 2 * g + 1] = p.raw_sum_ms, 1.0
+    for j, column in enumerate(shared):
+        design[:, n_lines + j] = column
     coef, *_ = np.linalg.lstsq(design, np.array([p.measured_ms for p in points]), rcond=None)
-    if not np.all(np.isfinite(coef)) or np.any(coef[0:-1:2] <= 0):  # a line must rise with the block sum
-        return plain
+    slopes = coef[0:n_lines:2]
+    if not np.all(np.isfinite(coef)) or np.any(slopes <= 0):
+        return None
+    if len(shared) > 1 and np.any(slopes + coef[n_lines + 1] <= 0):
+        return None
     lines = {g: (float(coef[2 * i]), float(coef[2 * i + 1])) for i, g in enumerate(groups)}
-    glob = lines.get(None, (slope, offset))
-    return Calibration(glob[0], glob[1], tuple((res, *lines[res]) for res in own), float(coef[-1]))
+    glob = lines.get(None, (1.0, 0.0))
+    return glob, {res: lines[res] for res in own}, [float(c) for c in coef[n_lines:]]
 
 
 def calibration_archs(space: SpaceSpec, k: int, *, resolutions: Sequence[int], seed: int = 20_231) -> list[Arch]:

@@ -74,10 +74,12 @@ def _raw_arrays(table: LatencyTable, space: SpaceSpec, resolution: int, *,
 
 def _calibrated(cal: Calibration, resolution: int, stages: list[np.ndarray], fixed: float,
                 melems: list[np.ndarray], fixed_melems: float) -> tuple[list[np.ndarray], float]:
-    """The calibration folded into the arrays: every cell and the fixed term become calibrated ms."""
+    """The calibration folded into the arrays: every cell and the fixed term become calibrated ms (the final stage's
+    cells with the final stage's extra slope)."""
     slope, offset = cal.coef(resolution)
-    c = cal.ms_per_boundary_melem
-    return [slope * s + c * e for s, e in zip(stages, melems)], slope * fixed + offset + c * fixed_melems
+    c, last = cal.ms_per_boundary_melem, len(stages) - 1
+    return ([(slope + (cal.final_stage_extra_slope if i == last else 0.0)) * s + c * e
+             for i, (s, e) in enumerate(zip(stages, melems))], slope * fixed + offset + c * fixed_melems)
 
 
 def choice_latency_ms(table: LatencyTable, space: SpaceSpec, resolution: int) -> ChoiceLatency:

@@ -17,7 +17,8 @@ from typing import Any
 
 from hwnas.atomic import atomic_path, atomic_write_json
 from hwnas.errors import HwnasError
-from hwnas.latency.calibrate import CalibrationPoint, boundary_melems, calibration_archs, fit_calibration
+from hwnas.latency.calibrate import (CalibrationPoint, boundary_melems, calibration_archs, final_stage_ms,
+                                     fit_calibration)
 from hwnas.latency.harness import PassRecord, Protocol, Timer, pass_speeds, run_protocol, stats_from_passes
 from hwnas.latency.lut import LatencyTable, save_lut, space_meta
 from hwnas.latency.predictor import raw_sum_ms
@@ -78,12 +79,13 @@ def table_meta(space: SpaceSpec, profile: DeviceProfile, resolutions: Sequence[i
 
 def calibrate_table(table: LatencyTable, space: SpaceSpec, measured: Mapping[Arch, tuple[float, float]]) -> LatencyTable:
     """Fit the calibration from whole-subnet timings {arch: (p50 ms, cv)} and store it (with the points) in the meta."""
-    points = [CalibrationPoint(str(a), a.resolution, raw_sum_ms(table, space, a), ms, cv, boundary_melems(space, a))
-              for a, (ms, cv) in measured.items()]
+    points = [CalibrationPoint(str(a), a.resolution, raw_sum_ms(table, space, a), ms, cv, boundary_melems(space, a),
+                               final_stage_ms(table.ms, space, a)) for a, (ms, cv) in measured.items()]
     if not points:
         return table.with_meta(calibration=None)
     cal = fit_calibration(points)
-    fit_err = [abs(cal.apply(p.raw_sum_ms, p.resolution, p.boundary_melems) / p.measured_ms - 1) for p in points]
+    fit_err = [abs(cal.apply(p.raw_sum_ms, p.resolution, p.boundary_melems, p.final_stage_ms) / p.measured_ms - 1)
+               for p in points]
     raw_err = [abs(p.raw_sum_ms / p.measured_ms - 1) for p in points]
     meta = {**cal.to_meta(), "subnets": [{"arch": p.arch, "raw_sum_ms": round(p.raw_sum_ms, 6),
                                           "measured_ms": round(p.measured_ms, 6), "measured_cv": round(p.measured_cv, 5)}
