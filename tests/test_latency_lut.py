@@ -287,7 +287,7 @@ def test_shared_terms_are_recovered_and_used_by_every_prediction_path():
                                       for p, layer in enumerate(layers))
     assert by_choice == pytest.approx(predictor.predict(a28), rel=1e-9)
     # each shared term needs 12 more subnets: 24 points (6 line parameters) carry c but not g (24 < 6 + 2 + 24) ...
-    assert fit_calibration(points[:24]).final_stage_extra_slope == 0.0
-    assert fit_calibration(points[:24]).ms_per_boundary_melem != 0.0
+    from_24 = fit_calibration(points[:24])
+    assert from_24.final_stage_extra_slope == 0.0 and from_24.ms_per_boundary_melem != 0.0
     # ... and too few subnets for even one (fewer than 12 beyond the parameters): the plain lines, no boundary term
     assert fit_calibration(points[:18], min_per_resolution=2).ms_per_boundary_melem == 0.0  # 18 < 7 + 12

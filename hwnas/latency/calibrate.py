@@ -68,7 +68,7 @@ def boundary_melems(space: SpaceSpec, arch: Arch) -> float:
 def final_stage_ms(row_ms: Callable[[str], float], space: SpaceSpec, arch: Arch) -> float:
     """F of the calibration: raw ms (rows looked up by `row_ms`) of the arch's final-stage layers."""
     blocks = blocks_of(space, arch)  # stem, first block, the stages' layers in order, head
-    return float(sum(row_ms(b.key) for b in blocks[len(blocks) - 1 - len(arch.stages[-1]):-1]))
+    return float(sum(row_ms(b.key) for b in blocks[-1 - len(arch.stages[-1]):-1]))
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,23 +161,24 @@ def fit_calibration(points: Sequence[CalibrationPoint], *, min_per_resolution: i
            and len(points) >= n_lines + n_shared + 1 + MIN_SPARE_POINTS * (n_shared + 1)):
         n_shared += 1
     for k in range(n_shared, 0, -1):
-        fitted = _fit_shared(points, groups, own, shared[:k])
+        fitted = _fit_shared(points, groups, shared[:k])
         if fitted is not None:
-            (glob_slope, glob_offset), lines, coefs = fitted
+            lines, coefs = fitted
+            glob = lines.pop(None, (slope, offset))
             coefs += [0.0] * (len(shared) - k)
-            glob = (glob_slope, glob_offset) if None in groups else (slope, offset)
             return Calibration(glob[0], glob[1], tuple((res, *lines[res]) for res in own), coefs[0], coefs[1])
     return plain
 
 
-def _fit_shared(points: Sequence[CalibrationPoint], groups: list[int | None], own: list[int],
-                shared: list[np.ndarray]) -> tuple[tuple[float, float], dict[int, tuple[float, float]], list[float]] | None:
-    """Least squares of the per-group lines and the shared terms jointly; None when a line would not rise with the
-    block sum (or the final stage's rows would not) — then fewer terms are tried."""
+def _fit_shared(points: Sequence[CalibrationPoint], groups: list[int | None],
+                shared: list[np.ndarray]) -> tuple[dict[int | None, tuple[float, float]], list[float]] | None:
+    """Least squares of one line per group (a resolution, or None: all other points) and the shared terms jointly;
+    None when a line would not rise with the block sum (or the final stage's rows would not) — then fewer terms are
+    tried."""
     n_lines = 2 * len(groups)
     design = np.zeros((len(points), n_lines + len(shared)))
     for i, p in enumerate(points):
-        g = groups.index(p.resolution if p.resolution in own else None)
+        g = groups.index(p.resolution if p.resolution in groups else None)
         design[i, 2 * g], design[i, 2 * g + 1] = p.raw_sum_ms, 1.0
     for j, column in enumerate(shared):
         design[:, n_lines + j] = column
@@ -188,8 +189,7 @@ def _fit_shared(points: Sequence[CalibrationPoint], groups: list[int | None], ow
     if len(shared) > 1 and np.any(slopes + coef[n_lines + 1] <= 0):
         return None
     lines = {g: (float(coef[2 * i]), float(coef[2 * i + 1])) for i, g in enumerate(groups)}
-    glob = lines.get(None, (1.0, 0.0))
-    return glob, {res: lines[res] for res in own}, [float(c) for c in coef[n_lines:]]
+    return lines, [float(c) for c in coef[n_lines:]]
 
 
 def calibration_archs(space: SpaceSpec, k: int, *, resolutions: Sequence[int], seed: int = 20_231) -> list[Arch]:
