@@ -21,9 +21,9 @@ The last residual with a pattern was the final stage: its blocks carry the large
 `mbv3`) on the smallest maps, so timed alone and repeated their weights stay in cache, inside a network they do not,
 and networks with a deeper or wider final stage ran slower than the lines said. So the final stage's rows get one more
 shared slope, `g·F` with F the raw ms of the final stage's layers (the term's sign and size agree across CPUs: g
-+0.19 to +0.35). It is fitted only with `MIN_SPARE_POINTS` more calibration subnets than the boundary term alone needs:
-with 24 subnets it helped on this VM but overfit on the Xeon's (held-out τ −0.013 @224); with 48 or more it helped on
-both. Measured with 24 subnets, on 400 held-out subnets not used to find it (AMD EPYC family 26, `--seed-base 200`):
++0.20 to +0.35). It is fitted only with `MIN_SPARE_POINTS` more calibration subnets than the boundary term alone needs:
+with 24 subnets it helped on this VM but overfit on the Xeon's (held-out τ −0.008 and −0.013 @224 on two runs); with 48
+it was neutral there (−0.002 to +0.004), with 72 it helped (+0.002 to +0.007). Measured with 24 subnets, on 400 held-out subnets not used to find it (AMD EPYC family 26, `--seed-base 200`):
 τ 0.926 → 0.943 @224, 0.900 → 0.918 @160.
 """
 
