@@ -59,7 +59,7 @@ from hwnas.latency.lut import load_lut  # noqa: E402
 from hwnas.latency.predictor import LatencyPredictor, latency_range_ms  # noqa: E402
 from hwnas.latency.profiles import load_profile  # noqa: E402
 from hwnas.latency.runtime import OrtRunner  # noqa: E402
-from hwnas.latency.validate import whole_model_protocol  # noqa: E402
+from hwnas.latency.harness import whole_model_protocol  # noqa: E402
 from hwnas.machine import machine_info  # noqa: E402
 from hwnas.search import EvolutionConfig, RandomConfig, evolve, gene_latency_from_lut, random_search  # noqa: E402
 from hwnas.search.scorer import ScorerConfig, scorer_for_run  # noqa: E402

@@ -64,6 +64,17 @@ class QuickstartResult:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
+def _stored_profile(meta: dict[str, Any]) -> Any:
+    """The profile a table stores, with fields added since it was built at their defaults (so a new optional field
+    does not make every older table look foreign); the raw value when it is not a valid profile."""
+    from hwnas.latency.profiles import profile_from_dict
+
+    try:
+        return profile_from_dict(meta.get("profile"), where="LUT metadata").to_dict()
+    except HwnasError:
+        return meta.get("profile")
+
+
 def lut_matches_machine(meta: dict[str, Any], *, space: Any, profile: Any) -> tuple[bool, str]:
     """Is a LUT's metadata this space, this block-graph revision, this profile and this machine (CPU model — and
     family/model/instruction sets where the table recorded them —, onnxruntime version)?"""
@@ -75,7 +86,7 @@ def lut_matches_machine(meta: dict[str, Any], *, space: Any, profile: Any) -> tu
     checks = [
         ("space hash", (meta.get("space") or {}).get("hash"), space_hash(space)),
         ("block graph revision", graph_revision(meta), GRAPH_REVISION),
-        ("profile", meta.get("profile"), profile.to_dict()),
+        ("profile", _stored_profile(meta), profile.to_dict()),
         *([cpu] if cpu else []),
         ("onnxruntime", (meta.get("versions") or {}).get("onnxruntime"), package_versions(("onnxruntime",))["onnxruntime"]),
     ]

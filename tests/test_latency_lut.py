@@ -1,5 +1,6 @@
 """LUT files and the predictor: round trip, validation errors, hand-made 3-row table, vectorized == scalar."""
 
+import dataclasses
 import json
 import random
 import shutil
@@ -14,7 +15,7 @@ from hwnas.errors import HwnasError
 from hwnas.latency import (LatencyPredictor, LatencyTable, TimingStats, choice_latency_ms, latency_range_ms, load_lut,
                            predict_ms, raw_sum_ms, save_lut)
 from hwnas.latency.lut import space_meta
-from hwnas.space import Arch, SpaceSpec, StageSpec, distinct_blocks, get_space, largest, sample, smallest
+from hwnas.space import Arch, SpaceSpec, StageSpec, blocks_of, distinct_blocks, get_space, largest, sample, smallest
 
 DATA = Path(__file__).parent / "data"
 LUT3_SPACE = SpaceSpec(name="lut3", in_channels=1, num_classes=2, resolutions=(8,), stem_ch=8, stem_stride=1,
@@ -248,34 +249,35 @@ def test_table_timed_on_an_older_block_graph_warns_but_loads(tmp_path, caplog):
 
 
 def test_shared_terms_are_recovered_and_used_by_every_prediction_path():
-    """Whole-model times made by a known a_r·sum + b_r + c·E + g·F are fitted back exactly, and the predictor, the
+    """Whole-model times made by a known a_r·sum + b_r + c·E + w·P are fitted back exactly, and the predictor, the
     scalar calibration, compound scaling's path and the per-choice arrays (FBNet's E[LAT], the search's gene model)
-    all apply the same c and g."""
-    from hwnas.latency.calibrate import Calibration, CalibrationPoint, boundary_melems, final_stage_ms, fit_calibration
+    all apply the same c and w."""
+    from hwnas.latency.calibrate import (Calibration, CalibrationPoint, boundary_melems, final_stage_mweights,
+                                         fit_calibration)
     from hwnas.latency.predictor import choice_latency_ms
     from hwnas.search.scale import _scaled_ms
 
     space = get_space("mbv3-tiny")
     table = tiny_table(space)
     rng = random.Random(0)
-    lines, c, g = {24: (0.8, 0.03), 28: (0.85, 0.04), 32: (0.9, 0.05)}, -2.5, 0.3
+    lines, c, w = {24: (0.8, 0.03), 28: (0.85, 0.04), 32: (0.9, 0.05)}, -2.5, 0.3
     points = []
     for i in range(48):
         res = (24, 28, 32)[i % 3]
         arch = sample(space, rng, resolution=res)
-        raw, e, f = raw_sum_ms(table, space, arch), boundary_melems(space, arch), final_stage_ms(table.ms, space, arch)
-        points.append(CalibrationPoint(str(arch), res, raw, lines[res][0] * raw + lines[res][1] + c * e + g * f, 0.0,
-                                       e, f))
+        raw, e, p = raw_sum_ms(table, space, arch), boundary_melems(space, arch), final_stage_mweights(space, arch)
+        points.append(CalibrationPoint(str(arch), res, raw, lines[res][0] * raw + lines[res][1] + c * e + w * p, 0.0,
+                                       e, p))
     cal = fit_calibration(points)
     assert cal.ms_per_boundary_melem == pytest.approx(c, rel=1e-6)
-    assert cal.final_stage_extra_slope == pytest.approx(g, rel=1e-6)
+    assert cal.ms_per_final_stage_mweight == pytest.approx(w, rel=1e-6)
     assert [(r, a, b) for r, a, b in cal.per_resolution] == [(r, pytest.approx(a, rel=1e-6), pytest.approx(b, rel=1e-6))
                                                              for r, (a, b) in lines.items()]
     assert Calibration.from_meta(cal.to_meta()) == cal
     predictor = LatencyPredictor(table.with_meta(calibration=cal.to_meta()), space)
     archs = [sample(space, rng) for _ in range(20)]
     expected = [cal.apply(raw_sum_ms(table, space, a), a.resolution, boundary_melems(space, a),
-                          final_stage_ms(table.ms, space, a)) for a in archs]
+                          final_stage_mweights(space, a)) for a in archs]
     assert list(predictor.predict_many(archs)) == pytest.approx(expected, rel=1e-9)
     assert [_scaled_ms(predictor.table, space, a)[0] for a in archs] == pytest.approx(expected, rel=1e-9)
     arrays = choice_latency_ms(table.with_meta(calibration=cal.to_meta()), space, 28)
@@ -286,8 +288,39 @@ def test_shared_terms_are_recovered_and_used_by_every_prediction_path():
                                       for s, (stage, layers) in enumerate(zip(space.stages, a28.stages))
                                       for p, layer in enumerate(layers))
     assert by_choice == pytest.approx(predictor.predict(a28), rel=1e-9)
-    # each shared term needs 12 more subnets: 24 points (6 line parameters) carry c but not g (24 < 6 + 2 + 24) ...
+    # each shared term needs 12 more subnets: 24 points (6 line parameters) carry c but not w (24 < 6 + 2 + 24) ...
     from_24 = fit_calibration(points[:24])
-    assert from_24.final_stage_extra_slope == 0.0 and from_24.ms_per_boundary_melem != 0.0
+    assert from_24.ms_per_final_stage_mweight == 0.0 and from_24.ms_per_boundary_melem != 0.0
     # ... and too few subnets for even one (fewer than 12 beyond the parameters): the plain lines, no boundary term
     assert fit_calibration(points[:18], min_per_resolution=2).ms_per_boundary_melem == 0.0  # 18 < 7 + 12
+    # weights that would come out cheaper cold than hot (w < 0) are noise: the fit keeps c only
+    negative = [dataclasses.replace(pt, measured_ms=pt.measured_ms - 2 * w * pt.final_stage_mweights) for pt in points]
+    assert fit_calibration(negative).ms_per_final_stage_mweight == 0.0
+
+
+def test_block_weights_are_the_exported_parameters_with_batchnorm_folded():
+    """P of the calibration counts what a block's exported graph reads: every conv / linear weight and one bias per
+    output channel (BatchNorm folds into it) — for MBConv with and without squeeze-excite and expansion, stem, head."""
+    from torch import nn
+
+    from hwnas.blocks import build_block
+    from hwnas.latency.calibrate import block_weight_melems
+
+    space = get_space("mbv3")
+    arch = largest(space, resolution=224)
+    specs = list(dict.fromkeys(blocks_of(space, arch) + blocks_of(space, smallest(space, resolution=224))))
+    assert {s.op for s in specs} == {"conv", "ir", "head"} and {s.se for s in specs} == {True, False}
+    assert {s.expand == 1 for s in specs if s.op == "ir"} == {True, False}
+    for spec in specs:
+        module = build_block(spec)
+        expected = sum(m.weight.numel() + m.weight.shape[0] for m in module.modules()
+                       if isinstance(m, (nn.Conv2d, nn.Linear)))
+        assert block_weight_melems(spec) * 1e6 == pytest.approx(expected, abs=0.5), spec.key
+
+
+def test_tables_with_the_old_final_stage_term_ask_for_a_rebuild():
+    from hwnas.latency.calibrate import Calibration
+
+    with pytest.raises(HwnasError, match="rebuild the table"):
+        Calibration.from_meta({"slope": 1.1, "offset_ms": 0.0, "final_stage_extra_slope": 0.28})
+    assert Calibration.from_meta({"slope": 1.1, "offset_ms": 0.0, "final_stage_extra_slope": 0.0}).slope == 1.1

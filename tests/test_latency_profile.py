@@ -33,7 +33,7 @@ def test_profile_writes_a_calibrated_table_for_every_block(tiny_lut):
     assert len(cal["subnets"]) == 4 and all(p["measured_ms"] > 0 for p in cal["subnets"])
     assert "corrects" in cal and cal["per_resolution"] == {}  # 4 subnets < 5 per resolution: one global line
     assert not any(p.exists() for p in partial_paths(path))
-    from hwnas.latency.calibrate import Calibration, boundary_melems, final_stage_ms
+    from hwnas.latency.calibrate import Calibration, boundary_melems, final_stage_mweights
     from hwnas.space import Arch
 
     predictor, line = LatencyPredictor(loaded, space), Calibration.from_meta(cal)
@@ -41,7 +41,7 @@ def test_profile_writes_a_calibrated_table_for_every_block(tiny_lut):
     predicted = [predictor.predict(a) for a in archs]
     # the predictor is exactly the stored fit applied to the block sums ...
     assert predicted == pytest.approx([line.apply(p["raw_sum_ms"], a.resolution, boundary_melems(space, a),
-                                                  final_stage_ms(loaded.ms, space, a))
+                                                  final_stage_mweights(space, a))
                                        for p, a in zip(cal["subnets"], archs)], rel=1e-3)  # tables store 1 ns
     # ... and that fit is a least-squares line through its points (residuals sum to zero; the short protocol's
     # timings are too noisy on this shared machine for a bound on each residual)
@@ -67,6 +67,7 @@ class FakeRunner:
 
     def __init__(self, profile, fail_after=None):
         self.profile, self.fail_after, self.clock, self.runs, self.loaded = profile, fail_after, 0, 0, []
+        self.runs_per_model: list[int] = []
 
     def timer(self):
         return self.clock
@@ -74,10 +75,12 @@ class FakeRunner:
     def load(self, model, input_shape):
         key = len(self.loaded)
         self.loaded.append(key)
+        self.runs_per_model.append(0)
         ms = 10.0 * (1 + sum(input_shape) % 17)
 
         def run():
             self.runs += 1
+            self.runs_per_model[key] += 1
             if self.fail_after is not None and self.runs > self.fail_after:
                 raise Interrupted
             self.clock += int(ms * 1e6)
@@ -102,6 +105,35 @@ def test_interrupted_profile_resumes_from_partial_file(tmp_path):
     assert len(table) == n_items - 2 and table.meta["resumed"]
     assert not partial_csv.exists() and load_lut(path, space=space).rows.keys() == table.rows.keys()
     assert all(SUBNET_PREFIX not in key for key in table.rows)
+
+
+def test_calibration_subnets_get_their_extra_passes_and_resume_in_them(tmp_path):
+    """`calib_passes`: after the passes shared with the blocks, the calibration subnets alone get that many more
+    (whole-model protocol); a crash among those passes resumes there, without re-timing any block."""
+    space = get_space("mbv3-tiny")
+    profile = DeviceProfile(name="fake", calib_subnets=2, calib_passes=4, **{**QUICK, "warmup_s": 0.0, "rounds": 3})
+    whole = FakeRunner(profile)
+    profile_space(space, profile, out_path=tmp_path / "whole" / "mbv3-tiny.csv", resolutions=(32,), runner=whole,
+                  timer=whole.timer)
+    runs = whole.runs_per_model
+    subnet_runs, block_runs = runs[-2:], runs[:-2]  # subnets are loaded after the blocks
+    extra = 4 * (1 + 3)  # 4 more passes of 1 warm-up + max(3, repeats // 3) timed runs
+    assert min(subnet_runs) >= max(block_runs) + extra
+    path = tmp_path / "fake" / "mbv3-tiny.csv"
+    first = FakeRunner(profile, fail_after=whole.runs - 4)  # in the calibration phase's last pass
+    with pytest.raises(Interrupted):
+        profile_space(space, profile, out_path=path, resolutions=(32,), runner=first, timer=first.timer)
+    passes_of = {}
+    for line in partial_paths(path)[0].read_text().splitlines()[1:]:
+        item = line.rsplit(",", 3)[0].strip('"')
+        passes_of[item] = passes_of.get(item, 0) + 1
+    subnets = [item for item in passes_of if item.startswith(SUBNET_PREFIX)]
+    assert len(subnets) == 2 and all(n == 3 for item, n in passes_of.items() if item not in subnets)
+    assert all(3 < passes_of[item] <= 3 + 4 for item in subnets) and min(passes_of[i] for i in subnets) < 3 + 4
+    second = FakeRunner(profile)
+    table = profile_space(space, profile, out_path=path, resolutions=(32,), runner=second, timer=second.timer)
+    assert 1 <= len(second.loaded) <= 2  # only calibration subnets were loaded again, no block
+    assert len(table.meta["calibration"]["subnets"]) == 2 and not partial_paths(path)[0].exists()
 
 
 @pytest.mark.slow

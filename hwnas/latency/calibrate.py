@@ -19,33 +19,36 @@ and 0.902 → 0.909. The fitted c is negative (−0.85 to −1.5 ms per million 
 
 The last residual with a pattern was the final stage: its blocks carry the largest weights (up to ~1.2 MB fp32 each in
 `mbv3`) on the smallest maps, so timed alone and repeated their weights stay in cache, inside a network they do not,
-and networks with a deeper or wider final stage ran slower than the lines said. So the final stage's rows get one more
-shared slope, `g·F` with F the raw ms of the final stage's layers (the term's sign and size agree across CPUs: g
-+0.20 to +0.35). It is fitted only with `MIN_SPARE_POINTS` more calibration subnets than the boundary term alone needs:
-with 24 subnets it helped on this VM but overfit on the Xeon's (held-out τ −0.008 and −0.013 @224 on two runs); with 48
-it was neutral there (−0.002 to +0.004), with 72 it helped (+0.002 to +0.007). Measured with 24 subnets, on 400 held-out subnets not used to find it (AMD EPYC family 26, `--seed-base 200`):
-τ 0.926 → 0.943 @224, 0.900 → 0.918 @160.
+and networks with a deeper or wider final stage ran slower than the lines said. A cache miss costs per byte read, not
+per ms of compute, so the term is `w·P` with P the weights (millions of elements, BatchNorm folded) of the final
+stage's layers, shared by all resolutions; a fit with w < 0 (weights cheaper cold than hot: noise) drops it. It is
+fitted only with `MIN_SPARE_POINTS` more calibration subnets than the boundary term alone needs. Its first form, an
+extra slope on the final stage's rows (ms), was measured on 400 held-out subnets not used to find it (`--seed-base
+200`): τ 0.926 → 0.943 @224, 0.900 → 0.918 @160; refitted as weights on two held-out sets (the committed 48-subnet
+table's and a 96-subnet build's) it ranked 160 px better still (τ 0.921 → 0.925 and 0.914 → 0.920, 224 px ±0.004).
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from hwnas.errors import HwnasError
 from hwnas.space import Arch, BlockSpec, SpaceSpec, blocks_of, largest, sample, smallest
 
 __all__ = ["Calibration", "IDENTITY", "CalibrationPoint", "fit_linear", "fit_calibration", "calibration_archs",
-           "CORRECTS", "MIN_PER_RESOLUTION", "block_input_melems", "boundary_melems", "final_stage_ms"]
+           "CORRECTS", "MIN_PER_RESOLUTION", "block_input_melems", "boundary_melems", "block_weight_melems",
+           "final_stage_mweights"]
 
 CORRECTS = ("whole-model latency minus the sum of isolated block latencies: the per-run overhead of one session "
             "(offset b) and the cache/memory-traffic slowdown of blocks inside a network (slope a), per resolution, "
             "and the input/output traffic an isolated block pays per element of the tensors passed between blocks "
             "(c, shared by all resolutions), and the cache misses of the final stage's weight-heavy blocks inside a network "
-            "(extra slope g on the final stage's rows, shared by all resolutions)")
+            "(w per million weights of the final stage, shared by all resolutions)")
 MIN_PER_RESOLUTION = 5
 # the boundary term is fitted only when this many calibration subnets are left over beyond the fitted parameters:
 # measured here, with 6 subnets at one resolution (3 parameters) it overfit and lowered held-out τ (ORT mbv3 @160
@@ -65,10 +68,26 @@ def boundary_melems(space: SpaceSpec, arch: Arch) -> float:
     return float(sum(block_input_melems(b) for b in blocks_of(space, arch)[1:]))
 
 
-def final_stage_ms(row_ms: Callable[[str], float], space: SpaceSpec, arch: Arch) -> float:
-    """F of the calibration: raw ms (rows looked up by `row_ms`) of the arch's final-stage layers."""
+def block_weight_melems(spec: BlockSpec) -> float:
+    """Elements (millions) of a block's weights and biases as exported (BatchNorm folded into the convolutions)."""
+    mid = spec.mid_ch
+    if spec.op == "conv":
+        return (spec.in_ch * spec.out_ch * spec.kernel ** 2 + spec.out_ch) / 1e6
+    if spec.op == "head":
+        return (spec.in_ch * mid + mid + mid * spec.feat_ch + spec.feat_ch + spec.feat_ch * spec.out_ch
+                + spec.out_ch) / 1e6
+    n = mid * spec.kernel ** 2 + mid + mid * spec.out_ch + spec.out_ch  # depthwise, project
+    if spec.expand != 1:
+        n += spec.in_ch * mid + mid
+    if spec.se:
+        n += 2 * mid * spec.se_ch + spec.se_ch + mid
+    return n / 1e6
+
+
+def final_stage_mweights(space: SpaceSpec, arch: Arch) -> float:
+    """P of the calibration: weight elements (millions) of the arch's final-stage layers."""
     blocks = blocks_of(space, arch)  # stem, first block, the stages' layers in order, head
-    return float(sum(row_ms(b.key) for b in blocks[-1 - len(arch.stages[-1]):-1]))
+    return float(sum(block_weight_melems(b) for b in blocks[-1 - len(arch.stages[-1]):-1]))
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,20 +98,20 @@ class CalibrationPoint:
     measured_ms: float
     measured_cv: float = 0.0
     boundary_melems: float = 0.0
-    final_stage_ms: float = 0.0
+    final_stage_mweights: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
 class Calibration:
-    """`predicted = slope·raw_sum + offset_ms + ms_per_boundary_melem·E + final_stage_extra_slope·F`, with an own
-    (slope, offset) for resolutions that had enough subnets (E: `boundary_melems`, F: `final_stage_ms`; the shared
-    coefficients are 0 for tables fitted without them)."""
+    """`predicted = slope·raw_sum + offset_ms + ms_per_boundary_melem·E + ms_per_final_stage_mweight·P`, with an own
+    (slope, offset) for resolutions that had enough subnets (E: `boundary_melems`, P: `final_stage_mweights`; the
+    shared coefficients are 0 for tables fitted without them)."""
 
     slope: float = 1.0
     offset_ms: float = 0.0
     per_resolution: tuple[tuple[int, float, float], ...] = ()
     ms_per_boundary_melem: float = 0.0
-    final_stage_extra_slope: float = 0.0
+    ms_per_final_stage_mweight: float = 0.0
 
     def coef(self, resolution: int) -> tuple[float, float]:
         for res, slope, offset in self.per_resolution:
@@ -100,27 +119,31 @@ class Calibration:
                 return slope, offset
         return self.slope, self.offset_ms
 
-    def apply(self, raw_ms: float, resolution: int, boundary_melems: float = 0.0, final_stage_ms: float = 0.0) -> float:
+    def apply(self, raw_ms: float, resolution: int, boundary_melems: float = 0.0,
+              final_stage_mweights: float = 0.0) -> float:
         slope, offset = self.coef(resolution)
         return (slope * raw_ms + offset + self.ms_per_boundary_melem * boundary_melems
-                + self.final_stage_extra_slope * final_stage_ms)
+                + self.ms_per_final_stage_mweight * final_stage_mweights)
 
     def to_meta(self) -> dict[str, Any]:
         return {"form": "ms = slope * raw_sum_ms + offset_ms (per resolution when listed, else global) "
-                        "+ ms_per_boundary_melem * boundary_melems + final_stage_extra_slope * final_stage_ms",
+                        "+ ms_per_boundary_melem * boundary_melems + ms_per_final_stage_mweight * final_stage_mweights",
                 "corrects": CORRECTS, "slope": self.slope, "offset_ms": self.offset_ms,
                 "per_resolution": {str(r): {"slope": a, "offset_ms": b} for r, a, b in self.per_resolution},
                 "ms_per_boundary_melem": self.ms_per_boundary_melem,
-                "final_stage_extra_slope": self.final_stage_extra_slope}
+                "ms_per_final_stage_mweight": self.ms_per_final_stage_mweight}
 
     @classmethod
     def from_meta(cls, meta: Mapping[str, Any] | None) -> Calibration:
         if not meta:
             return IDENTITY
+        if float(meta.get("final_stage_extra_slope", 0.0)) != 0.0:  # the final-stage term's first form (rows' ms)
+            raise HwnasError("this LUT's calibration has the final-stage term of an earlier hwnas "
+                             "(final_stage_extra_slope); rebuild the table with 'hwnas profile --fresh'")
         per = tuple(sorted((int(r), float(v["slope"]), float(v["offset_ms"]))
                            for r, v in dict(meta.get("per_resolution", {})).items()))
         return cls(float(meta.get("slope", 1.0)), float(meta.get("offset_ms", 0.0)), per,
-                   float(meta.get("ms_per_boundary_melem", 0.0)), float(meta.get("final_stage_extra_slope", 0.0)))
+                   float(meta.get("ms_per_boundary_melem", 0.0)), float(meta.get("ms_per_final_stage_mweight", 0.0)))
 
 
 IDENTITY = Calibration()
@@ -154,7 +177,7 @@ def fit_calibration(points: Sequence[CalibrationPoint], *, min_per_resolution: i
     groups = own + ([None] if any(p.resolution not in own for p in points) else [])  # None: the global line
     n_lines = 2 * len(groups)
     shared = [np.array([p.boundary_melems for p in points], dtype=np.float64),
-              np.array([p.final_stage_ms for p in points], dtype=np.float64)]
+              np.array([p.final_stage_mweights for p in points], dtype=np.float64)]
     # terms in order of evidence, each MIN_SPARE_POINTS more subnets; a term with no spread ends the list
     n_shared = 0
     while (n_shared < len(shared) and float(np.ptp(shared[n_shared])) > 0.0
@@ -173,8 +196,8 @@ def fit_calibration(points: Sequence[CalibrationPoint], *, min_per_resolution: i
 def _fit_shared(points: Sequence[CalibrationPoint], groups: list[int | None],
                 shared: list[np.ndarray]) -> tuple[dict[int | None, tuple[float, float]], list[float]] | None:
     """Least squares of one line per group (a resolution, or None: all other points) and the shared terms jointly;
-    None when a line would not rise with the block sum (or the final stage's rows would not) — then fewer terms are
-    tried."""
+    None when a line would not rise with the block sum or the final stage's weights would come out cheaper cold than
+    hot (w < 0) — then fewer terms are tried."""
     n_lines = 2 * len(groups)
     design = np.zeros((len(points), n_lines + len(shared)))
     for i, p in enumerate(points):
@@ -186,7 +209,7 @@ def _fit_shared(points: Sequence[CalibrationPoint], groups: list[int | None],
     slopes = coef[0:n_lines:2]
     if not np.all(np.isfinite(coef)) or np.any(slopes <= 0):
         return None
-    if len(shared) > 1 and np.any(slopes + coef[n_lines + 1] <= 0):
+    if len(shared) > 1 and coef[n_lines + 1] < 0:
         return None
     lines = {g: (float(coef[2 * i]), float(coef[2 * i + 1])) for i, g in enumerate(groups)}
     return lines, [float(c) for c in coef[n_lines:]]

@@ -15,7 +15,7 @@ from typing import NamedTuple
 import numpy as np
 
 from hwnas.errors import HwnasError
-from hwnas.latency.calibrate import Calibration, block_input_melems
+from hwnas.latency.calibrate import Calibration, block_input_melems, block_weight_melems
 from hwnas.latency.lut import LatencyTable
 from hwnas.space import (Arch, SpaceSpec, blocks_of, check_arch, first_block, head_block, layer_block, layer_choices,
                          space_hash, stage_input_hw, stem_block)
@@ -45,9 +45,10 @@ def _check_space(table: LatencyTable, space: SpaceSpec) -> None:
 
 
 def _raw_arrays(table: LatencyTable, space: SpaceSpec, resolution: int, *,
-                strict: bool) -> tuple[list[np.ndarray], float, list[np.ndarray], float]:
-    """Raw per-stage [position, choice] ms and the fixed raw ms (missing rows: error when strict, else NaN), and the
-    same layout of the calibration's boundary elements (`block_input_melems`; the stem's input is not one)."""
+                strict: bool) -> tuple[list[np.ndarray], float, list[np.ndarray], float, np.ndarray]:
+    """Raw per-stage [position, choice] ms and the fixed raw ms (missing rows: error when strict, else NaN), the
+    same layout of the calibration's boundary elements (`block_input_melems`; the stem's input is not one), and of the
+    final stage's weights (`block_weight_melems`)."""
 
     def ms(key: str) -> float:
         if strict or key in table:
@@ -69,17 +70,22 @@ def _raw_arrays(table: LatencyTable, space: SpaceSpec, resolution: int, *,
                 arr[pos, c], elems[pos, c] = ms(spec.key), block_input_melems(spec)
         stages.append(arr)
         melems.append(elems)
-    return stages, fixed, melems, fixed_melems
+    last = len(space.stages) - 1
+    weights = np.array([[block_weight_melems(layer_block(space, last, pos, choice, in_hw=1))
+                         for choice in layer_choices(space.stages[last])] for pos in range(stages[last].shape[0])])
+    return stages, fixed, melems, fixed_melems, weights
 
 
 def _calibrated(cal: Calibration, resolution: int, stages: list[np.ndarray], fixed: float,
-                melems: list[np.ndarray], fixed_melems: float) -> tuple[list[np.ndarray], float]:
+                melems: list[np.ndarray], fixed_melems: float,
+                final_weights: np.ndarray) -> tuple[list[np.ndarray], float]:
     """The calibration folded into the arrays: every cell and the fixed term become calibrated ms (the final stage's
-    cells with the final stage's extra slope)."""
+    cells with the cost of their weights)."""
     slope, offset = cal.coef(resolution)
     c, last = cal.ms_per_boundary_melem, len(stages) - 1
-    return ([(slope + (cal.final_stage_extra_slope if i == last else 0.0)) * s + c * e
-             for i, (s, e) in enumerate(zip(stages, melems))], slope * fixed + offset + c * fixed_melems)
+    cells = [slope * s + c * e for s, e in zip(stages, melems)]
+    cells[last] = cells[last] + cal.ms_per_final_stage_mweight * final_weights
+    return cells, slope * fixed + offset + c * fixed_melems
 
 
 def choice_latency_ms(table: LatencyTable, space: SpaceSpec, resolution: int) -> ChoiceLatency:

@@ -1,7 +1,10 @@
 """`hwnas profile`: time every distinct block of a space (and calibration subnets) on a device and write the LUT.
 
 Blocks and the calibration subnets are timed in the *same* interleaved passes, so the calibration sees the same machine
-state as the rows it corrects. Progress is checkpointed atomically to `<space>.partial.csv` every few seconds; rerunning
+state as the rows it corrects; then, with the profile's `calib_passes`, the subnets get that many more passes among
+themselves with the whole-model protocol validation uses. Why: the calibration's shared terms are fitted on a dozen
+subnets per resolution, and a subnet's median over the table's few passes was still ~7% CV apart (median over 48 on the
+AMD VM) — noise the fit turns into wrong coefficients. Progress is checkpointed atomically to `<space>.partial.csv` every few seconds; rerunning
 the same command after a crash or Ctrl-C re-times only what is missing, then removes the partial file.
 """
 
@@ -17,9 +20,10 @@ from typing import Any
 
 from hwnas.atomic import atomic_path, atomic_write_json
 from hwnas.errors import HwnasError
-from hwnas.latency.calibrate import (CalibrationPoint, boundary_melems, calibration_archs, final_stage_ms,
+from hwnas.latency.calibrate import (CalibrationPoint, boundary_melems, calibration_archs, final_stage_mweights,
                                      fit_calibration)
-from hwnas.latency.harness import PassRecord, Protocol, Timer, pass_speeds, run_protocol, stats_from_passes
+from hwnas.latency.harness import (PassRecord, Protocol, Timer, pass_speeds, run_protocol, stats_from_passes,
+                                   whole_model_protocol)
 from hwnas.latency.lut import LatencyTable, save_lut, space_meta
 from hwnas.latency.predictor import raw_sum_ms
 from hwnas.latency.profiles import DeviceProfile, profile_timer
@@ -80,11 +84,11 @@ def table_meta(space: SpaceSpec, profile: DeviceProfile, resolutions: Sequence[i
 def calibrate_table(table: LatencyTable, space: SpaceSpec, measured: Mapping[Arch, tuple[float, float]]) -> LatencyTable:
     """Fit the calibration from whole-subnet timings {arch: (p50 ms, cv)} and store it (with the points) in the meta."""
     points = [CalibrationPoint(str(a), a.resolution, raw_sum_ms(table, space, a), ms, cv, boundary_melems(space, a),
-                               final_stage_ms(table.ms, space, a)) for a, (ms, cv) in measured.items()]
+                               final_stage_mweights(space, a)) for a, (ms, cv) in measured.items()]
     if not points:
         return table.with_meta(calibration=None)
     cal = fit_calibration(points)
-    fit_err = [abs(cal.apply(p.raw_sum_ms, p.resolution, p.boundary_melems, p.final_stage_ms) / p.measured_ms - 1)
+    fit_err = [abs(cal.apply(p.raw_sum_ms, p.resolution, p.boundary_melems, p.final_stage_mweights) / p.measured_ms - 1)
                for p in points]
     raw_err = [abs(p.raw_sum_ms / p.measured_ms - 1) for p in points]
     meta = {**cal.to_meta(), "subnets": [{"arch": p.arch, "raw_sum_ms": round(p.raw_sum_ms, 6),
@@ -130,8 +134,13 @@ def profile_space(
         items[key] = (spec, (profile.batch, spec.in_ch, spec.in_hw, spec.in_hw))
     for arch in archs:
         items[SUBNET_PREFIX + str(arch)] = (arch, (profile.batch, space.in_channels, arch.resolution, arch.resolution))
-    todo = [item for item in items if len(done.get(item, ())) < protocol.rounds]
+    subnet_items = [SUBNET_PREFIX + str(arch) for arch in archs]
+    needed = {item: protocol.rounds for item in items}
+    needed.update({item: protocol.rounds + profile.calib_passes for item in subnet_items})
+    todo = [item for item in items if len(done.get(item, ())) < needed[item]]
     loaded = {}
+    timer = timer or profile_timer(profile)
+    rng = rng or random.Random(0)
     try:
         bar = tqdm(total=len(todo), desc="export", unit="model", disable=not progress, leave=False, dynamic_ncols=True)
         if hasattr(runner, "load_onnx"):  # ONNX runtimes: export in parallel worker processes
@@ -149,15 +158,32 @@ def profile_space(
                 bar.update(1)
         bar.close()
         export_s = time.monotonic() - started
-        timed = run_protocol({item: ld.run for item, ld in loaded.items()}, protocol, rng=rng or random.Random(0),
-                             timer=timer or profile_timer(profile), done={i: done[i] for i in todo if i in done},
-                             checkpoint=lambda passes: _write_partial(out_path, header, {**done, **passes}),
-                             progress=progress, desc=f"profile {space.name} on {profile.name}")
+        passes: dict[str, list[PassRecord]] = {item: list(recs) for item, recs in done.items()}
+
+        def save(new: Mapping[str, Sequence[PassRecord]]) -> None:
+            passes.update({item: list(recs) for item, recs in new.items()})
+            _write_partial(out_path, header, passes)
+
+        together = [item for item in todo if len(done.get(item, ())) < protocol.rounds]
+        if together:  # blocks and calibration subnets in the same passes
+            run_protocol({item: loaded[item].run for item in together}, protocol, rng=rng, timer=timer,
+                         done={i: done[i] for i in together if i in done}, checkpoint=save,
+                         progress=progress, desc=f"profile {space.name} on {profile.name}")
+        extra = [item for item in subnet_items if item in loaded]
+        if extra and profile.calib_passes:  # then more passes among the subnets alone, as validation times them
+            for item in set(extra) & set(together):  # a subnet's re-measured passes would misalign the pass indices
+                passes[item] = passes[item][: protocol.rounds]
+            run_protocol({item: loaded[item].run for item in extra},
+                         whole_model_protocol(profile, warmup_s=1.0, passes=protocol.rounds + profile.calib_passes),
+                         rng=rng, timer=timer, done={i: passes[i] for i in extra if i in passes}, checkpoint=save,
+                         progress=progress, desc=f"calibrate {space.name} on {profile.name}")
     finally:
         for ld in loaded.values():
             ld.release()
-    done_speeds = pass_speeds(done)  # items finished before an interruption: their passes ran together, back then
-    stats = {item: timed[item] if item in timed else stats_from_passes(done[item], done_speeds) for item in items}
+    block_speeds = pass_speeds({item: passes[item] for item in specs})
+    subnet_speeds = pass_speeds({item: passes[item] for item in subnet_items})
+    stats = {item: stats_from_passes(passes[item], subnet_speeds if item in subnet_items else block_speeds)
+             for item in items}
     rows = {key: stats[key] for key in specs}
     seconds = time.monotonic() - started
     table = LatencyTable(rows, table_meta(space, profile, resolutions, build_seconds=round(seconds, 1),

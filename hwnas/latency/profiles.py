@@ -37,7 +37,8 @@ class DeviceProfile:
     Protocol fields (see `hwnas.latency.harness`): `warmup_s` of global warm-up over all items before anything is timed,
     `warmup` untimed runs per item, `rounds` interleaved passes in a fresh random order, `repeats` timed runs per item per
     pass; items whose across-pass CV exceeds `max_cv` get up to `remeasure` extra passes. `calib_subnets` whole subnets are
-    timed with the blocks to fit the predictor's calibration.
+    timed with the blocks to fit the predictor's calibration, and then `calib_passes` more interleaved passes among
+    themselves with the whole-model protocol validation uses (`hwnas.latency.harness.whole_model_protocol`).
 
     `clock`: "thread" times with the calling thread's CPU clock (`time.thread_time_ns`). With one intra-op thread the
     runtime computes in the calling thread, so this equals wall time on an idle core but does not count the time other
@@ -60,6 +61,7 @@ class DeviceProfile:
     max_cv: float = 0.03
     remeasure: int = 3
     calib_subnets: int = 24
+    calib_passes: int = 0
     remote: bool = False
     description: str = ""
 
@@ -71,7 +73,8 @@ class DeviceProfile:
             if getattr(self, field) not in allowed:
                 raise HwnasError(f"{where}: {field} {getattr(self, field)!r} is not one of {', '.join(allowed)}")
         for field, low, high in (("threads", 1, 256), ("batch", 1, 4096), ("warmup", 0, 10_000), ("rounds", 1, 1000),
-                                 ("repeats", 1, 100_000), ("remeasure", 0, 100), ("calib_subnets", 0, 10_000)):
+                                 ("repeats", 1, 100_000), ("remeasure", 0, 100), ("calib_subnets", 0, 10_000),
+                                 ("calib_passes", 0, 1000)):
             value = getattr(self, field)
             if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
                 raise HwnasError(f"{where}: {field} must be an integer in {low}..{high}, got {value!r}")

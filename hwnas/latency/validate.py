@@ -21,14 +21,15 @@ import numpy as np
 from hwnas.errors import HwnasError
 from hwnas.latency.calibrate import CalibrationPoint, fit_calibration
 from hwnas.latency.drift import reference_archs, speed_factor
-from hwnas.latency.harness import PassRecord, Protocol, TimingStats, pass_speeds, run_protocol, split_half_p50
+from hwnas.latency.harness import (PassRecord, TimingStats, pass_speeds, run_protocol, split_half_p50,
+                                   whole_model_protocol)
 from hwnas.latency.lut import LatencyTable
 from hwnas.latency.predictor import LatencyPredictor
 from hwnas.latency.profiles import DeviceProfile, profile_from_dict, profile_timer
 from hwnas.latency.runtime import Runner, export_many, export_pool, make_runner
 from hwnas.space import Arch, SpaceSpec, sample
 
-__all__ = ["whole_model_protocol", "measure_archs", "Measured", "FidelityReport", "DriftCorrected", "Fit", "kendall_tau", "fit_stats", "validate_lut", "heldout_archs", "plot_fidelity"]
+__all__ = ["measure_archs", "Measured", "FidelityReport", "DriftCorrected", "Fit", "kendall_tau", "fit_stats", "validate_lut", "heldout_archs", "plot_fidelity"]
 
 log = logging.getLogger(__name__)
 
@@ -132,22 +133,6 @@ def heldout_archs(space: SpaceSpec, n: int, *, resolutions: Sequence[int], exclu
         seen.add(str(arch))
         out.append(arch)
     return out
-
-
-def whole_model_protocol(profile: DeviceProfile, *, warmup_s: float, passes: int | None = None) -> Protocol:
-    """The protocol for hundreds of whole subnets (each 10–100× a block): `passes` interleaved passes (default 3 × the
-    profile's), each of (1 + repeats/3) runs.
-
-    Whole models are long enough that a single run is already a stable sample, so few runs per pass; what limits a
-    fidelity check is the drift *between* passes, so there are many of them. Measured here (ORT 1 thread, 40 mbv3
-    subnets at 160 px timed twice): the Kendall τ of one measurement against a repeat of it was 0.84 with 3 passes and
-    0.90 with 9, and the LUT's τ against the measurement rose 0.88 → 0.92 → 0.94 (both 9-pass runs averaged) — with
-    few passes a validation grades the noise of its own ground truth, not the table.
-    """
-    if passes is not None and passes < 2:
-        raise HwnasError(f"validation needs at least 2 timing passes per subnet, got {passes}")
-    return Protocol(warmup_s=warmup_s, warmup=1, rounds=passes or 3 * max(1, profile.rounds),
-                    repeats=max(3, profile.repeats // 3), max_cv=profile.max_cv, remeasure=min(1, profile.remeasure))
 
 
 @dataclass(frozen=True, slots=True)

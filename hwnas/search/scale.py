@@ -64,7 +64,7 @@ def compound_scale(space: SpaceSpec, arch: Arch, phi: float, *, cfg: ScaleConfig
 
 def _scaled_ms(table: LatencyTable, space: SpaceSpec, arch: Arch) -> tuple[float, list[str]]:
     """Calibrated latency from raw rows (nearest calibration), or NaN and the keys the table lacks."""
-    from hwnas.latency.calibrate import Calibration, boundary_melems, final_stage_ms
+    from hwnas.latency.calibrate import Calibration, boundary_melems, final_stage_mweights
 
     keys = [b.key for b in blocks_of(space, arch)]
     missing = [k for k in dict.fromkeys(keys) if k not in table]
@@ -72,7 +72,7 @@ def _scaled_ms(table: LatencyTable, space: SpaceSpec, arch: Arch) -> tuple[float
         return float("nan"), missing
     raw = sum(table.ms(k) for k in keys)
     cal = Calibration.from_meta(table.meta.get("calibration"))
-    return cal.apply(raw, arch.resolution, boundary_melems(space, arch), final_stage_ms(table.ms, space, arch)), []
+    return cal.apply(raw, arch.resolution, boundary_melems(space, arch), final_stage_mweights(space, arch)), []
 
 
 def scale_to_budget(
