@@ -25,7 +25,8 @@ from hwnas.errors import HwnasError
 from hwnas.latency.profiles import DeviceProfile, profile_timer
 
 __all__ = ["TimingStats", "PassRecord", "Protocol", "Timer", "run_protocol", "stats_from_passes", "pass_speeds",
-           "split_half_p50", "MIN_ITEMS_PER_PASS_SPEED", "whole_model_protocol", "measure_block", "time_loaded", "measure_model_ms"]
+           "split_half_p50", "MIN_ITEMS_PER_PASS_SPEED", "whole_model_protocol", "measure_block", "time_loaded",
+           "measure_model_ms"]
 
 Timer = Callable[[], int]  # nanoseconds, monotonic (time.perf_counter_ns)
 K = TypeVar("K", bound=Hashable)

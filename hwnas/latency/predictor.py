@@ -58,22 +58,21 @@ def _raw_arrays(table: LatencyTable, space: SpaceSpec, resolution: int, *,
     first, head = first_block(space, resolution), head_block(space, resolution)
     fixed = ms(stem_block(space, resolution).key) + ms(first.key) + ms(head.key)
     fixed_melems = block_input_melems(first) + block_input_melems(head)
-    stages, melems = [], []
+    stages, melems, weights = [], [], []
     for i, (stage, in_hw) in enumerate(zip(space.stages, stage_input_hw(space, resolution))):
         choices = layer_choices(stage)
         arr = np.empty((max(stage.depths), len(choices)), dtype=np.float64)
-        elems = np.empty_like(arr)
+        elems, wts = np.empty_like(arr), np.empty_like(arr)
         for pos in range(arr.shape[0]):
             hw = in_hw if pos == 0 else (in_hw + stage.stride - 1) // stage.stride
             for c, choice in enumerate(choices):
                 spec = layer_block(space, i, pos, choice, in_hw=hw)
                 arr[pos, c], elems[pos, c] = ms(spec.key), block_input_melems(spec)
+                wts[pos, c] = block_weight_melems(spec)
         stages.append(arr)
         melems.append(elems)
-    last = len(space.stages) - 1
-    weights = np.array([[block_weight_melems(layer_block(space, last, pos, choice, in_hw=1))
-                         for choice in layer_choices(space.stages[last])] for pos in range(stages[last].shape[0])])
-    return stages, fixed, melems, fixed_melems, weights
+        weights.append(wts)
+    return stages, fixed, melems, fixed_melems, weights[-1]
 
 
 def _calibrated(cal: Calibration, resolution: int, stages: list[np.ndarray], fixed: float,
