@@ -82,6 +82,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "profiled here under --work (as make demo does)")
     p.add_argument("--seeds", type=int, default=None, help="seeds per model and search (default 2; --quick 1)")
     p.add_argument("--finetune-epochs", type=int, default=None, help="KD fine-tune epochs of winners (default 1; --quick 0)")
+    p.add_argument("--finetune-lr", type=float, default=None, help="fine-tune LR (default: hwnas export's)")
+    p.add_argument("--kd-weight", type=float, default=None, help="fine-tune KD weight (default: hwnas export's)")
     p.add_argument("--epochs", type=float, default=None,
                    help="baseline training epochs (default: supernet epochs of RUN + --finetune-epochs)")
     p.add_argument("--resolution", type=int, default=32, help="baseline input resolution; must be one of the space's")
@@ -141,6 +143,9 @@ def fingerprint(args: argparse.Namespace, run: LoadedRun, epochs: float) -> str:
     ckpt = (run.run_dir / CHECKPOINT).stat()
     lut = args.lut.stat()
     keys = {k: str(v) for k, v in vars(args).items() if k not in ("work", "fresh", "out", "plot", "seeds")}
+    # the resolved fine-tune settings (defaults live in hwnas) and the teacher rule: exports made before a change
+    # of either are not reused
+    keys["finetune"] = repr(finetune_config(args)) + " teacher=largest@max-res"
     blob = json.dumps({"args": keys, "ckpt": [str(run.run_dir.resolve()), ckpt.st_size, ckpt.st_mtime_ns],
                        "lut": [lut.st_size, lut.st_mtime_ns], "epochs": epochs}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
@@ -213,10 +218,9 @@ def search_one(strategy: str, *, run: LoadedRun, scorer: Any, latency: Any, budg
 
 def export_winner(arch: Arch, seed: int, *, run: LoadedRun, args: argparse.Namespace, folder: Path) -> dict[str, Any]:
     """The exporter's pipeline for one winner (fine-tune seeded by `seed`), without its timing: that comes interleaved."""
-    from hwnas.export.finetune import FinetuneConfig
     from hwnas.export.pipeline import ExportConfig, export_run
 
-    cfg = ExportConfig(finetune=FinetuneConfig(epochs=args.finetune_epochs), lut=args.lut, seed=seed, measure=False,
+    cfg = ExportConfig(finetune=finetune_config(args), lut=args.lut, seed=seed, measure=False,
                        test_images=args.test_images, parity_images=args.parity_images,
                        recalib_batches=args.recalib_batches)
     started = time.perf_counter()
@@ -224,6 +228,14 @@ def export_winner(arch: Arch, seed: int, *, run: LoadedRun, args: argparse.Names
     return {"test_acc": result.test_acc, "onnx": str(result.onnx), "params": arch_params(run.space, arch),
             "macs": arch_macs(run.space, arch), "export_seconds": round(time.perf_counter() - started, 1),
             "parity_max_abs_diff": result.parity.max_abs_diff}
+
+
+def finetune_config(args: argparse.Namespace) -> Any:
+    """The exporter's fine-tune settings, with --finetune-lr / --kd-weight where given."""
+    from hwnas.export.finetune import FinetuneConfig
+
+    given = {"lr": args.finetune_lr, "kd_weight": args.kd_weight}
+    return FinetuneConfig(epochs=args.finetune_epochs, **{k: v for k, v in given.items() if v is not None})
 
 
 # ---- the benchmark -----------------------------------------------------------------------------------------------------
@@ -354,7 +366,9 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
                   "supernet_epochs": round(sn_epochs, 4), "supernet_steps": run.step,
                   "supernet_finished": run.finished,
                   "supernet_train_seconds": read_checkpoint(run.run_dir / CHECKPOINT).get("train_s"),
-                  "finetune_epochs": args.finetune_epochs, "baseline_epochs": round(steps * batch / len(data.train), 4),
+                  "finetune_epochs": args.finetune_epochs, "finetune_lr": finetune_config(args).lr,
+                  "finetune_kd_weight": finetune_config(args).kd_weight,
+                  "finetune_teacher": "largest subnet at the largest resolution, BN re-estimated (kd_teacher)", "baseline_epochs": round(steps * batch / len(data.train), 4),
                   "baseline_steps": steps, "baseline_resolution": args.resolution,
                   "bn_recal_batches": args.recalib_batches, "augment": run_augment(run.config),
                   "torch_threads": args.threads,

@@ -213,6 +213,8 @@ CASES = [
     ("export-search-other-space", ["export", "--run", "{run}", "--search", "{other_search}", "--out", "{root}/e7"]),
     ("export-existing-out", ["export", "--run", "{run}", "--arch", TINY_ARCH, "--out", "{existing_out}"]),
     ("export-unknown-device", ["export", "--run", "{run}", "--arch", TINY_ARCH, "--device", "pixel99", "--out", "{root}/e8"]),
+    ("export-kd-weight-above-1", ["export", "--run", "{run}", "--arch", TINY_ARCH, "--kd-weight", "1.5", "--out", "{root}/e10"]),
+    ("export-negative-finetune-lr", ["export", "--run", "{run}", "--arch", TINY_ARCH, "--finetune-lr", "-0.1", "--out", "{root}/e11"]),
     ("export-arch-and-search", ["export", "--run", "{run}", "--arch", TINY_ARCH, "--search", "{bad_search}", "--out", "{root}/e9"]),
     # report
     ("report-missing-run", ["report", "{root}/norun"]),

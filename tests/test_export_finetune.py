@@ -50,3 +50,25 @@ def test_finetune_kd_trains_the_student_and_leaves_it_in_eval_mode(fashion_dir: 
         FinetuneConfig(epochs=-1)
     with pytest.raises(HwnasError):
         FinetuneConfig(kd_weight=2.0)
+
+
+def test_kd_teacher_is_the_largest_subnet_at_the_largest_resolution_with_its_own_bn_statistics(fashion_dir: Path) -> None:
+    from hwnas.data import resize
+    from hwnas.export.pipeline import kd_teacher
+
+    data = load_dataset("fashion-mnist", fashion_dir, val_size=500, seed=0)
+    space = get_space("mbv3-tiny")
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        supernet = Supernet(space).eval()
+    bns = [m for m in supernet.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    for bn in bns:  # statistics of some other subnet, as a checkpoint stores them
+        bn.running_mean.fill_(5.0)
+        bn.running_var.fill_(100.0)
+    teacher = kd_teacher(supernet, space, data.train, batch_size=32, seed=0, recalib_batches=2)
+    assert all(not torch.all(bn.running_mean == 5.0) for bn in bns)  # re-estimated on train images
+    x, _ = next(batches(data.test, batch_size=8))  # 28 px, the data's own size
+    with torch.no_grad():
+        out = teacher(x)
+        want = supernet(resize(x, max(space.resolutions)), largest(space))
+    assert not supernet.training and out.shape == (8, space.num_classes) and torch.equal(out, want)

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from hwnas.cli.common import check_out_dir, non_negative_int, positive_int
+from hwnas.cli.common import check_out_dir, non_negative_int, positive_float, positive_int, unit_float
 from hwnas.cli.output import print_json, print_table
 from hwnas.errors import HwnasError
 
@@ -23,6 +23,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--out", type=Path, required=True, metavar="DIR", help="output directory")
     p.add_argument("--finetune-epochs", type=non_negative_int, default=0, metavar="E",
                    help="fine-tune with distillation from the supernet for E epochs (default 0)")
+    # defaults live in FinetuneConfig (not imported here: it pulls in torch, and --help stays fast)
+    p.add_argument("--finetune-lr", type=positive_float, default=None, metavar="LR",
+                   help="fine-tune learning rate, cosine to 0 (default 0.1)")
+    p.add_argument("--kd-weight", type=unit_float, default=None, metavar="W",
+                   help="share of the fine-tune loss from the supernet's largest subnet's soft labels, 0..1; 0 skips "
+                        "the teacher (default 0.5)")
     p.add_argument("--format", choices=("onnx", "pte"), default="onnx",
                    help="pte: also write model.pte for ExecuTorch + XNNPACK (Android/iOS), parity-checked and timed on "
                         "--pte-device; needs pip install 'hwnas[mobile]' (default onnx)")
@@ -67,7 +73,9 @@ def _export(args: argparse.Namespace) -> int:
             lut = searched_lut  # the table the search used, when it is for the device we measure on
     arch = Arch.parse(arch_text)
     check_out_dir(args.out, force=args.force, produces=OUTPUT_FILES)
-    cfg = ExportConfig(finetune=FinetuneConfig(epochs=args.finetune_epochs), int8=args.int8, device=args.device,
+    given = {"lr": args.finetune_lr, "kd_weight": args.kd_weight}
+    finetune = FinetuneConfig(epochs=args.finetune_epochs, **{k: v for k, v in given.items() if v is not None})
+    cfg = ExportConfig(finetune=finetune, int8=args.int8, device=args.device,
                        lut=lut, parity_images=args.parity_images, test_images=args.test_images, pte=args.format == "pte",
                        pte_device=args.pte_device)
     result = export_run(args.run, arch, args.out, cfg=cfg, progress=not args.json)
