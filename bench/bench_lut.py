@@ -140,7 +140,7 @@ def plot_records(records: list[dict], path: Path, *, title: str) -> None:
     plot_fidelity(report, path, title=title)
 
 
-def build(profile_name: str, resolutions: tuple[int, ...], calib: int) -> tuple[Path, dict]:
+def build(profile_name: str, resolutions: tuple[int, ...], calib: int | None) -> tuple[Path, dict]:
     profile = load_profile(profile_name)
     path = RESULTS / "tables" / profile_name / "mbv3.csv"
     load_before = _load()
@@ -148,7 +148,8 @@ def build(profile_name: str, resolutions: tuple[int, ...], calib: int) -> tuple[
     table = profile_space(get_space("mbv3"), profile, out_path=path, resolutions=resolutions, calib_subnets=calib,
                           resume=False, progress=sys.stderr.isatty())
     return path, {"profile": profile_name, "resolutions": list(resolutions), "rows": len(table),
-                  "calibration_subnets": calib, "build_seconds": round(time.monotonic() - start, 1),
+                  "calibration_subnets": profile.calib_subnets if calib is None else calib,
+                  "build_seconds": round(time.monotonic() - start, 1),
                   "export_seconds": table.meta.get("export_seconds"), "load_avg_before": load_before,
                   "load_avg_after": _load(), "machine": machine_info()}
 
@@ -189,7 +190,7 @@ def main() -> int:
                                   "note": "the committed table, as built by 'hwnas profile' (see its meta.json)",
                                   "machine": meta.get("machine")})
     else:  # a table describes the CPU it was built on: validate one built on this machine
-        table, info = build("cpu-ort-1t", (128, 160, 192, 224), 24)
+        table, info = build("cpu-ort-1t", (128, 160, 192, 224), None)  # the profile's count, as `hwnas profile`
         results["builds"].append({**info, "note": "built here: " + ("--rebuild" if matches else
                                                                      f"the committed table does not match ({why})")})
     results["validated_table"] = repo_relative(table)
