@@ -278,7 +278,7 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
         from hwnas.quickstart import ensure_lut
 
         args.lut, _ = ensure_lut(space, load_profile("cpu-ort-1t"), committed_dir=REPO / "latency_tables",
-                                 out_dir=args.work / "tables", progress=False)
+                                 out_dir=args.work / "tables", progress=False, reuse_profiled=True)
     table = load_lut(args.lut, space=space)
     profile = load_profile(table.device)
     sn_epochs = supernet_epochs(run, len(data.train))

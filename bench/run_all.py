@@ -37,7 +37,7 @@ FULL_ARGS = {
                            "--sweep-steps", "60", "--finetune-steps", "60", "--eval-batches", "10",
                            "--sweep-seeds", "3", "--work", "/tmp/hwnas-bench-nas-warm"],
     "bench_executorch.py": ["--subnets", "40", "--search-run", RUN],
-    "bench_baselines.py": ["--run", RUN, "--seeds", "1", "--finetune-epochs", "1", "--evaluations", "32"],
+    "bench_baselines.py": ["--run", RUN, "--seeds", "2", "--finetune-epochs", "1", "--evaluations", "32"],
 }
 
 

@@ -96,8 +96,11 @@ def lut_matches_machine(meta: dict[str, Any], *, space: Any, profile: Any) -> tu
     return True, "same space, block graphs, profile, CPU and onnxruntime version"
 
 
-def ensure_lut(space: Any, profile: Any, *, committed_dir: Path, out_dir: Path, progress: bool) -> tuple[Path, bool]:
-    """The LUT to search with: the committed one if it matches this machine, else a fresh profile under `out_dir`."""
+def ensure_lut(space: Any, profile: Any, *, committed_dir: Path, out_dir: Path, progress: bool,
+               reuse_profiled: bool = False) -> tuple[Path, bool]:
+    """The LUT to search with: the committed one if it matches this machine, else a fresh profile under `out_dir`
+    (or, with `reuse_profiled`, the one an earlier call profiled there when it still matches: a resumed benchmark
+    keeps the table its cached results were computed with). The flag returned says whether the committed one is used."""
     from hwnas.latency.lut import load_lut, lut_path
     from hwnas.latency.profiler import profile_space
 
@@ -110,6 +113,10 @@ def ensure_lut(space: Any, profile: Any, *, committed_dir: Path, out_dir: Path, 
             return committed, True
         log.info("[1/4] committed LUT %s not reused: %s", committed, why)
     path = lut_path(out_dir, profile.name, space)
+    if reuse_profiled and path.is_file() and lut_matches_machine(load_lut(path, space=space).meta, space=space,
+                                                                 profile=profile)[0]:
+        log.info("[1/4] reusing LUT %s profiled here earlier", path)
+        return path, False
     log.info("[1/4] profiling %s on %s -> %s", space.name, profile.name, path)
     profile_space(space, profile, out_path=path, progress=progress)
     return path, False

@@ -66,3 +66,19 @@ def test_cores_in_use_reads_a_real_share_of_the_cores():
     if os.path.exists("/proc/stat"):
         assert used is not None and 0.0 <= used <= (os.cpu_count() or 1)
     assert _threads() in (1, 2)
+
+
+def test_ensure_lut_reuses_a_table_it_profiled_earlier_when_asked(tmp_path: Path) -> None:
+    from hwnas.latency.harness import TimingStats
+    from hwnas.latency.lut import LatencyTable, lut_path, save_lut
+    from hwnas.quickstart import ensure_lut
+
+    space, profile = get_space("mbv3-tiny"), load_profile("cpu-ort-1t")
+    earlier = lut_path(tmp_path / "tables", profile.name, space)
+    earlier.parent.mkdir(parents=True)
+    save_lut(LatencyTable({"8x8x16:ir_k3_e3_c24_s2_re": TimingStats(0.01, 0.011, 0.01, 50)}, {**_meta(), "device": profile.name}),
+             earlier)
+    stamp = earlier.stat().st_mtime_ns
+    path, committed = ensure_lut(space, profile, committed_dir=tmp_path / "none", out_dir=tmp_path / "tables",
+                                 progress=False, reuse_profiled=True)
+    assert (path, committed) == (earlier, False) and earlier.stat().st_mtime_ns == stamp  # not profiled again
