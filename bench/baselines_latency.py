@@ -72,7 +72,7 @@ def probe_latency(space: SpaceSpec, table: LatencyTable, profile: DeviceProfile,
 
 
 def choose_budgets(lo: float, hi: float, args: argparse.Namespace, probe: dict[str, Any]) -> list[dict[str, Any]]:
-    """Budgets in LUT ms, each with its reason.
+    """Budgets in LUT ms, each with its reason and the baselines it was matched to (`matched`, empty for the others).
 
     First one budget per baseline whose latency, converted to LUT ms, lies inside the LUT's range: those are the
     head-to-head tests (does hwnas find something more accurate at that baseline's speed?). Baselines within 3% of the
@@ -81,7 +81,8 @@ def choose_budgets(lo: float, hi: float, args: argparse.Namespace, probe: dict[s
     are added than needed.
     """
     if args.budgets:
-        return [{"budget_ms": float(b), "reason": "given with --budgets"} for b in args.budgets.split(",")]
+        return [{"budget_ms": float(b), "reason": "given with --budgets", "matched": []}
+                for b in args.budgets.split(",")]
     ratio, near = probe["ratio_measured_to_lut"], 0.03 * (hi - lo)
     matched = sorted((ms / ratio, name, ms) for name, ms in probe["baselines_untrained_ms"].items() if lo <= ms / ratio <= hi)
     picks: list[dict[str, Any]] = []
@@ -89,8 +90,9 @@ def choose_budgets(lo: float, hi: float, args: argparse.Namespace, probe: dict[s
         text = f"{name} ({ms:.4f} ms measured here)"
         if picks and lut_ms - picks[-1]["budget_ms"] < near:
             picks[-1]["reason"] += f" and {text}"
+            picks[-1]["matched"].append(name)
             continue
-        picks.append({"budget_ms": lut_ms, "reason": f"matched to {text}"})
+        picks.append({"budget_ms": lut_ms, "reason": f"matched to {text}", "matched": [name]})
     for b in picks:
         b["reason"] += f", / ratio {ratio:.3f} (probe subnets measured / LUT-predicted)"
     for f in (x for x in args.fractions.split(",") if x.strip()):
@@ -98,7 +100,8 @@ def choose_budgets(lo: float, hi: float, args: argparse.Namespace, probe: dict[s
             break
         value = lo + float(f) * (hi - lo)
         if all(abs(value - b["budget_ms"]) >= near for b in picks):
-            picks.append({"budget_ms": value, "reason": f"{f} of the LUT range [{lo:.4f}, {hi:.4f}] ms (fill-up)"})
+            picks.append({"budget_ms": value, "reason": f"{f} of the LUT range [{lo:.4f}, {hi:.4f}] ms (fill-up)",
+                          "matched": []})
     picks.sort(key=lambda b: b["budget_ms"])
     for b in picks:
         b["budget_ms"] = round(b["budget_ms"], 4)

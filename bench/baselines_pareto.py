@@ -11,6 +11,10 @@ in one go and must not be entangled with how the numbers were produced. The rule
 
 Taking the slowest seed's winner as the hwnas latency is the conservative choice: a faster seed cannot make baselines
 drop out of the comparison.
+
+A second, stricter view answers the user's question "my budget is baseline X's latency: what does hwnas give me?":
+`up_to_ms` = the measured latency of the baseline(s) a budget was matched to, and eligible = baselines at <= max(hwnas
+latency, up_to_ms). A winner far below its budget then still has to beat what the budget would have bought.
 """
 
 from __future__ import annotations
@@ -35,9 +39,13 @@ def _spread_note(margin: float, std_a: float, std_b: float) -> str:
     return "margin exceeds both seed stds" if abs(margin) > max(std_a, std_b) else "margin within the seed spread"
 
 
-def judge_budget(hwnas: dict[str, Any], baselines: list[dict[str, Any]]) -> dict[str, Any]:
-    """Compare one budget's hwnas point (`measured_ms`, `test_acc_mean`) with baseline points (`name`, same keys)."""
-    ms, acc = hwnas["measured_ms"], hwnas["test_acc_mean"]
+def judge_budget(hwnas: dict[str, Any], baselines: list[dict[str, Any]], *, up_to_ms: float | None = None
+                 ) -> dict[str, Any]:
+    """Compare one budget's hwnas point (`measured_ms`, `test_acc_mean`) with baseline points (`name`, same keys).
+
+    Baselines count when measured at <= the hwnas point's latency, or at <= `up_to_ms` when that is larger.
+    """
+    ms, acc = max(hwnas["measured_ms"], up_to_ms or 0.0), hwnas["test_acc_mean"]
     eligible = sorted((b for b in baselines if b["measured_ms"] <= ms), key=lambda b: -b["test_acc_mean"])
     if not eligible:
         return {"eligible": [], "best_eligible": None, "beats_all": None, "margin_pp": None,

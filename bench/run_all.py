@@ -139,6 +139,9 @@ def summarize() -> dict[str, Any]:
     if baselines is not None and baselines.get("pareto_budgets") and not baselines.get("quick"):
         summary["pareto_budgets"] = baselines["pareto_budgets"]
         summary["pareto_wins"] = baselines["pareto_wins"]
+        # stricter: against all that the matched baseline's latency buys, not only what is as fast as the winner
+        summary["pareto_wins_at_budget"] = baselines.get("pareto_wins_at_budget")
+        summary["pareto_budgets_matched"] = baselines.get("pareto_budgets_matched")
         summary["pareto_baselines"] = ("baselines.json: test accuracy vs measured latency against torchvision "
                                        "mobilenet_v3_small/large x0.5/0.75/1.0 and random-search winners")
     elif budgets:

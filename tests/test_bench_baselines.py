@@ -69,6 +69,11 @@ def test_win_needs_to_beat_every_baseline_at_or_below_its_latency() -> None:
     assert [e["name"] for e in win["eligible"]] == ["equal", "fast"]  # "slow" is slower: not in the comparison
     assert judge_budget(_point("hwnas", 1.0, 0.90), baselines)["beats_all"] is False  # a tie loses
     assert judge_budget(_point("hwnas", 0.4, 0.99), baselines)["beats_all"] is None  # nothing as fast
+    # at the budget: a winner far below a budget matched to "slow" must beat "slow" too
+    at_budget = judge_budget(_point("hwnas", 1.0, 0.95), baselines, up_to_ms=2.0)
+    assert at_budget["beats_all"] is False and at_budget["best_eligible"] == "slow"
+    assert judge_budget(_point("hwnas", 0.4, 0.85), baselines, up_to_ms=0.5)["beats_all"] is True
+    assert judge_budget(_point("hwnas", 1.0, 0.91), baselines, up_to_ms=0.5)["beats_all"] is True  # never below its own
 
 
 def test_budgets_matched_to_baselines_then_filled_up_with_fractions() -> None:
@@ -79,6 +84,7 @@ def test_budgets_matched_to_baselines_then_filled_up_with_fractions() -> None:
     assert [b["budget_ms"] for b in budgets] == [1.0, 2.0, 3.0]  # fraction 0.5 (= 2.0) is skipped: b/c are there
     assert budgets[1]["reason"].startswith("matched to b") and " and c " in budgets[1]["reason"]
     assert "fill-up" in budgets[0]["reason"]
+    assert [b["matched"] for b in budgets] == [[], ["b", "c"], []]
     many = {"ratio_measured_to_lut": 1.0, "baselines_untrained_ms": {"a": 1.2, "b": 1.8, "c": 2.4, "d": 2.9}}
     assert [b["budget_ms"] for b in choose_budgets(1.0, 3.0, args, many)] == [1.2, 1.8, 2.4, 2.9]  # no fill-up needed
     explicit = choose_budgets(1.0, 3.0, argparse.Namespace(budgets="1.5,2.5", fractions="", min_budgets=3), probe)
