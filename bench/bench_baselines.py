@@ -140,18 +140,30 @@ def supernet_epochs(run: LoadedRun, n_train: int) -> float:
     return run.step * run.config.batch_size * world / n_train
 
 
-def fingerprint(args: argparse.Namespace, run: LoadedRun, epochs: float) -> str:
-    """Identity of everything a cached item depends on: a changed setting or checkpoint never reuses an old result."""
+# settings a trained baseline does not depend on: a rerun that changes only these reuses the baselines (~40 min a seed)
+SEARCH_SIDE = ("lut", "evaluations", "population", "val_images", "calib_images", "budgets", "fractions", "min_budgets",
+               "finetune_lr", "kd_weight")
+
+
+def fingerprint(args: argparse.Namespace, run: LoadedRun, epochs: float, *, baselines_only: bool = False) -> str:
+    """Identity of everything a cached item depends on: a changed setting or checkpoint never reuses an old result.
+
+    `baselines_only` leaves out the search and fine-tune side (`SEARCH_SIDE`, the LUT): the key of trained baselines.
+    """
     ckpt = (run.run_dir / CHECKPOINT).stat()
-    lut = args.lut.stat()
     # the final timing is never cached: its settings do not make trained or exported items stale
-    keys = {k: str(v) for k, v in vars(args).items() if k not in ("work", "fresh", "out", "plot", "seeds", "timing_passes")}
-    # the resolved fine-tune settings (defaults live in hwnas) and the teacher rule: exports made before a change
-    # of either are not reused
-    keys["finetune"] = repr(finetune_config(args)) + " teacher=largest@max-res"
-    blob = json.dumps({"args": keys, "ckpt": [str(run.run_dir.resolve()), ckpt.st_size, ckpt.st_mtime_ns],
-                       "lut": [lut.st_size, lut.st_mtime_ns], "epochs": epochs}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+    skip = ("work", "fresh", "out", "plot", "seeds", "timing_passes") + (SEARCH_SIDE if baselines_only else ())
+    keys = {k: str(v) for k, v in vars(args).items() if k not in skip}
+    if not baselines_only:
+        # the resolved fine-tune settings (defaults live in hwnas) and the teacher rule: exports made before a change
+        # of either are not reused
+        keys["finetune"] = repr(finetune_config(args)) + " teacher=largest@max-res"
+    blob: dict[str, Any] = {"args": keys, "ckpt": [str(run.run_dir.resolve()), ckpt.st_size, ckpt.st_mtime_ns],
+                            "epochs": epochs}
+    if not baselines_only:
+        lut = args.lut.stat()
+        blob["lut"] = [lut.st_size, lut.st_mtime_ns]
+    return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def cached(path: Path, compute: Callable[[], dict[str, Any]], *, fresh: bool) -> dict[str, Any]:
@@ -293,8 +305,10 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     steps = max(1, round(epochs * len(data.train) / batch))
     steps = min(steps, 5) if args.quick else steps
     work = args.work / fingerprint(args, run, epochs)
-    log.info("supernet %s: %.3f epochs (%d steps); baselines: %d steps = %.3f epochs at %d px; work dir %s",
-             run.run_dir, sn_epochs, run.step, steps, steps * batch / len(data.train), args.resolution, work)
+    baselines_dir = args.work / f"baselines-{fingerprint(args, run, epochs, baselines_only=True)}"
+    log.info("supernet %s: %.3f epochs (%d steps); baselines: %d steps = %.3f epochs at %d px; work dir %s "
+             "(baselines: %s)", run.run_dir, sn_epochs, run.step, steps, steps * batch / len(data.train),
+             args.resolution, work, baselines_dir)
     # whole models, like validate times them: few runs per pass, many passes (the profile's 5 block passes moved the
     # baselines 4-20% between two runs minutes apart, enough to reorder models 5% apart)
     timing = QUICK_TIMING if args.quick else whole_model_protocol(profile, warmup_s=2.0, passes=args.timing_passes)
@@ -311,7 +325,7 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     for i, spec in enumerate(BASELINES):
         for seed in range(args.seeds):
             log.info("[2/5] baseline %d/%d %s seed %d: %d steps", i + 1, len(BASELINES), spec.name, seed, steps)
-            folder = work / "baselines" / f"{spec.name}-s{seed}"
+            folder = baselines_dir / f"{spec.name}-s{seed}"
             base[spec.name, seed] = cached(folder / "record.json", lambda: train_one_baseline(
                 spec, seed, data=data, run=run, steps=steps, args=args, folder=folder), fresh=args.fresh)
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+import types
 from pathlib import Path
 
 import pytest
 import torch
 
 from hwnas.data import load_dataset
+from hwnas.train.checkpoint import CHECKPOINT
 from hwnas.train.config import TrainConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
@@ -17,6 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 from baseline_nets import BASELINES, BaselineSpec, TrainPlan, build_baseline, train_baseline  # noqa: E402
 from baselines_latency import choose_budgets  # noqa: E402
 from baselines_pareto import judge_budget  # noqa: E402
+from bench_baselines import fingerprint, parse_args  # noqa: E402
 
 
 def test_six_baselines() -> None:
@@ -89,3 +92,23 @@ def test_budgets_matched_to_baselines_then_filled_up_with_fractions() -> None:
     assert [b["budget_ms"] for b in choose_budgets(1.0, 3.0, args, many)] == [1.2, 1.8, 2.4, 2.9]  # no fill-up needed
     explicit = choose_budgets(1.0, 3.0, argparse.Namespace(budgets="1.5,2.5", fractions="", min_budgets=3), probe)
     assert [b["budget_ms"] for b in explicit] == [1.5, 2.5]
+
+
+def test_search_settings_do_not_make_trained_baselines_stale(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / CHECKPOINT).write_bytes(b"checkpoint")
+    lut = tmp_path / "table.csv"
+    lut.write_text("rows")
+    run = types.SimpleNamespace(run_dir=run_dir)  # fingerprint reads only the run's folder and checkpoint file
+
+    def keys(*extra: str) -> tuple[str, str]:
+        args = parse_args(["--run", str(run_dir), "--lut", str(lut), *extra])
+        return fingerprint(args, run, 3.3), fingerprint(args, run, 3.3, baselines_only=True)
+
+    everything, baselines = keys()
+    more_search, same_baselines = keys("--evaluations", "128", "--kd-weight", "0", "--timing-passes", "7")
+    assert more_search != everything and same_baselines == baselines
+    other_res, other_baselines = keys("--resolution", "24")
+    assert other_res != everything and other_baselines != baselines
+    assert keys("--timing-passes", "7") == (everything, baselines)  # the timing is never cached
