@@ -54,12 +54,11 @@ from hwnas.atomic import atomic_path, atomic_write_json  # noqa: E402
 from hwnas.blocks import arch_macs, arch_params, count_macs  # noqa: E402
 from hwnas.data import Dataset, batches, load_dataset  # noqa: E402
 from hwnas.errors import HwnasError  # noqa: E402
-from hwnas.latency.harness import Protocol  # noqa: E402
+from hwnas.latency.harness import Protocol, whole_model_protocol  # noqa: E402
 from hwnas.latency.lut import load_lut  # noqa: E402
 from hwnas.latency.predictor import LatencyPredictor, latency_range_ms  # noqa: E402
 from hwnas.latency.profiles import load_profile  # noqa: E402
 from hwnas.latency.runtime import OrtRunner  # noqa: E402
-from hwnas.latency.harness import whole_model_protocol  # noqa: E402
 from hwnas.machine import machine_info  # noqa: E402
 from hwnas.search import EvolutionConfig, RandomConfig, evolve, gene_latency_from_lut, random_search  # noqa: E402
 from hwnas.search.scorer import ScorerConfig, scorer_for_run  # noqa: E402
@@ -96,7 +95,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--val-images", type=int, default=2000, help="val images per candidate evaluation")
     p.add_argument("--calib-images", type=int, default=512, help="train images for BN recalibration in the search")
     p.add_argument("--timing-passes", type=int, default=100,
-                   help="interleaved passes of the final timing of every ONNX file (~15 s for 28 tiny files)")
+                   help="interleaved passes of the final timing of every ONNX file (~10 s for 28 tiny files here)")
     p.add_argument("--threads", type=int, default=2, help="torch threads for training and search")
     p.add_argument("--work", type=Path, default=Path("/tmp/hwnas-bench-baselines"), help="cache of finished items")
     p.add_argument("--fresh", action="store_true", help="ignore finished items under --work")
@@ -154,13 +153,12 @@ def fingerprint(args: argparse.Namespace, run: LoadedRun, epochs: float, *, base
     # the final timing is never cached: its settings do not make trained or exported items stale
     skip = ("work", "fresh", "out", "plot", "seeds", "timing_passes") + (SEARCH_SIDE if baselines_only else ())
     keys = {k: str(v) for k, v in vars(args).items() if k not in skip}
+    blob: dict[str, Any] = {"args": keys, "ckpt": [str(run.run_dir.resolve()), ckpt.st_size, ckpt.st_mtime_ns],
+                            "epochs": epochs}
     if not baselines_only:
         # the resolved fine-tune settings (defaults live in hwnas) and the teacher rule: exports made before a change
         # of either are not reused
         keys["finetune"] = repr(finetune_config(args)) + " teacher=largest@max-res"
-    blob: dict[str, Any] = {"args": keys, "ckpt": [str(run.run_dir.resolve()), ckpt.st_size, ckpt.st_mtime_ns],
-                            "epochs": epochs}
-    if not baselines_only:
         lut = args.lut.stat()
         blob["lut"] = [lut.st_size, lut.st_mtime_ns]
     return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:12]
