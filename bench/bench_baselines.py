@@ -141,21 +141,30 @@ def supernet_epochs(run: LoadedRun, n_train: int) -> float:
 
 # settings a trained baseline does not depend on: a rerun that changes only these reuses the baselines (~40 min a seed)
 SEARCH_SIDE = ("lut", "evaluations", "population", "val_images", "calib_images", "budgets", "fractions", "min_budgets",
-               "finetune_lr", "kd_weight")
+               "finetune_lr", "kd_weight", "run")
+# run-config fields only the supernet uses: baselines train with the rest of the run's recipe (`TrainPlan`), and their
+# length comes from the epochs the run actually trained, so a retrained supernet with the same recipe reuses them
+SUPERNET_ONLY = ("space", "width", "space_hash", "epochs", "max_steps", "num_random", "kd_temperature",
+                 "ofa_phase_fractions", "max_resolution_for_max", "checkpoint_every", "log_every", "eval_every_epochs",
+                 "recal_batches", "eval_batch_size", "channels_last", "amp", "threads")
 
 
 def fingerprint(args: argparse.Namespace, run: LoadedRun, epochs: float, *, baselines_only: bool = False) -> str:
     """Identity of everything a cached item depends on: a changed setting or checkpoint never reuses an old result.
 
-    `baselines_only` leaves out the search and fine-tune side (`SEARCH_SIDE`, the LUT): the key of trained baselines.
+    `baselines_only` is the key of trained baselines: it leaves out the search and fine-tune side (`SEARCH_SIDE`, the
+    LUT) and the checkpoint itself, and names instead the run's training recipe (its config less `SUPERNET_ONLY`).
     """
-    ckpt = (run.run_dir / CHECKPOINT).stat()
     # the final timing is never cached: its settings do not make trained or exported items stale
     skip = ("work", "fresh", "out", "plot", "seeds", "timing_passes") + (SEARCH_SIDE if baselines_only else ())
     keys = {k: str(v) for k, v in vars(args).items() if k not in skip}
-    blob: dict[str, Any] = {"args": keys, "ckpt": [str(run.run_dir.resolve()), ckpt.st_size, ckpt.st_mtime_ns],
-                            "epochs": epochs}
-    if not baselines_only:
+    blob: dict[str, Any] = {"args": keys, "epochs": epochs}
+    if baselines_only:
+        recipe = read_config_json(run.run_dir)
+        blob["recipe"] = {k: v for k, v in sorted(recipe.items()) if k not in SUPERNET_ONLY}
+    else:
+        ckpt = (run.run_dir / CHECKPOINT).stat()
+        blob["ckpt"] = [str(run.run_dir.resolve()), ckpt.st_size, ckpt.st_mtime_ns]
         # the resolved fine-tune settings (defaults live in hwnas) and the teacher rule: exports made before a change
         # of either are not reused
         keys["finetune"] = repr(finetune_config(args)) + " teacher=largest@max-res"

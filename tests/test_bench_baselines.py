@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import types
 from pathlib import Path
@@ -94,17 +95,22 @@ def test_budgets_matched_to_baselines_then_filled_up_with_fractions() -> None:
     assert [b["budget_ms"] for b in explicit] == [1.5, 2.5]
 
 
+def _fake_run(folder: Path, **recipe: object) -> types.SimpleNamespace:
+    """A run folder as `fingerprint` reads it: the checkpoint file's identity and config.json."""
+    folder.mkdir()
+    (folder / CHECKPOINT).write_bytes(b"checkpoint " + folder.name.encode())
+    (folder / "config.json").write_text(json.dumps({"mode": "bignas", "lr": 0.1, "num_random": 1, **recipe}))
+    return types.SimpleNamespace(run_dir=folder)
+
+
 def test_search_settings_do_not_make_trained_baselines_stale(tmp_path: Path) -> None:
-    run_dir = tmp_path / "run"
-    run_dir.mkdir()
-    (run_dir / CHECKPOINT).write_bytes(b"checkpoint")
+    run = _fake_run(tmp_path / "run")
     lut = tmp_path / "table.csv"
     lut.write_text("rows")
-    run = types.SimpleNamespace(run_dir=run_dir)  # fingerprint reads only the run's folder and checkpoint file
 
-    def keys(*extra: str) -> tuple[str, str]:
-        args = parse_args(["--run", str(run_dir), "--lut", str(lut), *extra])
-        return fingerprint(args, run, 3.3), fingerprint(args, run, 3.3, baselines_only=True)
+    def keys(*extra: str, of: types.SimpleNamespace = run, epochs: float = 3.3) -> tuple[str, str]:
+        args = parse_args(["--run", str(of.run_dir), "--lut", str(lut), *extra])
+        return fingerprint(args, of, epochs), fingerprint(args, of, epochs, baselines_only=True)
 
     everything, baselines = keys()
     more_search, same_baselines = keys("--evaluations", "128", "--kd-weight", "0", "--timing-passes", "7")
@@ -112,3 +118,8 @@ def test_search_settings_do_not_make_trained_baselines_stale(tmp_path: Path) -> 
     other_res, other_baselines = keys("--resolution", "24")
     assert other_res != everything and other_baselines != baselines
     assert keys("--timing-passes", "7") == (everything, baselines)  # the timing is never cached
+    # a retrained supernet: new exports, but the baselines only follow its recipe and the epochs it trained
+    retrained = keys(of=_fake_run(tmp_path / "retrained", num_random=2))
+    assert retrained[0] != everything and retrained[1] == baselines
+    assert keys(of=_fake_run(tmp_path / "other-recipe", lr=0.05))[1] != baselines
+    assert keys(epochs=4.3)[1] != baselines
