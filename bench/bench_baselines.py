@@ -133,10 +133,14 @@ def quick_run(work: Path) -> Path:
     return out
 
 
+def global_batch(run: LoadedRun) -> int:
+    """Images per optimizer step of the run: its per-process batch × the DDP world size it recorded in config.json."""
+    return run.config.batch_size * int(read_config_json(run.run_dir).get("world_size", 1))
+
+
 def supernet_epochs(run: LoadedRun, n_train: int) -> float:
     """Epochs the supernet actually trained (its step count × global batch / train images; `max_steps` included)."""
-    world = int(read_config_json(run.run_dir).get("world_size", 1))
-    return run.step * run.config.batch_size * world / n_train
+    return run.step * global_batch(run) / n_train
 
 
 # settings a trained baseline does not depend on: a rerun that changes only these reuses the baselines (~40 min a seed)
@@ -200,8 +204,7 @@ def train_one_baseline(spec: BaselineSpec, seed: int, *, data: Dataset, run: Loa
     from hwnas.export.parity import check_parity
 
     res, c = args.resolution, data.channels
-    world = int(read_config_json(run.run_dir).get("world_size", 1))
-    plan = TrainPlan(recipe=run.config, steps=steps, resolution=res, seed=seed, batch_size=run.config.batch_size * world)
+    plan = TrainPlan(recipe=run.config, steps=steps, resolution=res, seed=seed, batch_size=global_batch(run))
     model = build_baseline(spec, in_channels=c, num_classes=data.num_classes, seed=seed)
     train_s = train_baseline(model, data, plan, desc=f"{spec.name} seed {seed}")
     limit = None if args.test_images is None else math.ceil(args.test_images / 500)
@@ -308,7 +311,7 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
         log.warning("run %s stopped at step %d of %d: baselines get its %.3f epochs trained so far", run.run_dir,
                     run.step, run.total_steps, sn_epochs)
     epochs = args.epochs if args.epochs is not None else sn_epochs + args.finetune_epochs
-    batch = run.config.batch_size * int(read_config_json(run.run_dir).get("world_size", 1))
+    batch = global_batch(run)
     steps = max(1, round(epochs * len(data.train) / batch))
     steps = min(steps, 5) if args.quick else steps
     work = args.work / fingerprint(args, run, epochs)
