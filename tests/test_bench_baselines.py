@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from hwnas.data import load_dataset
+from hwnas.errors import HwnasError
 from hwnas.train.checkpoint import CHECKPOINT
 from hwnas.train.config import TrainConfig
 
@@ -93,6 +94,9 @@ def test_budgets_matched_to_baselines_then_filled_up_with_fractions() -> None:
     assert [b["budget_ms"] for b in choose_budgets(1.0, 3.0, args, many)] == [1.2, 1.8, 2.4, 2.9]  # no fill-up needed
     explicit = choose_budgets(1.0, 3.0, argparse.Namespace(budgets="1.5,2.5", fractions="", min_budgets=3), probe)
     assert [b["budget_ms"] for b in explicit] == [1.5, 2.5]
+    for bad in ("0.5,2.5", "1.5,fast"):  # under the table's smallest subnet (no subnet fits) / not a number
+        with pytest.raises(HwnasError, match="--budgets"):
+            choose_budgets(1.0, 3.0, argparse.Namespace(budgets=bad, fractions="", min_budgets=3), probe)
 
 
 def _fake_run(folder: Path, **recipe: object) -> types.SimpleNamespace:
