@@ -82,14 +82,10 @@ def choose_budgets(lo: float, hi: float, args: argparse.Namespace, probe: dict[s
     are added than needed.
     """
     if args.budgets:  # given in LUT ms of this CPU's table: one under its smallest subnet would leave nothing to search
-        try:
-            given = [float(b) for b in args.budgets.split(",")]
-        except ValueError:
-            raise HwnasError(f"--budgets must be comma-separated numbers (LUT ms), got {args.budgets!r}") from None
-        if min(given) < lo:
-            raise HwnasError(f"--budgets {min(given)} ms is below the smallest subnet in this CPU's LUT ({lo:.4f} ms); "
-                             f"its range is {lo:.4f}-{hi:.4f} ms")
-        return [{"budget_ms": b, "reason": "given with --budgets", "matched": []} for b in given]
+        if min(args.budgets) < lo:
+            raise HwnasError(f"--budgets {min(args.budgets)} ms is below the smallest subnet in this CPU's LUT "
+                             f"({lo:.4f} ms); its range is {lo:.4f}-{hi:.4f} ms")
+        return [{"budget_ms": b, "reason": "given with --budgets", "matched": []} for b in args.budgets]
     ratio, near = probe["ratio_measured_to_lut"], 0.03 * (hi - lo)
     matched = sorted((ms / ratio, name, ms) for name, ms in probe["baselines_untrained_ms"].items() if lo <= ms / ratio <= hi)
     picks: list[dict[str, Any]] = []

@@ -52,6 +52,7 @@ from baselines_latency import choose_budgets, model_onnx_bytes, probe_latency, t
 from baselines_pareto import judge_budget, plot_pareto, summarize_seeds  # noqa: E402
 from hwnas.atomic import atomic_path, atomic_write_json  # noqa: E402
 from hwnas.blocks import arch_macs, arch_params, count_macs  # noqa: E402
+from hwnas.cli.common import budget_list  # noqa: E402
 from hwnas.data import Dataset, batches, load_dataset  # noqa: E402
 from hwnas.errors import HwnasError  # noqa: E402
 from hwnas.latency.harness import Protocol, whole_model_protocol  # noqa: E402
@@ -89,7 +90,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--min-budgets", type=int, default=3, help="fill up to this many budgets with --fractions")
     p.add_argument("--fractions", default="0.05,0.2,0.45",
                    help="fill-up budgets as fractions of the LUT's [min, max] range, used in this order")
-    p.add_argument("--budgets", default=None, help="explicit budgets in LUT ms, e.g. 1.3,1.8,2.6 (replaces the rule)")
+    p.add_argument("--budgets", type=budget_list, default=None,
+                   help="explicit budgets in LUT ms, e.g. 1.3,1.8,2.6 (replaces the rule)")
     p.add_argument("--evaluations", type=int, default=None, help="measured candidates per search (default 48)")
     p.add_argument("--population", type=int, default=12, help="evolution population")
     p.add_argument("--val-images", type=int, default=2000, help="val images per candidate evaluation")

@@ -92,11 +92,12 @@ def test_budgets_matched_to_baselines_then_filled_up_with_fractions() -> None:
     assert [b["matched"] for b in budgets] == [[], ["b", "c"], []]
     many = {"ratio_measured_to_lut": 1.0, "baselines_untrained_ms": {"a": 1.2, "b": 1.8, "c": 2.4, "d": 2.9}}
     assert [b["budget_ms"] for b in choose_budgets(1.0, 3.0, args, many)] == [1.2, 1.8, 2.4, 2.9]  # no fill-up needed
-    explicit = choose_budgets(1.0, 3.0, argparse.Namespace(budgets="1.5,2.5", fractions="", min_budgets=3), probe)
+    explicit = choose_budgets(1.0, 3.0, parse_args(["--budgets", "1.5,2.5"]), probe)
     assert [b["budget_ms"] for b in explicit] == [1.5, 2.5]
-    for bad in ("0.5,2.5", "1.5,fast"):  # under the table's smallest subnet (no subnet fits) / not a number
-        with pytest.raises(HwnasError, match="--budgets"):
-            choose_budgets(1.0, 3.0, argparse.Namespace(budgets=bad, fractions="", min_budgets=3), probe)
+    with pytest.raises(HwnasError, match="--budgets"):  # under the table's smallest subnet: no subnet fits
+        choose_budgets(1.0, 3.0, parse_args(["--budgets", "0.5,2.5"]), probe)
+    with pytest.raises(SystemExit):  # not a number: refused while parsing, before any work
+        parse_args(["--budgets", "1.5,fast"])
 
 
 def _fake_run(folder: Path, **recipe: object) -> types.SimpleNamespace:

@@ -16,7 +16,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from hwnas.cli.common import check_out_dir, positive_float, positive_int
+from hwnas.cli.common import budget_list, check_out_dir, positive_float, positive_int
 from hwnas.cli.output import print_json
 from hwnas.errors import HwnasError
 
@@ -25,19 +25,12 @@ log = logging.getLogger(__name__)
 STRATEGIES = ("evolution", "random", "rl", "differentiable", "scale")
 
 
-def _budget_list(text: str) -> list[float]:
-    try:
-        return [positive_float(part) for part in text.split(",") if part.strip()]
-    except argparse.ArgumentTypeError as exc:
-        raise argparse.ArgumentTypeError(f"--budgets takes comma-separated positive ms values: {exc}") from None
-
-
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("search", help="find the most accurate subnet within a latency budget")
     p.add_argument("--run", type=Path, required=True, help="trained supernet run folder (from 'hwnas train')")
     p.add_argument("--lut", type=Path, required=True, help="latency table CSV (from 'hwnas profile')")
     p.add_argument("--budget-ms", type=positive_float, default=None, help="latency budget in ms")
-    p.add_argument("--budgets", type=_budget_list, default=None, help="several budgets, e.g. 0.3,0.4,0.5 (shared cache)")
+    p.add_argument("--budgets", type=budget_list, default=None, help="several budgets, e.g. 0.3,0.4,0.5 (shared cache)")
     p.add_argument("--strategy", choices=STRATEGIES, default="evolution", help="search strategy (default evolution)")
     p.add_argument("--seed", type=int, default=0, help="RNG seed (default 0)")
     p.add_argument("--evaluations", type=positive_int, default=100,

@@ -36,6 +36,13 @@ def positive_float(text: str) -> float:
     return value
 
 
+def budget_list(text: str) -> list[float]:
+    try:
+        return [positive_float(part) for part in text.split(",") if part.strip()]
+    except argparse.ArgumentTypeError as exc:
+        raise argparse.ArgumentTypeError(f"--budgets takes comma-separated positive ms values: {exc}") from None
+
+
 def unit_float(text: str) -> float:
     try:
         value = float(text)
