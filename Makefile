@@ -3,6 +3,7 @@ PY      := .venv/bin/python
 STAMP   := .venv/.hwnas-installed
 FMNIST  := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 PYTEST_ARGS ?=
+OFA     := ofa==0.1.0.post202307202001
 
 .PHONY: test test-fast demo bench bench-quick setup data clean
 
@@ -12,6 +13,7 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || python3 -m venv .venv
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev,mobile]'
+	$(PY) -m pip install -q --no-deps '$(OFA)'  # the reference the OFA import is tested against
 	touch $(STAMP)
 
 data:
@@ -30,11 +32,9 @@ demo: setup
 	.venv/bin/hwnas quickstart --out runs/quickstart --force
 
 bench: setup
-	$(PY) -m pip install -q --no-deps 'ofa==0.1.0.post202307202001'
 	$(PY) bench/run_all.py
 
 bench-quick: setup
-	$(PY) -m pip install -q --no-deps 'ofa==0.1.0.post202307202001'
 	$(PY) bench/run_all.py --quick
 
 clean:

@@ -16,10 +16,13 @@ import pytest
 
 from hwnas.cli import main
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))  # ofa_random: OFA files built by OFA's code
+
 REPO = Path(__file__).resolve().parents[1]
 TINY_LUT = REPO / "latency_tables" / "cpu-ort-1t" / "mbv3-tiny.csv"
 MBV3_LUT = REPO / "latency_tables" / "cpu-ort-1t" / "mbv3.csv"
 TINY_ARCH = "r32/k5e4,k3e6,k7e3/k3e3,k5e6/k7e4,k7e4,k3e3,k5e6/k3e6,k3e4/k5e3,k7e6,k3e4"
+MBV3_ARCH = "r128/k3e3,k3e3/k3e3,k3e3/k3e3,k3e3/k3e3,k3e3/k3e3,k3e3"
 MARKER = "pwned.txt"
 
 
@@ -56,6 +59,49 @@ def _lut_variant(folder: Path, name: str, *, csv_edit=None, meta_edit=None, drop
     if drop_meta:
         meta.unlink()
     return path
+
+
+def _ofa_inputs(root: Path, *, mbv3_lut: Path) -> dict[str, Path]:
+    """OFA files made by OFA's own classes (random weights), the ones import-ofa must refuse, and an imported run."""
+    import torch
+    from ofa.imagenet_classification.elastic_nn.networks.ofa_resnets import OFAResNets
+    from ofa.nas.accuracy_predictor import AccuracyPredictor, MobileNetArchEncoder
+    from ofa_random import ofa_predictor, ofa_supernet, save_released
+    from PIL import Image
+
+    folder = root / "ofa"
+    folder.mkdir()
+    out = {"ofa_ckpt": save_released(ofa_supernet(1.0, seed=0), folder / "ofa_mbv3_w1.0.pth")}
+    blob = out["ofa_ckpt"].read_bytes()
+    out["ofa_trunc"] = folder / "truncated.pth"
+    out["ofa_trunc"].write_bytes(blob[: len(blob) // 2])
+    out["ofa_resnet"] = folder / "ofa_resnet.pth"
+    resnet = OFAResNets(depth_list=[0], expand_ratio_list=[0.2], width_mult_list=[0.65])
+    torch.save({"state_dict": resnet.state_dict()}, out["ofa_resnet"])
+    out["ofa_evil"] = folder / "evil.pth"
+    with open(out["ofa_evil"], "wb") as fh:
+        pickle.dump({"state_dict": _Evil(str(root / MARKER))}, fh)
+    out["ofa_acc"] = folder / "acc.pth"
+    torch.save(ofa_predictor(seed=0).state_dict(), out["ofa_acc"])
+    out["ofa_acc_224"] = folder / "acc_224.pth"  # a predictor trained for one image size: another input layout
+    torch.save(AccuracyPredictor(MobileNetArchEncoder(image_size_list=[224]), device="cpu").state_dict(),
+               out["ofa_acc_224"])
+    out["ofa_run"] = root / "ofa_run"
+    assert main(["import-ofa", str(out["ofa_ckpt"]), "--out", str(out["ofa_run"]), "--predictor",
+                 str(out["ofa_acc"])]) == 0
+    out["ofa_run_w12"] = root / "ofa_run_w12"  # only its config.json: search checks it against the LUT first
+    out["ofa_run_w12"].mkdir()
+    from hwnas.space import get_space, space_hash
+
+    config = json.loads((out["ofa_run"] / "config.json").read_text())
+    config.update(width=1.2, space_hash=space_hash(get_space("mbv3", width=1.2)))
+    (out["ofa_run_w12"] / "config.json").write_text(json.dumps(config))
+    out["tiny_imagenet"] = root / "tiny_imagenet"  # 3 classes: not the 1,000 outputs of an ImageNet supernet
+    for split in ("train", "val"):
+        for cls in ("n01", "n02", "n03"):
+            (out["tiny_imagenet"] / split / cls).mkdir(parents=True)
+            Image.new("RGB", (10, 8), (40, 90, 200)).save(out["tiny_imagenet"] / split / cls / "a.png")
+    return out
 
 
 def _replace_first_value(text: str, column: int, value: str) -> str:
@@ -126,6 +172,7 @@ def env(tmp_path_factory) -> dict[str, str]:
         (paths[name] / "search.journal.jsonl").write_text(text)
     paths["file_not_dir"] = root / "a_file"
     paths["file_not_dir"].write_text("x")
+    paths.update(_ofa_inputs(root, mbv3_lut=Path(paths["mbv3_lut"])))
     paths["fmnist_bad"] = root / "fmnist_bad"
     paths["fmnist_bad"].mkdir()
     for name in ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz",
@@ -218,6 +265,28 @@ CASES = [
     ("export-arch-and-search", ["export", "--run", "{run}", "--arch", TINY_ARCH, "--search", "{bad_search}", "--out", "{root}/e9"]),
     # report
     ("report-missing-run", ["report", "{root}/norun"]),
+    # import-ofa and imported runs
+    ("import-missing-file", ["import-ofa", "{root}/nope.pth", "--out", "{root}/i1"]),
+    ("import-truncated", ["import-ofa", "{ofa_trunc}", "--out", "{root}/i2"]),
+    ("import-ofa-resnet", ["import-ofa", "{ofa_resnet}", "--out", "{root}/i3"]),
+    ("import-width-mismatch", ["import-ofa", "{ofa_ckpt}", "--width", "1.2", "--out", "{root}/i4"]),
+    ("import-width-unpublished", ["import-ofa", "{ofa_ckpt}", "--width", "0.75", "--out", "{root}/i5"]),
+    ("import-predictor-other-space", ["import-ofa", "{ofa_ckpt}", "--predictor", "{ofa_acc_224}", "--out", "{root}/i6"]),
+    ("import-predictor-not-a-predictor", ["import-ofa", "{ofa_ckpt}", "--predictor", "{ofa_ckpt}", "--out", "{root}/i7"]),
+    ("import-malicious-pickle", ["import-ofa", "{ofa_evil}", "--out", "{root}/i8"]),
+    ("import-malicious-predictor", ["import-ofa", "{ofa_ckpt}", "--predictor", "{ofa_evil}", "--out", "{root}/i9"]),
+    ("import-existing-run", ["import-ofa", "{ofa_ckpt}", "--out", "{ofa_run}"]),
+    ("search-imported-measured-no-data", ["search", "--run", "{ofa_run}", "--lut", "{mbv3_lut}", "--budget-ms", "2",
+                                          "--scorer", "measured", "--out", "{root}/s6"]),
+    ("search-imported-class-mismatch", ["search", "--run", "{ofa_run}", "--lut", "{mbv3_lut}", "--budget-ms", "2",
+                                        "--scorer", "measured", "--data-dir", "{tiny_imagenet}", "--out", "{root}/s7"]),
+    ("search-run-without-predictor", ["search", "--run", "{run}", "--lut", "{lut}", "--budget-ms", "5", "--scorer",
+                                      "predictor", "--out", "{root}/s8"]),
+    ("search-predictor-resume", ["search", "--run", "{ofa_run}", "--lut", "{mbv3_lut}", "--budget-ms", "2", "--resume",
+                                 "--out", "{journal_other}"]),
+    ("search-lut-of-other-width", ["search", "--run", "{ofa_run_w12}", "--lut", "{mbv3_lut}", "--budget-ms", "2",
+                                   "--out", "{root}/s9"]),
+    ("export-imported-no-data", ["export", "--run", "{ofa_run}", "--arch", MBV3_ARCH, "--out", "{root}/e12"]),
 ]
 
 

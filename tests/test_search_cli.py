@@ -67,8 +67,9 @@ def test_search_json_contract_and_outputs(tiny_run: Path, lut: Path, capsys) -> 
             "--population", "2", "--val-images", "16", "--calib-images", "32", "--seed", "3", "--json"]
     assert main(argv) == 0
     out = json.loads(capsys.readouterr().out)
-    assert set(out) == {"arch", "predicted_ms", "accuracy", "budget_ms", "evaluated", "seconds"}
+    assert set(out) == {"arch", "predicted_ms", "accuracy", "budget_ms", "evaluated", "seconds", "scorer"}
     assert out["predicted_ms"] <= budgets[0] and out["evaluated"] == 3 and 0 <= out["accuracy"] <= 1
+    assert out["scorer"] == "measured"  # a trained run has no imported predictor
     for name in ("search.json", "pareto.csv", "candidates.csv"):
         assert (tiny_run / name).is_file()
     assert main(argv) == 2 and "--force" in capsys.readouterr().err       # never overwrites silently

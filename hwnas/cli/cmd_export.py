@@ -43,6 +43,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                    help="test images for the ONNX-vs-torch check (default 1000)")
     p.add_argument("--test-images", type=positive_int, default=None, metavar="N",
                    help="report accuracy on the first N test images only (default: the whole test split)")
+    p.add_argument("--data-dir", type=Path, default=None, metavar="DIR",
+                   help="the run's dataset folder if not the one it recorded; required for runs from 'hwnas import-ofa' "
+                        "(an ImageNet-style folder with train/<class>/ and val/<class>/; test accuracy is on val/)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--force", action="store_true", help="overwrite existing outputs in DIR")
     p.set_defaults(handler=_export)
@@ -53,6 +56,8 @@ def _export(args: argparse.Namespace) -> int:
 
     if not args.run.is_dir():
         raise HwnasError(f"run directory {args.run} not found; pass the --out of 'hwnas train'")
+    if args.data_dir is not None and not args.data_dir.is_dir():
+        raise HwnasError(f"--data-dir {args.data_dir} is not a folder; pass the run's dataset folder")
     if args.lut is not None and not args.lut.is_file():
         raise HwnasError(f"LUT {args.lut} not found; run 'hwnas profile --device {args.device}' or omit --lut")
     from hwnas.export.pipeline import OUTPUT_FILES, ExportConfig, export_run, read_search
@@ -77,7 +82,7 @@ def _export(args: argparse.Namespace) -> int:
     finetune = FinetuneConfig(epochs=args.finetune_epochs, **{k: v for k, v in given.items() if v is not None})
     cfg = ExportConfig(finetune=finetune, int8=args.int8, device=args.device,
                        lut=lut, parity_images=args.parity_images, test_images=args.test_images, pte=args.format == "pte",
-                       pte_device=args.pte_device)
+                       pte_device=args.pte_device, data_dir=args.data_dir)
     result = export_run(args.run, arch, args.out, cfg=cfg, progress=not args.json)
     if args.json:
         print_json(result.summary())

@@ -23,6 +23,11 @@ from hwnas.errors import HwnasError
 log = logging.getLogger(__name__)
 
 STRATEGIES = ("evolution", "random", "rl", "differentiable", "scale")
+SCORERS = ("measured", "predictor")
+# Search effort per scorer: a measured candidate costs seconds (extract, BN recalibration, val), a predicted one
+# microseconds, so the predictor runs OFA's own setting (population 100, 500 generations).
+MEASURED_DEFAULTS = {"evaluations": 100, "population": 16, "generations": 10_000}
+PREDICTOR_DEFAULTS = {"evaluations": 50_000, "population": 100, "generations": 500}
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -33,9 +38,22 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--budgets", type=budget_list, default=None, help="several budgets, e.g. 0.3,0.4,0.5 (shared cache)")
     p.add_argument("--strategy", choices=STRATEGIES, default="evolution", help="search strategy (default evolution)")
     p.add_argument("--seed", type=int, default=0, help="RNG seed (default 0)")
-    p.add_argument("--evaluations", type=positive_int, default=100,
-                   help="measured (extract + BN recalibration + val) evaluations per budget (default 100)")
-    p.add_argument("--population", type=positive_int, default=16, help="evolution population (default 16)")
+    p.add_argument("--scorer", choices=SCORERS, default=None,
+                   help="how candidates are scored: 'measured' extracts each, recalibrates BN and evaluates it on the "
+                        "val split; 'predictor' uses the accuracy predictor imported with the run (no data, seconds). "
+                        "Default: predictor when the run has one, else measured")
+    p.add_argument("--data-dir", type=Path, default=None,
+                   help="measured scorer: the run's dataset folder if not the one it recorded; required for runs from "
+                        "'hwnas import-ofa' (an ImageNet-style folder with train/<class>/ and val/<class>/)")
+    p.add_argument("--evaluations", type=positive_int, default=None,
+                   help=f"distinct candidates scored per budget (default {MEASURED_DEFAULTS['evaluations']} measured, "
+                        f"{PREDICTOR_DEFAULTS['evaluations']:,} with the predictor)")
+    p.add_argument("--population", type=positive_int, default=None,
+                   help=f"evolution population (default {MEASURED_DEFAULTS['population']} measured, "
+                        f"{PREDICTOR_DEFAULTS['population']} with the predictor, as OFA)")
+    p.add_argument("--generations", type=positive_int, default=None,
+                   help="evolution generations (default: until --evaluations are spent; "
+                        f"{PREDICTOR_DEFAULTS['generations']} with the predictor, as OFA)")
     p.add_argument("--predictor", choices=("none", "ridge", "mlp"), default="none",
                    help="evolution only: fit an accuracy predictor on the measured archs, evolve on it (100x500), "
                         "then measure its top candidates")
@@ -76,17 +94,91 @@ def _search(args: argparse.Namespace) -> int:
     latency = gene_latency_from_lut(table, space)
     for budget in budgets:
         check_budget(latency, budget, where=f"LUT {args.lut}")
+    run_config = _check_run_matches(args, table, space)
     if args.strategy == "scale":
         return _scale(args, table, space, budgets, out_dir)
 
-    identity = _identity(args, budgets, space)
-    measured = resume_journal(journal, identity) if args.resume else {}
-    results, extra = _run_strategy(args, space, latency, budgets, journal=journal, identity=identity, measured=measured)
-    _write(args, results, out_dir, table, space, extra)
+    scorer = _scorer_kind(args, run_config)
+    effort = _effort(args, scorer)
+    if scorer == "predictor":
+        results, extra = _predictor_search(args, space, latency, budgets, effort)
+    else:
+        identity = _identity(args, budgets, space, effort)
+        measured = resume_journal(journal, identity) if args.resume else {}
+        results, extra = _run_strategy(args, space, latency, budgets, effort, journal=journal, identity=identity,
+                                       measured=measured)
+    _write(args, results, out_dir, table, space, {**extra, "scorer": scorer})
     return 0
 
 
-def _identity(args: argparse.Namespace, budgets: list[float], space: Any) -> dict[str, Any]:
+def _check_run_matches(args: argparse.Namespace, table: Any, space: Any) -> dict[str, Any]:
+    """The run's config.json, checked against the LUT's space before anything heavy is loaded: a run of another
+    space or width is told which table it needs and the command that builds it."""
+    from hwnas.latency.lut import lut_path
+    from hwnas.space import get_space, space_hash, with_io
+    from hwnas.train.checkpoint import CONFIG, read_config_json
+
+    if not (args.run / CONFIG).is_file():
+        return {}  # the checkpoint alone still names its space; load_run checks it against the LUT's
+    config = read_config_json(args.run)
+    run_hash = config.get("space_hash")
+    if run_hash is None or run_hash == space_hash(space):
+        return config
+    try:
+        run_space = with_io(get_space(str(config["space"]), width=float(config.get("width", 1.0))),
+                            in_channels=int(config["in_channels"]), num_classes=int(config["num_classes"]))
+    except (KeyError, TypeError, ValueError, HwnasError):
+        run_space = None
+    if run_space is None or space_hash(run_space) != run_hash:
+        raise HwnasError(f"LUT {args.lut} is for space {space.name} (hash {space_hash(space)}) but run {args.run} "
+                         f"trained another (hash {run_hash}); profile the run's space or pick the matching LUT")
+    width = f" --width {run_space.width:g}" if run_space.width != 1.0 else ""
+    need = lut_path(args.lut.parent.parent, table.device, run_space)
+    raise HwnasError(f"run {args.run} is space {run_space.name} at width {run_space.width}, LUT {args.lut} is for "
+                     f"{space.name} at width {space.width}: it needs {need}; build it with 'hwnas profile --device "
+                     f"{table.device} --space {run_space.name}{width}'")
+
+
+def _scorer_kind(args: argparse.Namespace, run_config: dict[str, Any]) -> str:
+    has_predictor = bool(run_config.get("predictor"))
+    scorer = args.scorer or ("predictor" if has_predictor else "measured")
+    if scorer == "predictor":
+        if not has_predictor:
+            raise HwnasError(f"run {args.run} has no accuracy predictor; import one with 'hwnas import-ofa ... "
+                             "--predictor ACC.pth' or use --scorer measured")
+        if args.predictor != "none":
+            raise HwnasError(f"--predictor {args.predictor} fits a predictor on measured candidates; it does not combine "
+                             "with --scorer predictor (the run's imported predictor)")
+        if args.resume:
+            raise HwnasError("--resume continues a measured search; a predictor-scored search takes seconds: rerun it "
+                             "without --resume")
+        if args.data_dir is not None:
+            raise HwnasError("--data-dir is for the measured scorer; --scorer predictor reads no data")
+    return scorer
+
+
+def _effort(args: argparse.Namespace, scorer: str) -> dict[str, int]:
+    """Evaluations, population and generations: what the user gave, else the scorer's defaults."""
+    defaults = PREDICTOR_DEFAULTS if scorer == "predictor" else MEASURED_DEFAULTS
+    given = {"evaluations": args.evaluations, "population": args.population, "generations": args.generations}
+    return {k: v if v is not None else defaults[k] for k, v in given.items()}
+
+
+def _predictor_search(args: argparse.Namespace, space: Any, latency: Any, budgets: list[float],
+                      effort: dict[str, int]) -> tuple[list[Any], dict[str, Any]]:
+    """Every budget scored by the run's imported accuracy predictor (vectorised over each generation)."""
+    from hwnas.ofa.predictor import predictor_from_state
+    from hwnas.train.checkpoint import load_run
+
+    run = load_run(args.run)
+    assert run.predictor is not None
+    predictor = predictor_from_state(run.predictor["state"], space, where=f"the accuracy predictor of run {args.run}")
+    results, extra = _strategies(args, space, latency, budgets, predictor, effort)
+    extra["predictor"] = {"kind": predictor.kind, "file": run.predictor.get("file"), "sha256": run.predictor.get("sha256")}
+    return results, extra
+
+
+def _identity(args: argparse.Namespace, budgets: list[float], space: Any, effort: dict[str, int]) -> dict[str, Any]:
     """What makes a journal this search's: the inputs its accuracies depend on (checkpoint, scorer settings, seed) and
     those its path depends on (LUT, strategy, budgets, counts). Files are named by content digest, not path, so a moved
     run folder still resumes and a retrained checkpoint or re-profiled LUT does not."""
@@ -100,8 +192,9 @@ def _identity(args: argparse.Namespace, budgets: list[float], space: Any) -> dic
 
     return {"run_checkpoint_sha256": digest(args.run / "checkpoint.pt"), "lut_sha256": digest(args.lut),
             "lut_meta_sha256": digest(meta_path(args.lut)), "space_hash": space_hash(space), "strategy": args.strategy,
-            "predictor": args.predictor, "seed": args.seed, "budgets_ms": budgets, "evaluations": args.evaluations,
-            "population": args.population, "val_images": args.val_images, "calib_images": args.calib_images}
+            "predictor": args.predictor, "seed": args.seed, "budgets_ms": budgets, "evaluations": effort["evaluations"],
+            "population": effort["population"], **({"generations": args.generations} if args.generations else {}),
+            "val_images": args.val_images, "calib_images": args.calib_images}
 
 
 def _scorer(args: argparse.Namespace, space: Any, *, journal: Path, measured: dict[str, float]) -> Any:
@@ -121,11 +214,12 @@ def _scorer(args: argparse.Namespace, space: Any, *, journal: Path, measured: di
     batch = min(256, args.calib_images)
     cfg = ScorerConfig(calib_batches=-(-args.calib_images // batch), calib_batch_size=batch, val_images=args.val_images,
                        seed=args.seed)
-    return scorer_for_run(run, cfg=cfg, known=measured,
+    return scorer_for_run(run, cfg=cfg, known=measured, data_dir=args.data_dir,
                           on_measured=lambda arch, accuracy: append_measurement(journal, arch, accuracy))
 
 
-def _run_strategy(args: argparse.Namespace, space: Any, latency: Any, budgets: list[float], *, journal: Path,
+def _run_strategy(args: argparse.Namespace, space: Any, latency: Any, budgets: list[float], effort: dict[str, int], *,
+                  journal: Path,
                   identity: dict[str, Any], measured: dict[str, float]) -> tuple[list[Any], dict[str, Any]]:
     """Every budget's search on one scorer (shared cache). Ctrl-C (KeyboardInterrupt, wherever it lands) loses at most
     the measurement in flight: each one was appended and fsynced as it finished, so there is nothing left to flush."""
@@ -134,7 +228,7 @@ def _run_strategy(args: argparse.Namespace, space: Any, latency: Any, budgets: l
     scorer = _scorer(args, space, journal=journal, measured=measured)
     write_journal(journal, identity, measured)  # fresh: header only; resumed: compacted, a torn last line cut off
     try:
-        results, extra = _strategies(args, space, latency, budgets, scorer)
+        results, extra = _strategies(args, space, latency, budgets, scorer, effort)
     except KeyboardInterrupt:
         raise KeyboardInterrupt(f"{len(scorer.cache)} measured candidates are saved in {journal}; rerun the same "
                                 f"command with --resume to continue") from None
@@ -143,8 +237,8 @@ def _run_strategy(args: argparse.Namespace, space: Any, latency: Any, budgets: l
     return results, extra
 
 
-def _strategies(args: argparse.Namespace, space: Any, latency: Any, budgets: list[float],
-                scorer: Any) -> tuple[list[Any], dict[str, Any]]:
+def _strategies(args: argparse.Namespace, space: Any, latency: Any, budgets: list[float], scorer: Any,
+                effort: dict[str, int]) -> tuple[list[Any], dict[str, Any]]:
     import numpy as np
 
     from hwnas.search import (EvolutionConfig, RandomConfig, RLConfig, differentiable_search, evolve, random_search,
@@ -155,17 +249,19 @@ def _strategies(args: argparse.Namespace, space: Any, latency: Any, budgets: lis
     for i, budget in enumerate(budgets):
         rng = np.random.default_rng([args.seed, i])
         if args.strategy == "evolution" and args.predictor != "none":
-            res, info = predicted_evolution(space, scorer, latency, budget_ms=budget, measured=args.evaluations,
+            res, info = predicted_evolution(space, scorer, latency, budget_ms=budget, measured=effort["evaluations"],
                                             kind=args.predictor, rng=rng)
             extra[str(budget)] = info
         elif args.strategy == "evolution":
-            cfg = EvolutionConfig(population=args.population, generations=10_000, max_evaluations=args.evaluations)
+            cfg = EvolutionConfig(population=effort["population"], generations=effort["generations"],
+                                  max_evaluations=effort["evaluations"])
             res = evolve(space, scorer, latency, budget_ms=budget, cfg=cfg, rng=rng)
         elif args.strategy == "random":
-            res = random_search(space, scorer, latency, budget_ms=budget, cfg=RandomConfig(evaluations=args.evaluations),
-                                rng=rng)
+            res = random_search(space, scorer, latency, budget_ms=budget,
+                                cfg=RandomConfig(evaluations=effort["evaluations"]), rng=rng)
         elif args.strategy == "rl":
-            res = rl_search(space, scorer, latency, budget_ms=budget, cfg=RLConfig(evaluations=args.evaluations), rng=rng)
+            res = rl_search(space, scorer, latency, budget_ms=budget, cfg=RLConfig(evaluations=effort["evaluations"]),
+                            rng=rng)
         else:
             res = differentiable_search(space, scorer, latency, arch=read_run_arch(args.run, space), budget_ms=budget)
         log.info("budget %g ms: %s  %.4f ms  acc %.4f  (%d evaluated, %.1f s)", budget, res.arch, res.predicted_ms,
@@ -184,15 +280,16 @@ def _context(args: argparse.Namespace, table: Any, space: Any) -> dict[str, Any]
 def _write(args: argparse.Namespace, results: list[Any], out_dir: Path, table: Any, space: Any, extra: dict[str, Any]) -> None:
     from hwnas.search.output import write_search_outputs
 
-    context = {**_context(args, table, space), "extra": extra}
+    context = {**_context(args, table, space), "scorer": extra.pop("scorer"), "extra": extra}
     write_search_outputs(results, out_dir, context=context)
-    summaries = [r.summary() for r in results]
+    summaries = [{**r.summary(), "scorer": context["scorer"]} for r in results]
     if args.json:
         print_json(summaries[0] if len(summaries) == 1 else summaries)
         return
     for s in summaries:
         print(f"budget {s['budget_ms']:g} ms -> {s['arch']}")
-        print(f"  predicted {s['predicted_ms']:.4f} ms, val accuracy {s['accuracy']:.4f}, "
+        what = "predicted accuracy" if s["scorer"] == "predictor" else "val accuracy"
+        print(f"  predicted {s['predicted_ms']:.4f} ms, {what} {s['accuracy']:.4f}, "
               f"{s['evaluated']} evaluated in {s['seconds']:.1f} s")
     print(f"wrote {out_dir / 'search.json'}, pareto.csv, candidates.csv")
 

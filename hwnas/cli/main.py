@@ -20,6 +20,7 @@ _COMMAND_MODULES = (
     "hwnas.cli.cmd_space",
     "hwnas.cli.cmd_latency",
     "hwnas.cli.cmd_train",
+    "hwnas.cli.cmd_import",
     "hwnas.cli.cmd_search",
     "hwnas.cli.cmd_export",
     "hwnas.cli.cmd_report",

@@ -51,12 +51,16 @@ class Dataset:
     num_classes: int
     channels: int
     image_size: int
+    center_crop: bool = False  # images were resized (shorter side) and centre-cropped: ImageNet's eval transform
 
     @property
     def preprocess(self) -> dict[str, object]:
         """What a deployed model's caller must do to an image (stored in run config and model cards)."""
-        return {"resolution": self.image_size, "channels": self.channels, "mean": list(self.train.mean),
-                "std": list(self.train.std), "resize": "bilinear"}
+        out: dict[str, object] = {"resolution": self.image_size, "channels": self.channels, "mean": list(self.train.mean),
+                                  "std": list(self.train.std), "resize": "bilinear"}
+        if self.center_crop:
+            out["center_crop"] = self.image_size
+        return out
 
     def split(self, name: str) -> Split:
         if name not in ("train", "val", "test"):

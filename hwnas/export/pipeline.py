@@ -52,6 +52,7 @@ class ExportConfig:
     measure: bool = True                # time the exported files (skip in tests that only check files)
     pte: bool = False                   # also write model.pte (ExecuTorch + XNNPACK; needs hwnas[mobile])
     pte_device: str = "cpu-et-xnnpack-1t"  # executorch profile the .pte is timed on
+    data_dir: Path | None = None        # the run's data folder, if not the one it recorded (required for imported runs)
 
     def __post_init__(self) -> None:
         for name in ("parity_images", "calib_images", "recalib_batches", "batch_size", "test_images"):
@@ -266,7 +267,7 @@ def export_run(
 ) -> ExportResult:
     """Run the whole export for `arch` of the supernet trained in `run_dir`; write files into `out_dir`."""
     from hwnas.blocks import arch_macs, arch_params
-    from hwnas.data import batches, load_dataset
+    from hwnas.data import batches, load_run_dataset
     from hwnas.latency.profiles import load_profile
     from hwnas.supernet import extract
     from hwnas.train.checkpoint import load_run
@@ -279,10 +280,13 @@ def export_run(
     run = load_run(Path(run_dir))
     space: SpaceSpec = run.space
     check_arch(space, arch)
+    res = arch.resolution
+    dataset = load_run_dataset(run.dataset, cfg.data_dir or run.data_dir, val_size=run.config.val_size,
+                               seed=run.config.seed, resolution=res, num_classes=space.num_classes,
+                               train_images=max(cfg.recalib_batches * cfg.batch_size, cfg.calib_images),
+                               val_images=cfg.test_images or 10_000, progress=progress)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    dataset = load_dataset(run.dataset, run.data_dir, val_size=run.config.val_size, seed=run.config.seed)
-    res = arch.resolution
     gen = torch.Generator().manual_seed(cfg.seed)
 
     # 1. extract + BN recalibration: the supernet's running stats belong to no particular subnet.

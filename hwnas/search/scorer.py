@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -130,11 +131,18 @@ class SupernetScorer:
 
 
 def scorer_for_run(run: LoadedRun, *, cfg: ScorerConfig, split: str = "val", known: Mapping[str, float] | None = None,
-                   on_measured: Callable[[str, float], None] | None = None) -> SupernetScorer:
-    """Scorer of a trained run on the exact train/val split its training used (same val_size and seed: no leakage)."""
-    from hwnas.data.datasets import load_dataset
+                   on_measured: Callable[[str, float], None] | None = None,
+                   data_dir: Path | None = None) -> SupernetScorer:
+    """Scorer of a run on the exact train/val split its training used (same val_size and seed: no leakage).
+
+    `data_dir` replaces the data folder the run recorded (needed for imported ImageNet supernets, which record none);
+    from an ImageNet-style folder only the calibration and validation images the scorer uses are decoded.
+    """
+    from hwnas.data.run_data import load_run_dataset
     from hwnas.supernet.supernet import extract
 
-    data = load_dataset(run.dataset, run.data_dir, val_size=run.config.val_size, seed=run.config.seed)
+    data = load_run_dataset(run.dataset, data_dir or run.data_dir, val_size=run.config.val_size, seed=run.config.seed,
+                            resolution=max(run.space.resolutions), num_classes=run.space.num_classes,
+                            train_images=cfg.calib_batches * cfg.calib_batch_size, val_images=cfg.val_images or 10_000)
     return SupernetScorer(run.space, lambda arch: extract(run.supernet, arch), train=data.train, val=data.split(split),
                           cfg=cfg, known=known, on_measured=on_measured)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,8 +19,8 @@ import torch
 
 from hwnas.atomic import atomic_path
 from hwnas.errors import HwnasError
-from hwnas.space import SpaceSpec, get_space, space_hash, with_io
-from hwnas.supernet import Supernet
+from hwnas.space import Arch, SpaceSpec, check_arch, get_space, space_hash, with_io
+from hwnas.supernet import Supernet, extract
 from hwnas.train.config import TrainConfig, config_from_dict
 
 __all__ = ["CHECKPOINT", "CONFIG", "METRICS", "FORMAT", "LoadedRun", "save_checkpoint", "read_checkpoint", "load_run",
@@ -33,7 +34,11 @@ FORMAT = 1
 
 @dataclass(frozen=True)
 class LoadedRun:
-    """A trained supernet ready for search/export (eval mode, CPU unless asked otherwise)."""
+    """A trained (or imported) supernet ready for search/export (eval mode, CPU unless asked otherwise).
+
+    `source` says where the weights came from when they were not trained here (e.g. ``{"kind": "ofa", ...}`` for
+    `hwnas import-ofa`); `predictor` holds an imported accuracy predictor as ``{"kind": ..., "state": {name: tensor}}``.
+    """
 
     run_dir: Path
     space: SpaceSpec
@@ -44,10 +49,20 @@ class LoadedRun:
     step: int
     total_steps: int
     preprocess: dict[str, Any]
+    source: dict[str, Any] | None = None
+    predictor: dict[str, Any] | None = None
 
     @property
     def finished(self) -> bool:
         return self.step >= self.total_steps
+
+    def subnet(self, arch: Arch | str) -> torch.nn.Sequential:
+        """The static model of `arch` (an `Arch` or its string) with the supernet's weights and stored BN statistics.
+
+        No BN recalibration: this is the module `hwnas export` starts from, in eval mode on the supernet's device.
+        """
+        parsed = Arch.parse(arch) if isinstance(arch, str) else arch
+        return extract(self.supernet, check_arch(self.space, parsed))
 
 
 def run_space(cfg: TrainConfig, *, in_channels: int, num_classes: int) -> SpaceSpec:
@@ -65,7 +80,9 @@ def read_checkpoint(path: Path, *, map_location: str | torch.device = "cpu") -> 
     if not path.exists():
         raise HwnasError(f"no {path.name} in {path.parent}; train one with 'hwnas train ... --out {path.parent}'")
     try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # e.g. "Detected pickle protocol 4": the error below says it all
+            warnings.simplefilter("ignore")
+            payload = torch.load(path, map_location=map_location, weights_only=True)
     except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, pickle.UnpicklingError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise HwnasError(f"{path} is truncated or not an hwnas checkpoint ({first[:120]}); "
@@ -107,6 +124,8 @@ def load_run(run_dir: str | Path, *, space: SpaceSpec | None = None,
         step=int(payload["step"]),
         total_steps=int(payload["total_steps"]),
         preprocess=dict(payload.get("preprocess", {})),
+        source=dict(payload["source"]) if isinstance(payload.get("source"), dict) else None,
+        predictor=dict(payload["predictor"]) if isinstance(payload.get("predictor"), dict) else None,
     )
 
 
