@@ -23,7 +23,8 @@ RESULTS = HERE / "results"
 sys.path.insert(0, str(HERE.parent))
 
 BENCHES = ("bench_lut.py", "bench_depthwise.py", "bench_train.py", "bench_search.py", "bench_search_quality.py",
-           "bench_export.py", "bench_nas_modes.py", "bench_executorch.py", "bench_baselines.py")
+           "bench_export.py", "bench_nas_modes.py", "bench_executorch.py", "bench_baselines.py",
+           "bench_ofa_specialize.py")
 # The trained supernets the quality benchmarks share, and how the committed results were made (a full run only):
 # RUN is the 20-minute recipe; the result-quality benchmark (bench_baselines) uses the same recipe trained 4.3 epochs,
 # because at 2.3 epochs the supernet's mid-size subnets scored alike and the winners did not rise with the budget.
@@ -95,6 +96,7 @@ def summarize() -> dict[str, Any]:
     quality = _load("search_quality.json")
     depthwise = _load("depthwise.json")
     baselines = _load("baselines.json")
+    specialize = _load("ofa_specialize.json")
     at224 = _get(lut, "pooled", "224")
     summary: dict[str, Any] = {
         "lut_within_10pct": _get(at224, "lut_calibrated", "within_10pct"),
@@ -112,6 +114,9 @@ def summarize() -> dict[str, Any]:
         "int8_speedup": None,
         "int8_acc_drop_pp": None,
         "sandwich_step_speedup_native_depthwise": _get(depthwise, "sandwich_mbv3_tiny_32px", "speedup"),
+        # OFA's supernet imported and specialized by predictor: the slowest budget's speed-up over OFA's own finder
+        "ofa_specialize_speedup_vs_ofa": _get(specialize, "speedup_min"),
+        "ofa_specialize_all_within_budget": _get(specialize, "all_within_budget"),
     }
     exports = _get(export, "trained", "exports") or []
     if exports:  # the worst case over the trained exports

@@ -286,6 +286,7 @@ CASES = [
                                  "--out", "{journal_other}"]),
     ("search-lut-of-other-width", ["search", "--run", "{ofa_run_w12}", "--lut", "{mbv3_lut}", "--budget-ms", "2",
                                    "--out", "{root}/s9"]),
+    ("train-resume-imported", ["train", "--dataset", "synthetic", "--out", "{ofa_run}", "--resume"]),
     ("export-imported-no-data", ["export", "--run", "{ofa_run}", "--arch", MBV3_ARCH, "--out", "{root}/e12"]),
 ]
 

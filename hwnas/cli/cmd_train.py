@@ -95,7 +95,12 @@ def _train(args: argparse.Namespace) -> int:
     if args.resume:
         from hwnas.train import CHECKPOINT, config_from_dict, read_checkpoint
 
-        cfg = config_from_dict(read_checkpoint(args.out / CHECKPOINT)["config"])
+        payload = read_checkpoint(args.out / CHECKPOINT)
+        if isinstance(payload.get("source"), dict):
+            raise HwnasError(f"run {args.out} was imported ({payload['source'].get('kind')} file "
+                             f"{payload['source'].get('file')}), not trained here: search or export it, or train a new "
+                             "run with another --out")
+        cfg = config_from_dict(payload["config"])
     else:
         cfg = _config(args)
         if rank == 0:
