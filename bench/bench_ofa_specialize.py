@@ -44,7 +44,7 @@ import torch  # noqa: E402
 from hwnas.atomic import atomic_write_json  # noqa: E402
 from hwnas.cli import main as hwnas_main  # noqa: E402
 from hwnas.latency.lut import load_lut  # noqa: E402
-from hwnas.machine import machine_info  # noqa: E402
+from hwnas.machine import machine_info, package_versions  # noqa: E402
 from hwnas.search import gene_latency_from_lut, genome_of  # noqa: E402
 from hwnas.space import Arch, get_space  # noqa: E402
 
@@ -187,7 +187,7 @@ def main() -> None:
                   "budget_rule": f"quantiles {list(BUDGET_QUANTILES)} of 2,000 uniform samples' predicted latency",
                   "ofa": "ofa.nas.search_algorithm.EvolutionFinder (arch mutate 0.1, resolution mutate 0.5)",
                   "hwnas": "hwnas search --scorer predictor (evolution, mutate 0.1 for every gene)",
-                  "ofa_version": _version("ofa"), "threads": {"torch": 1}},
+                  "ofa_version": package_versions(("ofa",))["ofa"], "threads": {"torch": 1}},
         "import_seconds": round(import_seconds, 3),
         "budgets": rows,
         "speedup_min": min(r["speedup_search"] for r in rows),
@@ -202,15 +202,6 @@ def main() -> None:
     print(f"import {import_seconds:.2f} s; export {export_seconds:.1f} s: parity {export['max_abs_diff']:.2e}, "
           f"measured {export['measured_ms']} ms vs predicted {export['predicted_ms']} ms")
     print(f"wrote {args.out}")
-
-
-def _version(name: str) -> str:
-    import importlib.metadata
-
-    try:
-        return importlib.metadata.version(name)
-    except importlib.metadata.PackageNotFoundError:
-        return "missing"
 
 
 if __name__ == "__main__":

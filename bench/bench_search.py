@@ -30,7 +30,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from hwnas.atomic import atomic_write_json  # noqa: E402
-from hwnas.machine import machine_info  # noqa: E402
+from hwnas.machine import machine_info, package_versions  # noqa: E402
 from hwnas.search import (EvolutionConfig, PredictorConfig, evolve, fit_predictor, gene_latency_from_block_ms,  # noqa: E402
                           gene_latency_from_lut, genome_of, one_hot)
 from hwnas.search.latency_model import GeneLatency  # noqa: E402
@@ -173,7 +173,7 @@ def main() -> None:
         "benchmark": "search_speed",
         "setup": {"space": "mbv3", "population": 100, "generations": generations, "repeats": repeats,
                   "budget_ms": round(budget_ms, 4), "budget_rule": "30th percentile of 2000 uniform samples' latency",
-                  "latency_model": lut_source, "ofa_version": _version("ofa"),
+                  "latency_model": lut_source, "ofa_version": package_versions(("ofa",))["ofa"],
                   "threads": {"torch": 1, "openblas": os.environ.get("OPENBLAS_NUM_THREADS")}},
         "results": configs,
         "infeasible_budget": infeasible,
@@ -181,15 +181,6 @@ def main() -> None:
     }
     atomic_write_json(args.out, payload)
     print(f"wrote {args.out}")
-
-
-def _version(name: str) -> str:
-    import importlib.metadata
-
-    try:
-        return importlib.metadata.version(name)
-    except importlib.metadata.PackageNotFoundError:
-        return "missing"
 
 
 if __name__ == "__main__":

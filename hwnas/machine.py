@@ -29,9 +29,8 @@ def cpu_signature() -> str | None:
     """Vendor, family/model and kernel-relevant instruction sets of this CPU, e.g.
     'AuthenticAMD family 26 model 2 [avx2 avx512f avx512_vnni avx512_bf16]'; None where /proc/cpuinfo is missing.
 
-    Why: under KVM the model name says little — this project's 'AMD EPYC' VM was an AVX2-only host one day and a
-    family-26 host with AVX-512 VNNI another — so a table keyed by name alone would be reused on a CPU it does not
-    describe.
+    Why: under a hypervisor the model name says little — the same name can stand for an AVX2-only host and for a host
+    of another family with AVX-512 VNNI — so a table keyed by name alone would be reused on a CPU it does not describe.
     """
     fields: dict[str, str] = {}
     try:

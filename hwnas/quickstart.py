@@ -198,10 +198,10 @@ def run_quickstart(cfg: QuickstartConfig, *, train_fn: Callable[..., Path] | Non
 
 def _threads() -> int:
     """2 torch threads on an idle 2-core machine; 1 when other processes already keep the cores busy: there, 2 OpenMP
-    threads fighting them ran ~30x slower than 1 in our measurements. Busy = more than half the cores in use, read
-    from /proc/stat over half a second before training starts (the 1-minute load average lags: right after another
-    job ends it still reads ~2 and picked 1 thread for a whole demo on an idle machine); the load average where
-    /proc/stat is missing."""
+    threads fighting them run far slower than 1. Busy = more than half the cores in use, read from /proc/stat over half
+    a second before training starts (the 1-minute load average lags: right after another job ends it still reports
+    busy cores and would pick 1 thread for a whole run on an idle machine); the load average where /proc/stat is
+    missing."""
     cores = os.cpu_count() or 1
     used = cores_in_use(0.5)
     if used is None:

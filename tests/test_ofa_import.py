@@ -231,3 +231,20 @@ def test_export_of_an_imported_subnet_on_an_imagenet_folder(imported, tmp_path):
     assert card["preprocess"]["mean"] == pytest.approx([0.485, 0.456, 0.406])
     assert card["accuracy"]["n_images"] == 40 and card["dataset"] == "imagenet-folder"
     assert result.parity.max_abs_diff <= 1e-4 and result.parity.top1_agreement == 1.0
+
+
+@pytest.mark.slow
+def test_measured_search_of_an_imported_run_on_an_imagenet_folder(imported, tmp_path, capsys):
+    """`--scorer measured --data-dir`: candidates are extracted, BN-recalibrated on training images and scored on val/."""
+    data = _imagenet_folder(tmp_path / "imagenet", 1000)
+    out = tmp_path / "search"
+    code = main(["search", "--run", str(imported), "--lut", str(MBV3_LUT), "--budget-ms", "1.2", "--scorer", "measured",
+                 "--data-dir", str(data), "--evaluations", "3", "--population", "2", "--val-images", "24",
+                 "--calib-images", "32", "--out", str(out), "--json"])
+    assert code == 0
+    printed = json.loads(capsys.readouterr().out)
+    payload = json.loads((out / "search.json").read_text())
+    assert printed["scorer"] == payload["scorer"] == "measured" and payload["evaluated"] == 3
+    assert payload["predicted_ms"] <= 1.2 and 0.0 <= payload["accuracy"] <= 1.0
+    journal = (out / "search.journal.jsonl").read_text().splitlines()
+    assert len(journal) == 1 + 3  # header + one line per measured candidate

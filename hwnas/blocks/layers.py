@@ -3,7 +3,7 @@
 One builder for everything that is timed or shipped: LUT profiling blocks, extracted subnets and exported models all
 come from `build_block`, so what is measured is exactly what is deployed. The modules mirror torchvision's
 `Conv2dNormActivation` / `SqueezeExcitation` (same structure and parameter names) but are defined here: importing
-`torchvision.ops` pulls in torch._dynamo and costs ~2.5 s on every command start.
+`torchvision.ops` pulls in torch._dynamo and costs seconds on every command start.
 """
 
 from __future__ import annotations
@@ -42,8 +42,8 @@ class SqueezeExcite(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # the same mean, but exported as GlobalAveragePool, which onnxruntime's int8 quantizer covers; ReduceMean stays
-        # fp32 between DequantizeLinear/QuantizeLinear pairs. Measured here (EPYC fam. 26, mbv3 largest @224, 1
-        # thread): int8 speedup over fp32 1.13x -> 1.23x, fp32 itself 2% faster.
+        # fp32 between DequantizeLinear/QuantizeLinear pairs, so every SE block would pay a dequantize/quantize round
+        # trip. GlobalAveragePool makes the int8 model faster and is no slower in fp32.
         scale = nn.functional.adaptive_avg_pool2d(x, 1)
         scale = nn.functional.hardsigmoid(self.fc2(nn.functional.relu(self.fc1(scale))))
         return x * scale

@@ -4,10 +4,10 @@ Activation ranges are calibrated on real training images fed through `ImageCalib
 quantizes a single profiling block (`quantize_block_int8`), so an int8 latency table (`cpu-ort-int8-1t`) times exactly
 what `hwnas export --int8` ships.
 
-Whether int8 pays off is a per-arch, per-device question: torchvision's MobileNetV3-Large at 224 px ran ~1.3x faster
-in int8 on an AVX2 VM, while this space's subnets ran 0.73-1.09x there and 0.94-0.99x on an AVX-512 VNNI Xeon (their
-HardSwish gates stay float, so every block pays quantize/dequantize round trips). Callers report fp32 and int8 side by
-side.
+Whether int8 pays off is a per-arch, per-device question: a stock MobileNetV3 can gain clearly from int8 on a CPU
+where this space's subnets gain little or even run slower (their HardSwish gates stay float, so every block pays
+quantize/dequantize round trips). Callers therefore report fp32 and int8 side by side (measured figures:
+bench/results/export.json).
 """
 
 from __future__ import annotations

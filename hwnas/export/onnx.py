@@ -113,7 +113,7 @@ def read_onnx_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
 
 
 def ort_session(path: str | os.PathLike[str], *, threads: int = 1, providers: tuple[str, ...] = ("CPUExecutionProvider",)):  # type: ignore[no-untyped-def]
-    """An onnxruntime session with a fixed thread count (1 intra-op thread is the stable timing default here)."""
+    """An onnxruntime session with a fixed thread count (the default, 1 intra-op thread, times most stably)."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()

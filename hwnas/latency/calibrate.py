@@ -1,33 +1,33 @@
 """Calibration: from a sum of isolated block latencies to a whole-model prediction.
 
-Why: a block timed alone runs with its weights and input hot in cache and pays one session call; inside a whole network
-it does not, and the network adds its own per-run cost (one input copy, one output, the executor walking more nodes).
-Measured here (ORT CPU, 1 thread) the raw sum is always too low, by a share that grows as models get smaller. A straight
-line per resolution, `measured ≈ a·sum + b`, fitted by least squares on a few whole subnets timed in the same interleaved
-passes as the blocks, absorbs both: `a` the proportional (cache/memory-traffic) part, `b` the fixed per-run overhead.
-Resolutions with too few calibration subnets share one global line.
+What is fitted: whole subnets' measured latency as
 
-What a line per resolution cannot see is where the time of an isolated block goes that a network does not pay: each
-block alone reads its input from and writes its output to session buffers (and onnxruntime reorders them to and from
-its blocked layout), while inside a network those tensors pass straight to the next node. That cost grows with the
-tensors handed from block to block, not with the block's compute, so one more term, `c·E` with E the elements (in
-millions) of every tensor passed between blocks, shared by all resolutions, is fitted with the lines when there are
-enough calibration subnets. Measured on the AMD EPYC family 26 VM (`mbv3`, 24 calibration subnets, 400 held-out
-subnets at 160/224 px × the machine's speed factor): Kendall τ 0.869 → 0.889 @160 and 0.913 → 0.926 @224, MAPE @160
-2.7% → 1.9%, within ±5% @160 85% → 98.5%; on the Xeon the evening before (its own table and subnets) τ 0.900 → 0.905
-and 0.902 → 0.909. The fitted c is negative (−0.85 to −1.5 ms per million elements): whole networks do not pay it.
+    measured ≈ a_r·sum + b_r + c·E + w·P
 
-The last residual with a pattern was the final stage: its blocks carry the largest weights (up to ~1.2 MB fp32 each in
-`mbv3`) on the smallest maps, so timed alone and repeated their weights stay in cache, inside a network they do not,
-and networks with a deeper or wider final stage ran slower than the lines said. A cache miss costs per byte read, not
-per ms of compute, so the term is `w·P` with P the weights (millions of elements, BatchNorm folded) of the final
-stage's layers, shared by all resolutions; a fit with w < 0 (weights cheaper cold than hot: noise) drops it. It is
-fitted only with `MIN_SPARE_POINTS` more calibration subnets than the boundary term alone needs. Its first form, an
-extra slope on the final stage's rows (ms), was measured on 400 held-out subnets not used to find it (`--seed-base
-200`): τ 0.926 → 0.943 @224, 0.900 → 0.918 @160; refitted as weights on two held-out sets (the committed 48-subnet
-table's and a 96-subnet build's) it ranked 160 px better still (τ 0.921 → 0.926 and 0.914 → 0.920, 224 px within
-±0.004). With it and 25 more passes over the 48 calibration subnets (`calib_passes`), on 400 fresh held-out subnets
-(`--seed-base 500`, a calm phase of the VM; × speed factor): τ 0.953 @224, 0.958 @160, MAPE 1.1% / 0.9%.
+with `sum` the raw sum of the subnet's LUT rows at resolution r, and
+
+- `a_r`, `b_r` — one straight line per resolution (`fit_linear`); resolutions with fewer than `MIN_PER_RESOLUTION`
+  calibration subnets share one global line. `a` is the proportional part (a block inside a network does not find its
+  weights and input hot in cache as it does when timed alone), `b` the fixed per-run overhead of a whole network (one
+  input copy, one output, the executor walking more nodes) that a sum of separately timed blocks does not contain;
+- `c·E` — E the elements (millions) of every tensor passed from one block to the next (`boundary_melems`). A block timed
+  alone reads its input from and writes its output to session buffers (and onnxruntime reorders them to and from its
+  blocked layout); inside a network those tensors pass straight to the next node. That cost grows with the tensors
+  handed between blocks, not with a block's compute, so a per-resolution line cannot absorb it. c is shared by all
+  resolutions and is expected to be negative: the isolated blocks paid it, the network does not;
+- `w·P` — P the weight elements (millions, BatchNorm folded) of the final stage's layers (`final_stage_mweights`). The
+  final stage carries the largest weights on the smallest maps: timed alone and repeated, its blocks keep their weights
+  in cache, inside a network they do not, so networks with a deeper or wider final stage run slower than the lines say.
+  A cache miss costs per byte read, not per ms of compute, hence a term in weights rather than in the rows' ms. A fit
+  with w < 0 (weights cheaper cold than hot: noise) drops the term.
+
+How: least squares on whole calibration subnets timed in the same interleaved passes as the blocks (`profiler`), so
+they see the same machine state as the rows they correct. The shared terms are added in order (c, then w) and only
+with enough data — the first once `MIN_SPARE_POINTS` calibration subnets are left over beyond all fitted parameters,
+each further one with `MIN_SPARE_POINTS` more — because on a small calibration set they overfit. A term with no spread
+stops the list there; a joint fit that comes out implausible (a line that does not rise with the sum, or w < 0) is
+retried with fewer terms (`_fit_shared`). How well the calibrated table predicts held-out subnets is measured by
+`hwnas latency validate` (results in bench/results/lut_fidelity*.json).
 """
 
 from __future__ import annotations
@@ -53,9 +53,9 @@ CORRECTS = ("whole-model latency minus the sum of isolated block latencies: the 
             "network (w per million weights of the final stage, shared by all resolutions)")
 MIN_PER_RESOLUTION = 5
 # the boundary term is fitted only when this many calibration subnets are left over beyond the fitted parameters:
-# measured here, with 6 subnets at one resolution (3 parameters) it overfit and lowered held-out τ (ORT mbv3 @160
-# 0.859 → 0.798, ExecuTorch mbv3-tiny 0.892 → 0.869); with 24 over 4 resolutions (9 parameters) it raised it.
-# Each further shared term (the final stage's weights) needs this many more.
+# with only a handful of spare subnets it overfits and ranks held-out subnets worse than the lines alone, with a few
+# dozen over several resolutions it ranks them better. Each further shared term (the final stage's weights) needs this
+# many more.
 MIN_SPARE_POINTS = 12
 
 
@@ -139,7 +139,7 @@ class Calibration:
     def from_meta(cls, meta: Mapping[str, Any] | None) -> Calibration:
         if not meta:
             return IDENTITY
-        if float(meta.get("final_stage_extra_slope", 0.0)) != 0.0:  # the final-stage term's first form (rows' ms)
+        if float(meta.get("final_stage_extra_slope", 0.0)) != 0.0:  # an older form of the final-stage term (rows' ms)
             raise HwnasError("this LUT's calibration has the final-stage term of an earlier hwnas "
                              "(final_stage_extra_slope); rebuild the table with 'hwnas profile --fresh'")
         per = tuple(sorted((int(r), float(v["slope"]), float(v["offset_ms"]))

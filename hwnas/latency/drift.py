@@ -1,7 +1,7 @@
 """How fast the machine runs now compared with when a LUT was built: the drift reference of validate and export.
 
-Why: on shared VMs the same subnet runs 5–20% slower or faster over minutes and, measured here on one afternoon, up to
-2.4× slower over hours, while models timed back to back move together. A table's calibration subnets were timed whole
+Why: on shared machines the same subnet runs noticeably slower or faster over minutes, and can slow down far more over
+hours, while models timed back to back move together. A table's calibration subnets were timed whole
 when it was built (their `measured_ms` is in its meta). Re-timing a few of them interleaved with the models being
 measured now gives the machine's current speed relative to the table, s = median(now / then), from models that are
 never the ones being judged. Prediction × s is what the table says for the machine in its present state. Reports carry

@@ -7,17 +7,17 @@ runtimes: only `load()` differs.
 
 Threads. XNNPACK runs on ExecuTorch's process-wide pthreadpool (size = number of cores by default). Python can resize it
 with `executorch.extension.pybindings.portable_lib._unsafe_reset_threadpool(n)` and read it back with
-`_threadpool_get_thread_count()` (checked here: 2 → 1 thread and the process loses one OS thread). "Unsafe" because a
+`_threadpool_get_thread_count()` (the process's OS threads follow the new size). "Unsafe" because a
 method loaded before the reset keeps a pointer to the old pool, so the runner resets the pool when it is created, before
 it loads anything, and a method must never be run after a runner with another thread count was created. With one thread
 pthreadpool runs everything on the calling thread, so the "thread" clock is valid for `cpu-et-xnnpack-1t`.
 
-Lowering is slow (3–7 s per block, 30–60 s per whole mbv3 subnet on a shared 2-core machine: torch.export's
-decompositions and the XNNPACK passes dominate, not the model size). `cache_dir` keeps lowered programs on disk keyed by
+Lowering is slow (seconds per block, tens of seconds per whole mbv3 subnet: torch.export's decompositions and the
+XNNPACK passes dominate, not the model size). `cache_dir` keeps lowered programs on disk keyed by
 the module's structure and input shape — for *timing only*: the weights of a cached program are those of the first model
 with that structure, which changes nothing for fp32 XNNPACK latency but everything for accuracy, so export code never
 uses the cache. `ExecuTorchRunner.prepare` lowers what the cache lacks in 2 processes before a profile or validation
-loads it (6 `mbv3-tiny` subnets: 238 s → 132 s here, ×1.81, byte-identical programs).
+loads it (the programs are byte-identical to those lowered in-process).
 """
 
 from __future__ import annotations
@@ -164,8 +164,8 @@ class ExecuTorchRunner:
     def prepare(self, models: list[tuple[nn.Module, tuple[int, ...]]], *, workers: int = 2) -> int:
         """Lower the programs `cache_dir` lacks in `workers` spawned processes, so the `load()` calls that follow hit
         the cache; returns how many were lowered. Lowering is single-threaded Python and dominates a profile or a
-        validation (20-25 s a `mbv3-tiny` subnet here), so 2 processes on 2 cores roughly halve it. No-op without a
-        cache, with one worker, or with fewer than 2 programs to lower (starting a worker costs ~5 s)."""
+        validation, so 2 processes on 2 cores roughly halve it. No-op without a cache, with one worker, or with fewer
+        than 2 programs to lower (starting a worker costs seconds)."""
         if self.cache_dir is None or workers <= 1:
             return 0
         missing: dict[str, tuple[nn.Module, tuple[int, ...]]] = {}

@@ -1,7 +1,7 @@
 """The timing protocol shared by block profiling, calibration, validation and export.
 
-Why this shape: on shared 2-core machines the same model drifts 5–20% over minutes while back-to-back runs agree within
-a few percent. So nothing is timed once. After a global warm-up over every item (caches, clocks, allocator arenas), the
+Why this shape: on shared machines the same model drifts over minutes by much more than back-to-back runs of it differ.
+So nothing is timed once. After a global warm-up over every item (caches, clocks, allocator arenas), the
 items are timed in several interleaved passes, each pass in a fresh random order, so slow phases of the machine hit all
 items alike instead of biasing whichever block happened to run then. A slow phase of the whole machine lasts seconds,
 about as long as a pass over a table's blocks, so it slows every item of a pass alike: each pass's common speed (the
@@ -75,9 +75,9 @@ def pass_speeds(passes: Mapping[Hashable, Sequence[PassRecord]], *,
     """How slow the machine ran during each pass index, relative to the whole run: the median, over the items timed in
     that pass, of the item's pass median / its median over all its passes (1.0 for passes with < `min_items` items).
 
-    Why: measured here (three mbv3 block tables built back to back at 224 px, 15 passes each, compared by the Kendall τ
-    of 200 subnets' block sums between builds), per-pass medians alone agreed at τ 0.956–0.985, lower whenever a slow
-    phase of the VM hit some passes; with each pass's speed divided out first, the same passes agreed at τ 0.984–0.986.
+    Why: a slow phase of the machine slows every item of the passes it hits. Per-pass medians alone carry that into
+    the rows, so tables built back to back rank subnets (by their block sums) less alike whenever such a phase hit some
+    passes; with each pass's speed divided out first, the same passes give tables that agree more closely.
     A pass index is one interleaved sweep within one `run_protocol` call; passes resumed from an interrupted run line up
     only roughly, which costs accuracy, not correctness.
     """
@@ -119,10 +119,9 @@ def whole_model_protocol(profile: DeviceProfile, *, warmup_s: float, passes: int
     profile's), each of (1 + repeats/3) runs.
 
     Whole models are long enough that a single run is already a stable sample, so few runs per pass; what limits a
-    fidelity check is the drift *between* passes, so there are many of them. Measured here (ORT 1 thread, 40 mbv3
-    subnets at 160 px timed twice): the Kendall τ of one measurement against a repeat of it was 0.84 with 3 passes and
-    0.90 with 9, and the LUT's τ against the measurement rose 0.88 → 0.92 → 0.94 (both 9-pass runs averaged) — with
-    few passes a validation grades the noise of its own ground truth, not the table.
+    fidelity check is the drift *between* passes, so there are many of them. With more passes a measurement agrees
+    better with a repeat of itself (Kendall τ), and the LUT's τ against it rises with it — with few passes a validation
+    grades the noise of its own ground truth, not the table.
     """
     if passes is not None and passes < 2:
         raise HwnasError(f"whole-model timing needs at least 2 timing passes per subnet, got {passes}")

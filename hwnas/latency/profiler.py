@@ -3,8 +3,8 @@
 Blocks and the calibration subnets are timed in the *same* interleaved passes, so the calibration sees the same machine
 state as the rows it corrects; then, with the profile's `calib_passes`, the subnets get that many more passes among
 themselves with the whole-model protocol validation uses. Why: the calibration's shared terms are fitted on a dozen
-subnets per resolution, and a subnet's median over the table's few passes was still ~7% CV apart (median over 48 on the
-AMD VM) — noise the fit turns into wrong coefficients. Progress is checkpointed atomically to `<space>.partial.csv`
+subnets per resolution, and a subnet's median over the table's few passes still varies by several percent from pass to
+pass — noise the fit turns into wrong coefficients. Progress is checkpointed atomically to `<space>.partial.csv`
 every few seconds; rerunning the same command after a crash or Ctrl-C re-times only what is missing, then removes the
 partial file.
 """

@@ -42,9 +42,9 @@ class DeviceProfile:
 
     `clock`: "thread" times with the calling thread's CPU clock (`time.thread_time_ns`). With one intra-op thread the
     runtime computes in the calling thread, so this equals wall time on an idle core but does not count the time other
-    processes hold the core — the only way to get stable tables on a shared machine (a subnet timed by wall clock while two
-    other jobs ran took 18.5 ms; by thread clock 10.4 ms, the same as on the idle machine). "wall" (`perf_counter_ns`) is
-    required when the runtime computes in other threads (threads > 1, GPUs).
+    processes hold the core — the only way to get stable tables on a shared machine, where a subnet timed by wall clock
+    while other jobs run reads much slower than on the idle machine and the thread clock reads the same. "wall"
+    (`perf_counter_ns`) is required when the runtime computes in other threads (threads > 1, GPUs).
     """
 
     name: str

@@ -190,9 +190,9 @@ def export_many(jobs: list[tuple[object, object, tuple[int, ...]]], *, workers: 
                 pool: Executor | None = None) -> Iterator[bytes]:
     """ONNX bytes for each (space, BlockSpec | Arch, input shape), in order, exported by `workers` processes.
 
-    Export (tracing + ONNX passes, ~70 ms a block, ~1 s a whole subnet) dominates profiling time and is embarrassingly
-    parallel; timing is not, so it happens afterwards in the parent process. Small jobs run in-process: starting a worker
-    (importing torch) costs more than it saves. Pass `pool` (from `export_pool`) to reuse workers across calls.
+    Export (tracing + ONNX passes) dominates profiling time and is embarrassingly parallel; timing is not, so it
+    happens afterwards in the parent process. Small jobs run in-process: starting a worker (importing torch) costs more
+    than it saves. Pass `pool` (from `export_pool`) to reuse workers across calls.
     """
     if pool is not None:
         yield from pool.map(_export_job, jobs, chunksize=2)

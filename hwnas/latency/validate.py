@@ -164,7 +164,7 @@ def measure_archs(space: SpaceSpec, archs: Sequence[Arch], profile: DeviceProfil
     ref_timings: list[dict[Arch, TimingStats]] = []
     rng = random.Random(0)
     bar = tqdm(total=len(archs), desc="validate", unit="subnet", disable=not progress, dynamic_ncols=True)
-    parallel = hasattr(runner, "load_onnx") and export_workers > 1 and len(archs) >= 20  # workers cost ~5 s to start
+    parallel = hasattr(runner, "load_onnx") and export_workers > 1 and len(archs) >= 20  # workers take seconds to start
     pool = export_pool(export_workers) if parallel else None
 
     def load_all(part: Sequence[Arch]) -> list[Any]:

@@ -88,10 +88,9 @@ def _mbv3(width: float) -> SpaceSpec:
 def _mbv3_tiny(width: float) -> SpaceSpec:
     """The same structure for 28–32 px images (Fashion-MNIST, CIFAR): stride-1 stem, narrow stages, 24–32 px.
 
-    Sized by measurement so that 2 CPU cores train a supernet to useful accuracy in minutes: the largest subnet is
-    20 M MACs at 32 px and a BigNAS sandwich step runs ~105 img/s on this 2-vCPU VM. (Its first version, stages
-    24/32/64/96/128 at 28–40 px, had a 64 M-MAC largest subnet, ran 50–60 img/s and reached only 85% val accuracy in a
-    20-minute run; the upsampled 36/40 px inputs cost the most and carry no information a 28 px image lacks.)
+    Sized so that 2 CPU cores train a supernet to useful accuracy in minutes: the largest subnet is 20 M MACs at
+    32 px. Wider stages or larger inputs cost training throughput a run of minutes cannot spare, and inputs upsampled
+    well beyond 28 px cost the most while carrying no information a 28 px image lacks.
     """
     return _mobilenet_v3_space("mbv3-tiny", width, stage_ch=(16, 24, 32, 48, 64), in_channels=1, num_classes=10,
                                resolutions=(24, 28, 32), stem_stride=1, head_expand=4, head_feat_ch=640)

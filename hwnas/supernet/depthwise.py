@@ -1,13 +1,14 @@
 """Depthwise convolution for supernet training, with a faster backward pass on CPU.
 
 The forward pass is `F.conv2d` (oneDNN). The backward pass is where oneDNN loses time on mobile-network shapes: its
-depthwise backward-weights for 5×5/7×7 kernels on small feature maps ran ~10× slower than its forward pass on this CPU
-(64×96×16×16, 7×7: 13–37 ms vs 1.5 ms), and it is the largest single cost of a BigNAS sandwich step. So:
+depthwise backward-weights for 5×5/7×7 kernels on small feature maps runs many times slower than its forward pass, and
+it is the largest single cost of a BigNAS sandwich step (per-shape timings: bench/results/depthwise.json). So:
 
 - input gradient, stride 1: a forward depthwise convolution of the output gradient with the flipped kernel (the same
   numbers, computed by oneDNN's fast forward kernel); stride 2: oneDNN's own backward-data;
-- weight gradient (5×5, 7×7, and 3×3 on maps under 8×8): `dw_grad.c`, a small C loop over NHWC memory (each thread keeps a k×k×C accumulator in L1), compiled
-  once per machine with the system C compiler into a cache folder and loaded with ctypes. Without a compiler, or for
+- weight gradient (5×5, 7×7, and 3×3 on maps under 8×8): `dw_grad.c`, a small C loop over NHWC memory (each thread
+  keeps a k×k×C accumulator in L1), compiled once per machine with the system C compiler into a cache folder and
+  loaded with ctypes. Without a compiler, or for
   tensors it does not handle (not float32 channels_last on CPU), oneDNN's backward-weights is used instead — the
   results are the same up to float rounding either way (tested). `HWNAS_DEPTHWISE_BACKWARD=onednn` forces the
   oneDNN path (for A/B timing: `bench/bench_depthwise.py`).

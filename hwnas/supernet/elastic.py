@@ -119,9 +119,9 @@ def sliced_bn(x: torch.Tensor, bn: nn.BatchNorm2d, params: tuple[torch.Tensor, .
 def pointwise(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """1×1 convolution (no bias). On a channels_last input it runs as one matrix product over the NHWC view.
 
-    Same result as `F.conv2d(x, weight)` (bit-identical in our tests) and the output stays channels_last, but forward +
-    backward cost 1.1–3.5× less on this CPU (oneDNN's convolution backward pays a fixed ~0.3 ms per call that a GEMM
-    does not; most convolutions of an MBConv are 1×1).
+    Same result as `F.conv2d(x, weight)` (bit-identical in the tests) and the output stays channels_last, but forward +
+    backward cost less: oneDNN's convolution backward pays a fixed per-call cost that a GEMM does not, and it dominates
+    for the small 1×1 convolutions of mobile networks (most convolutions of an MBConv are 1×1).
     """
     if x.is_contiguous(memory_format=torch.channels_last):
         return F.linear(x.permute(0, 2, 3, 1), weight[:, :, 0, 0]).permute(0, 3, 1, 2)

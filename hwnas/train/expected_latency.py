@@ -79,8 +79,8 @@ def decode_near_target(params: ArchParams, arrays: LatencyArrays, target_ms: flo
     ±`tolerance` of the target; if none is, the one closest to the target.
 
     Why: the latency loss steers E[LAT] — a mean over the whole distribution. After a short search the distributions
-    are still spread, and the per-layer argmax sits at the cheap end (the push moves the mode first), e.g. E[LAT] 1.59 ms
-    for a 1.6 ms target with an argmax of 1.06 ms. Draws from P concentrate around E[LAT], so the best of them near the
+    are still spread, and the per-layer argmax sits at the cheap end (the push moves the mode first): E[LAT] can sit on
+    the target while the argmax arch is far faster. Draws from P concentrate around E[LAT], so the best of them near the
     target is the arch the trained α actually prefers at that latency.
     """
     with torch.no_grad():
