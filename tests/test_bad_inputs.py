@@ -329,3 +329,29 @@ def test_bad_input_as_a_real_process(argv):
     proc = subprocess.run([sys.executable, "-m", "hwnas", *argv], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("hwnas: error: ")
+
+
+@pytest.mark.parametrize("fails", [True, False])
+def test_library_warnings_add_no_lines(monkeypatch, capsys, fails):
+    """A Python warning raised inside a command (a library deprecation, say) never adds a line to stderr: an error stays
+    one line, a success prints only its own output; `-v` shows the warning in the debug log."""
+    import warnings
+
+    import hwnas.cli.cmd_report as cmd_report
+    from hwnas.errors import HwnasError
+
+    def noisy(args):
+        warnings.warn("torch.jit.script is deprecated", FutureWarning)
+        if fails:
+            raise HwnasError("run folder x not found")
+        print("wrote x/pareto.png")
+        return 0
+
+    monkeypatch.setattr(cmd_report, "_report", noisy)
+    code = main(["report", "x"])
+    captured = capsys.readouterr()
+    assert code == (2 if fails else 0)
+    assert captured.err.splitlines() == (["hwnas: error: run folder x not found"] if fails else [])
+    assert captured.out.splitlines() == ([] if fails else ["wrote x/pareto.png"])
+    assert main(["-v", "report", "x"]) == code
+    assert "library warning: FutureWarning: torch.jit.script is deprecated" in capsys.readouterr().err

@@ -7,13 +7,17 @@ import importlib
 import logging
 import os
 import sys
+import warnings
 from collections.abc import Sequence
+from pathlib import Path
 from typing import NoReturn
 
 from hwnas import __version__
 from hwnas.errors import HwnasError
 
 __all__ = ["main", "build_parser"]
+
+log = logging.getLogger(__name__)
 
 # Subcommand modules, in help order. Each exposes `register(subparsers)`.
 _COMMAND_MODULES = (
@@ -51,6 +55,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _log_library_warnings(caught: list[warnings.WarningMessage]) -> None:
+    """Python warnings raised inside a command (torch / onnx / executorch deprecations and the like) go to the debug log:
+    they are about those libraries, not about the user's input, so they never add lines to an error or a result;
+    `hwnas -v` shows them."""
+    seen = set()
+    for w in caught:
+        text = f"{w.category.__name__}: {w.message} ({Path(w.filename).name}:{w.lineno})"
+        if text not in seen:
+            seen.add(text)
+            log.debug("library warning: %s", text)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     try:
@@ -62,7 +78,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not getattr(args, "handler", None):
             parser.print_help(sys.stderr)
             return 2
-        return int(args.handler(args) or 0)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("default")
+            try:
+                return int(args.handler(args) or 0)
+            finally:
+                _log_library_warnings(caught)
     except HwnasError as exc:
         message = " ".join(str(exc).split())  # always exactly one line
         print(f"hwnas: error: {message}", file=sys.stderr)

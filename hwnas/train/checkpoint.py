@@ -24,7 +24,7 @@ from hwnas.supernet import Supernet, extract
 from hwnas.train.config import TrainConfig, config_from_dict
 
 __all__ = ["CHECKPOINT", "CONFIG", "METRICS", "FORMAT", "LoadedRun", "save_checkpoint", "read_checkpoint", "load_run",
-           "run_space"]
+           "run_space", "state_mismatch"]
 
 CHECKPOINT = "checkpoint.pt"
 CONFIG = "config.json"
@@ -83,13 +83,34 @@ def read_checkpoint(path: Path, *, map_location: str | torch.device = "cpu") -> 
         with warnings.catch_warnings():  # e.g. "Detected pickle protocol 4": the error below says it all
             warnings.simplefilter("ignore")
             payload = torch.load(path, map_location=map_location, weights_only=True)
-    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, pickle.UnpicklingError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise HwnasError(f"{path} is truncated or not an hwnas checkpoint ({first[:120]}); "
-                         "retrain or resume the run with 'hwnas train --resume'") from None
+    except pickle.UnpicklingError:
+        raise HwnasError(f"{path} holds Python objects, not only tensors, and hwnas never unpickles code "
+                         "(torch.load weights_only); it is not an hwnas checkpoint: retrain the run") from None
+    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile):
+        raise HwnasError(f"{path} is truncated or not a file written by torch.save; retrain the run, or resume it "
+                         "with 'hwnas train --resume' if an earlier checkpoint survives") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT or "model" not in payload:
         raise HwnasError(f"{path} is not an hwnas checkpoint (format {FORMAT}); retrain with 'hwnas train'")
     return payload
+
+
+def state_mismatch(expected: dict[str, torch.Tensor], found: Any) -> str | None:
+    """Why `found` cannot load into a module whose state dict is `expected` (first missing, unexpected or misshapen
+    tensor), or None when it can."""
+    if not isinstance(found, dict):
+        return f"its model entry is a {type(found).__name__}, not a state dict"
+    missing = [k for k in expected if k not in found]
+    unexpected = [k for k in found if k not in expected]
+    if missing:
+        return f"tensor {missing[0]!r} is missing ({len(missing)} in all)"
+    if unexpected:
+        return f"tensor {unexpected[0]!r} is not part of it ({len(unexpected)} in all)"
+    for key, want in expected.items():
+        got = found[key]
+        if not isinstance(got, torch.Tensor) or tuple(got.shape) != tuple(want.shape):
+            shape = list(got.shape) if isinstance(got, torch.Tensor) else type(got).__name__
+            return f"tensor {key!r} has shape {shape}, the supernet needs {list(want.shape)}"
+    return None
 
 
 def load_run(run_dir: str | Path, *, space: SpaceSpec | None = None,
@@ -108,11 +129,10 @@ def load_run(run_dir: str | Path, *, space: SpaceSpec | None = None,
         raise HwnasError(f"run {run} was trained on space {cfg.space} (hash {payload['space_hash']}), not "
                          f"{space.name} (hash {space_hash(space)}); pass --space {cfg.space} or another --run")
     supernet = Supernet(run_sp)
-    try:
-        supernet.load_state_dict(payload["model"])
-    except RuntimeError as exc:
-        raise HwnasError(f"{run / CHECKPOINT} does not match the {cfg.space} supernet ({str(exc)[:120]}); "
-                         "retrain the run") from None
+    mismatch = state_mismatch(supernet.state_dict(), payload["model"])
+    if mismatch is not None:
+        raise HwnasError(f"{run / CHECKPOINT} does not match the {cfg.space} supernet: {mismatch}; retrain the run")
+    supernet.load_state_dict(payload["model"])
     supernet.to(device).eval()
     return LoadedRun(
         run_dir=run,
