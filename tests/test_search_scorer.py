@@ -14,7 +14,8 @@ from search_lut import synthetic_table
 from hwnas.data.datasets import load_dataset
 from hwnas.search import EvolutionConfig, evolve, gene_latency_from_lut, genome_of
 from hwnas.search.output import write_search_outputs
-from hwnas.search.scorer import ScorerConfig, SupernetScorer, recalibrate_bn_
+from hwnas.search.scorer import ScorerConfig, SupernetScorer
+from hwnas.train.evaluate import recalibrate_bn
 from hwnas.space import get_space, sample
 from hwnas.supernet.supernet import Supernet, extract
 
@@ -44,7 +45,7 @@ def test_bn_recalibration_sets_batch_statistics() -> None:
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4))
     x = [torch.randn(8, 1, 10, 10) * 3 + 1 for _ in range(2)]
-    recalibrate_bn_(model, x)
+    recalibrate_bn(model, x)
     with torch.no_grad():
         feats = torch.cat([model[0](b) for b in x])
     assert not model.training

@@ -7,49 +7,28 @@ later still says exactly what it is; `read_onnx_metadata` reads them back. Every
 
 from __future__ import annotations
 
-import io
 import logging
 import os
-import warnings
 from pathlib import Path
 
 import onnx
-import torch
 from torch import nn
 
 from hwnas.atomic import atomic_path
 from hwnas.errors import HwnasError
+from hwnas.latency.runtime import OPSET, onnx_bytes
 from hwnas.space import Arch, SpaceSpec, check_arch, space_hash
 
 __all__ = ["OPSET", "INPUT_NAME", "OUTPUT_NAME", "export_onnx", "check_onnx", "read_onnx_metadata", "ort_session"]
 
 log = logging.getLogger(__name__)
 
-OPSET = 17
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
 
 
 def _to_onnx_proto(model: nn.Module, input_shape: tuple[int, ...], *, dynamic_batch: bool) -> onnx.ModelProto:
-    """Trace with the TorchScript exporter (dynamo=False: the dynamo exporter needs onnxscript, not installed)."""
-    model = model.eval()
-    buf = io.BytesIO()
-    dummy = torch.zeros(input_shape)
-    axes = {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}} if dynamic_batch else None
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            model,
-            (dummy,),
-            buf,
-            dynamo=False,
-            opset_version=OPSET,
-            input_names=[INPUT_NAME],
-            output_names=[OUTPUT_NAME],
-            dynamic_axes=axes,
-            do_constant_folding=True,
-        )
-    return onnx.load_from_string(buf.getvalue())
+    return onnx.load_from_string(onnx_bytes(model, input_shape, output_name=OUTPUT_NAME, dynamic_batch=dynamic_batch))
 
 
 def check_onnx(path: str | os.PathLike[str]) -> None:

@@ -45,14 +45,22 @@ class Runner(Protocol):
     def load(self, model: nn.Module, input_shape: tuple[int, ...]) -> Loaded: ...
 
 
-def onnx_bytes(model: nn.Module, input_shape: tuple[int, ...]) -> bytes:
-    """Export `model` alone to ONNX with static shapes (what the LUT times and what the bundle ships)."""
+def onnx_bytes(model: nn.Module, input_shape: tuple[int, ...], *, output_name: str = "output",
+               dynamic_batch: bool = False) -> bytes:
+    """Export `model` to ONNX (opset `OPSET`): the one exporter behind timed blocks, bundles and shipped models.
+
+    Static shapes by default (what the LUT times and the bundle ships); `dynamic_batch` makes axis 0 of the input and
+    the output symbolic (what `hwnas export` ships). The TorchScript exporter (dynamo=False): the dynamo exporter needs
+    onnxscript, which hwnas does not install.
+    """
     model = model.eval()
     buffer = io.BytesIO()
+    axes = {"input": {0: "batch"}, output_name: {0: "batch"}} if dynamic_batch else None
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(model, (torch.zeros(input_shape),), buffer, opset_version=OPSET, dynamo=False,
-                          input_names=["input"], output_names=["output"], do_constant_folding=True)
+                          input_names=["input"], output_names=[output_name], dynamic_axes=axes,
+                          do_constant_folding=True)
     return buffer.getvalue()
 
 

@@ -28,21 +28,11 @@ from hwnas.latency.predictor import LatencyPredictor
 from hwnas.latency.profiles import DeviceProfile, profile_from_dict, profile_timer
 from hwnas.latency.runtime import Runner, export_many, export_pool, make_runner
 from hwnas.space import Arch, SpaceSpec, sample
+from hwnas.stats import kendall_tau
 
 __all__ = ["measure_archs", "Measured", "FidelityReport", "DriftCorrected", "Fit", "kendall_tau", "fit_stats", "validate_lut", "heldout_archs", "plot_fidelity"]
 
 log = logging.getLogger(__name__)
-
-
-def kendall_tau(x: Sequence[float], y: Sequence[float]) -> float:
-    """Kendall's τ-b (ties counted as in scipy), O(n²) in numpy — fine for a few hundred subnets."""
-    a, b = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
-    if len(a) < 2:
-        return float("nan")
-    iu = np.triu_indices(len(a), k=1)
-    da, db = np.sign(a[:, None] - a[None, :])[iu], np.sign(b[:, None] - b[None, :])[iu]
-    denom = np.sqrt(float(np.count_nonzero(da)) * float(np.count_nonzero(db)))
-    return float(np.sum(da * db) / denom) if denom > 0 else float("nan")
 
 
 def _finite_or_none(value: float) -> float | None:

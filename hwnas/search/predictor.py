@@ -16,6 +16,7 @@ import numpy as np
 
 from hwnas.errors import HwnasError
 from hwnas.search.genome import Genome
+from hwnas.stats import kendall_tau
 
 __all__ = ["PredictorConfig", "AccuracyPredictor", "one_hot", "fit_predictor", "kendall_tau"]
 
@@ -73,19 +74,6 @@ class AccuracyPredictor:
     @property
     def n_params(self) -> int:
         return int(sum(w.size for w in self.weights))
-
-
-def kendall_tau(a: np.ndarray, b: np.ndarray) -> float:
-    """Kendall τ-b between two score vectors (O(n²), fine for the few hundred pairs a predictor is checked on)."""
-    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    if a.size < 2:
-        return float("nan")
-    da = np.sign(a[:, None] - a[None, :])
-    db = np.sign(b[:, None] - b[None, :])
-    iu = np.triu_indices(a.size, k=1)
-    da, db = da[iu], db[iu]
-    denom = np.sqrt(np.count_nonzero(da) * np.count_nonzero(db))
-    return float((da * db).sum() / denom) if denom > 0 else float("nan")
 
 
 def _fit_ridge(x: np.ndarray, y: np.ndarray, lam: float) -> tuple[np.ndarray, ...]:

@@ -26,11 +26,12 @@ from hwnas.data.datasets import Split
 from hwnas.errors import HwnasError
 from hwnas.search.genome import genome_of
 from hwnas.space import Arch, SpaceSpec
+from hwnas.train.evaluate import recalibrate_bn
 
 if TYPE_CHECKING:
     from hwnas.train.checkpoint import LoadedRun
 
-__all__ = ["ScorerConfig", "SupernetScorer", "recalibrate_bn_", "scorer_for_run"]
+__all__ = ["ScorerConfig", "SupernetScorer", "scorer_for_run"]
 
 log = logging.getLogger(__name__)
 
@@ -48,22 +49,6 @@ class ScorerConfig:
             raise HwnasError("scorer batches and batch sizes must be >= 1")
         if self.val_images is not None and self.val_images < 1:
             raise HwnasError("val_images must be >= 1")
-
-
-@torch.no_grad()
-def recalibrate_bn_(model: nn.Module, images: list[torch.Tensor]) -> nn.Module:
-    """Reset every BatchNorm's running statistics and re-estimate them as the exact average over `images` batches."""
-    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    saved = [m.momentum for m in bns]
-    for m in bns:
-        m.reset_running_stats()
-        m.momentum = None  # cumulative moving average: equal weight per batch
-    model.train()
-    for x in images:
-        model(x)
-    for m, mom in zip(bns, saved):
-        m.momentum = mom
-    return model.eval()
 
 
 class SupernetScorer:
@@ -112,7 +97,7 @@ class SupernetScorer:
         self.misses += 1
         calib, val = self._data(arch.resolution)
         model = self.build(arch).to(self.device).to(memory_format=torch.channels_last)
-        recalibrate_bn_(model, calib)
+        recalibrate_bn(model, calib)
         correct = total = 0
         with torch.inference_mode():
             for x, y in val:
