@@ -4,7 +4,8 @@
    this profile and space, else profiled now;
 2. a weight-sharing supernet trained briefly (BigNAS sandwich rule with in-place distillation);
 3. evolution search at a budget between the fastest and the slowest subnet the table predicts;
-4. export of the winner: BN recalibration, ONNX, parity, int8, measured latency, model card.
+4. export of the winner: BN recalibration, a one-epoch KD fine-tune (the supernet's largest subnet teaching), ONNX,
+   parity, int8, measured latency, model card.
 
 Every stage is the library function the matching command runs (profile_space, train, evolve + SupernetScorer,
 export_run); this module only sequences them, sized so the whole run takes minutes on 2 cores.
@@ -41,14 +42,17 @@ class QuickstartConfig:
     evaluations: int = 40             # measured search evaluations
     val_images: int = 2000
     int8: bool = True
+    finetune_epochs: int = 1          # KD fine-tune of the winner before export (0: ship the extracted weights)
     seed: int = 0
     committed_luts: Path = REPO / "latency_tables"
+    lut: Path | None = None           # a table to use as it is (default: the committed one if it fits, else profile)
 
     def __post_init__(self) -> None:
         if not 0.0 < self.budget_fraction < 1.0:
             raise HwnasError(f"budget_fraction must lie strictly between 0 and 1, got {self.budget_fraction}")
-        if self.epochs <= 0 or self.max_steps < 0 or self.evaluations < 1:
-            raise HwnasError("quickstart needs epochs > 0, max_steps >= 0 and at least 1 search evaluation")
+        if self.epochs <= 0 or self.max_steps < 0 or self.evaluations < 1 or self.finetune_epochs < 0:
+            raise HwnasError("quickstart needs epochs > 0, max_steps >= 0, finetune_epochs >= 0 and at least 1 search "
+                             "evaluation")
 
 
 @dataclass(frozen=True)
@@ -62,6 +66,22 @@ class QuickstartResult:
     search_accuracy: float
     export: Any                       # hwnas.export.pipeline.ExportResult
     seconds: dict[str, float] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        """The `hwnas quickstart --json` contract."""
+        e = self.export
+        error = None if not (e.predicted_ms and e.measured_ms) else e.measured_ms / e.predicted_ms - 1
+        corrected = (None if not (e.predicted_ms and e.measured_ms and e.machine_speed_factor)
+                     else e.measured_ms / (e.predicted_ms * e.machine_speed_factor) - 1)
+        return {"arch": str(e.arch), "budget_ms": self.budget_ms, "search_val_acc": self.search_accuracy,
+                "test_acc": e.test_acc, "int8_test_acc": e.int8_test_acc, "predicted_ms": e.predicted_ms,
+                "measured_ms": e.measured_ms, "int8_measured_ms": e.int8_measured_ms, "predicted_error": error,
+                "machine_speed_factor": e.machine_speed_factor, "predicted_error_drift_corrected": corrected,
+                "max_abs_diff": e.parity.max_abs_diff, "lut_reused": self.lut_reused,
+                "seconds": {k: round(v, 1) for k, v in self.seconds.items()},
+                "files": {"lut": str(self.lut), "run": str(self.run_dir), "search": str(self.search_json),
+                          "onnx": str(e.onnx), "int8_onnx": None if e.int8_onnx is None else str(e.int8_onnx),
+                          "card": str(e.card)}}
 
 
 def _stored_profile(meta: dict[str, Any]) -> Any:
@@ -167,8 +187,15 @@ def run_quickstart(cfg: QuickstartConfig, *, train_fn: Callable[..., Path] | Non
     seconds: dict[str, float] = {}
 
     t0 = time.monotonic()
-    lut, reused = ensure_lut(space, profile, committed_dir=cfg.committed_luts, out_dir=out / "latency_tables",
-                             progress=progress)
+    if cfg.lut is not None:
+        from hwnas.latency.lut import load_lut
+
+        load_lut(cfg.lut, space=space)  # a table of another space is an error before minutes of training
+        lut, reused = cfg.lut, True
+        log.info("[1/4] using the given LUT %s", lut)
+    else:
+        lut, reused = ensure_lut(space, profile, committed_dir=cfg.committed_luts, out_dir=out / "latency_tables",
+                                 progress=progress)
     seconds["latency table"] = time.monotonic() - t0
 
     t0 = time.monotonic()
@@ -187,10 +214,14 @@ def run_quickstart(cfg: QuickstartConfig, *, train_fn: Callable[..., Path] | Non
     from hwnas.export.pipeline import read_search
     from hwnas.space import Arch
 
+    from hwnas.export.finetune import FinetuneConfig
+
     arch = Arch.parse(read_search(search_json)[0])
-    log.info("[4/4] exporting %s", arch)
-    result = export_run(run_dir, arch, out / "export", cfg=ExportConfig(int8=cfg.int8, device=cfg.device, lut=lut),
-                        progress=progress)
+    log.info("[4/4] exporting %s%s", arch, f" after a {cfg.finetune_epochs}-epoch KD fine-tune"
+             if cfg.finetune_epochs else "")
+    export_cfg = ExportConfig(finetune=FinetuneConfig(epochs=cfg.finetune_epochs), int8=cfg.int8, device=cfg.device,
+                              lut=lut)
+    result = export_run(run_dir, arch, out / "export", cfg=export_cfg, progress=progress)
     seconds["export"] = time.monotonic() - t0
     return QuickstartResult(lut=lut, lut_reused=reused, run_dir=run_dir, search_json=search_json, budget_ms=budget,
                             range_ms=span, search_accuracy=search_acc, export=result, seconds=seconds)

@@ -6,8 +6,10 @@ import argparse
 import time
 from pathlib import Path
 
-from hwnas.cli.common import check_out_dir, positive_int
+from hwnas.cli.common import check_out_dir, non_negative_int, positive_int
+from hwnas.cli.output import print_json
 from hwnas.cli.output import print_table
+from hwnas.errors import HwnasError
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -18,7 +20,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                    help="supernet training steps of 64 images (default 560, ~6 min on 2 idle cores)")
     p.add_argument("--evaluations", type=positive_int, default=40, metavar="N",
                    help="measured search evaluations (default 40)")
+    p.add_argument("--finetune-epochs", type=non_negative_int, default=1, metavar="E",
+                   help="KD fine-tune epochs of the winner before export (default 1; 0 ships the extracted weights)")
+    p.add_argument("--lut", type=Path, default=None, metavar="PATH",
+                   help="use this latency table as it is (default: the committed one if it was built on this kind of "
+                        "machine, else profile one)")
     p.add_argument("--no-int8", dest="int8", action="store_false", help="skip the int8 export")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--force", action="store_true", help="overwrite an earlier quickstart in DIR")
     p.set_defaults(handler=_quickstart)
 
@@ -28,8 +36,14 @@ def _quickstart(args: argparse.Namespace) -> int:
 
     check_out_dir(args.out, force=args.force, produces=("search.json", "export/model_card.json", "run/checkpoint.pt"))
     started = time.monotonic()
-    cfg = QuickstartConfig(out=args.out, max_steps=args.steps, evaluations=args.evaluations, int8=args.int8)
+    if args.lut is not None and not args.lut.is_file():
+        raise HwnasError(f"LUT {args.lut} not found; omit --lut to use or build the table for this machine")
+    cfg = QuickstartConfig(out=args.out, max_steps=args.steps, evaluations=args.evaluations, int8=args.int8,
+                           finetune_epochs=args.finetune_epochs, lut=args.lut)
     r = run_quickstart(cfg, progress=True)  # bars on stderr even when logged to a file: the run takes minutes
+    if args.json:
+        print_json(r.summary())
+        return 0
     e = r.export
     total = time.monotonic() - started
     print()
