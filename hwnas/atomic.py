@@ -52,7 +52,7 @@ def atomic_path(path: str | os.PathLike[str], *, suffix: str = ".tmp") -> Iterat
         raise
 
 
-def _write(path: str | os.PathLike[str], mode: str, writer: Callable[[IO[Any]], None]) -> Path:
+def _write(path: str | os.PathLike[str], mode: str, writer: Callable[[IO[Any]], object]) -> Path:
     with atomic_path(path) as tmp:
         with open(tmp, mode) as fh:
             writer(fh)

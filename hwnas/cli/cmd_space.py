@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import random
+from typing import Any
 
 from hwnas.cli.common import add_space_args, parse_arch, space_from_args
 from hwnas.cli.output import print_json, print_table
@@ -84,16 +85,17 @@ def _arch_info(args: argparse.Namespace) -> int:
     from hwnas.blocks import arch_macs, arch_params, block_macs, block_params  # torch: only once the input is valid
 
     blocks = blocks_of(space, arch)
-    rows = [{"key": b.key, "in_hw": b.in_hw, "out_hw": b.out_hw, "macs": block_macs(b), "params": block_params(b)}
-            for b in blocks]
+    rows: list[dict[str, Any]] = [{"key": b.key, "in_hw": b.in_hw, "out_hw": b.out_hw, "macs": block_macs(b),
+                                   "params": block_params(b)} for b in blocks]
+    macs, params = arch_macs(space, arch), arch_params(space, arch)
     payload = {"arch": str(arch), "space": space.name, "resolution": arch.resolution, "depths": list(arch.depths),
-               "macs": arch_macs(space, arch), "params": arch_params(space, arch), "blocks": rows}
+               "macs": macs, "params": params, "blocks": rows}
     if args.json:
         print_json(payload)
         return 0
     print(f"arch {arch}")
     print(f"space {space.name}, resolution {arch.resolution}, depths {list(arch.depths)}")
-    print(f"MACs {payload['macs'] / 1e6:.2f} M, params {payload['params'] / 1e6:.3f} M")
+    print(f"MACs {macs / 1e6:.2f} M, params {params / 1e6:.3f} M")
     print_table(["#", "block", "in", "out", "MMACs", "params"],
                 [[i, r["key"], r["in_hw"], r["out_hw"], f"{r['macs'] / 1e6:.3f}", r["params"]] for i, r in enumerate(rows)])
     return 0

@@ -138,7 +138,7 @@ def _image_folder(root: Path, *, image_size: int) -> tuple[np.ndarray, np.ndarra
                 if file.suffix.lower() not in (".png", ".jpg", ".jpeg", ".bmp"):
                     continue
                 with Image.open(file) as img:
-                    rgb = img.convert("RGB").resize((image_size, image_size), Image.BILINEAR)
+                    rgb = img.convert("RGB").resize((image_size, image_size), Image.Resampling.BILINEAR)
                 images.append(np.asarray(rgb).transpose(2, 0, 1))
                 labels.append(label)
         if not images:

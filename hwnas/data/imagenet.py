@@ -129,7 +129,7 @@ def _load_image(path: Path, resolution: int) -> np.ndarray:
     new_long = int(new_short * long / short)  # truncated, as torchvision computes it
     new_w, new_h = (new_short, new_long) if w <= h else (new_long, new_short)
     if (new_w, new_h) != (w, h):
-        rgb = rgb.resize((new_w, new_h), Image.BILINEAR)
+        rgb = rgb.resize((new_w, new_h), Image.Resampling.BILINEAR)
     top = int(round((new_h - resolution) / 2.0))
     left = int(round((new_w - resolution) / 2.0))
     crop = rgb.crop((left, top, left + resolution, top + resolution))

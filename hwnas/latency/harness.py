@@ -70,7 +70,7 @@ class Protocol:
 MIN_ITEMS_PER_PASS_SPEED = 8  # fewer items in a pass: its median ratio is itself noise, so the pass keeps speed 1
 
 
-def pass_speeds(passes: Mapping[Hashable, Sequence[PassRecord]], *,
+def pass_speeds(passes: Mapping[Any, Sequence[PassRecord]], *,
                 min_items: int = MIN_ITEMS_PER_PASS_SPEED) -> tuple[float, ...]:
     """How slow the machine ran during each pass index, relative to the whole run: the median, over the items timed in
     that pass, of the item's pass median / its median over all its passes (1.0 for passes with < `min_items` items).
@@ -215,7 +215,7 @@ def measure_block(spec: object, in_shape: tuple[int, ...], *, runner: object, ti
     from hwnas.blocks import build_block
 
     profile: DeviceProfile = runner.profile  # type: ignore[attr-defined]
-    loaded = runner.load(build_block(spec), in_shape)  # type: ignore[attr-defined]
+    loaded = runner.load(build_block(spec), in_shape)  # type: ignore[attr-defined,arg-type]
     return time_loaded(loaded, profile, warmup_s=min(profile.warmup_s, 1.0), timer=timer, rng=rng)
 
 

@@ -206,7 +206,8 @@ def _warn_if_other_cpu(table: LatencyTable) -> None:
     that carry a `cpu_signature` (family/model/instruction sets) are held to it too; older ones to the name only."""
     from hwnas.machine import other_cpu
 
-    profile = table.meta.get("profile") if isinstance(table.meta.get("profile"), dict) else {}
+    stored = table.meta.get("profile")
+    profile: dict[str, Any] = stored if isinstance(stored, dict) else {}
     if profile.get("remote") or profile.get("provider", "cpu") != "cpu" or not table.meta.get("cpu"):
         return
     differs = other_cpu(table.meta.get("cpu"), table.meta.get("cpu_signature"))

@@ -78,11 +78,11 @@ class DeviceProfile:
             value = getattr(self, field)
             if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
                 raise HwnasError(f"{where}: {field} must be an integer in {low}..{high}, got {value!r}")
-        for field, low, high in (("warmup_s", 0.0, 3600.0), ("max_cv", 0.0, 10.0)):
+        for field, flow, fhigh in (("warmup_s", 0.0, 3600.0), ("max_cv", 0.0, 10.0)):
             value = getattr(self, field)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) \
-                    or not low <= value <= high:
-                raise HwnasError(f"{where}: {field} must be a number in {low}..{high}, got {value!r}")
+                    or not flow <= value <= fhigh:
+                raise HwnasError(f"{where}: {field} must be a number in {flow}..{fhigh}, got {value!r}")
         if self.clock == "thread" and (self.threads != 1 or self.provider != "cpu"):
             raise HwnasError(f"{where}: clock 'thread' only measures single-threaded CPU inference; use clock: wall")
         if self.runtime == "torch" and self.dtype != "fp32":

@@ -12,7 +12,7 @@ import functools
 import io
 import logging
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Protocol
@@ -58,7 +58,7 @@ def onnx_bytes(model: nn.Module, input_shape: tuple[int, ...], *, output_name: s
     axes = {"input": {0: "batch"}, output_name: {0: "batch"}} if dynamic_batch else None
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(model, (torch.zeros(input_shape),), buffer, opset_version=OPSET, dynamo=False,
+        torch.onnx.export(model, (torch.zeros(input_shape),), buffer, opset_version=OPSET, dynamo=False,  # type: ignore[arg-type]
                           input_names=["input"], output_names=[output_name], dynamic_axes=axes,
                           do_constant_folding=True)
     return buffer.getvalue()
@@ -194,7 +194,7 @@ def _worker_init() -> None:
     torch.set_num_threads(1)
 
 
-def export_many(jobs: list[tuple[object, object, tuple[int, ...]]], *, workers: int,
+def export_many(jobs: Sequence[tuple[object, object, tuple[int, ...]]], *, workers: int,
                 pool: Executor | None = None) -> Iterator[bytes]:
     """ONNX bytes for each (space, BlockSpec | Arch, input shape), in order, exported by `workers` processes.
 

@@ -51,7 +51,7 @@ class Fit:
     kendall_tau: float
 
 
-def fit_stats(predicted: Sequence[float], measured: Sequence[float]) -> Fit:
+def fit_stats(predicted: Sequence[float] | np.ndarray, measured: Sequence[float] | np.ndarray) -> Fit:
     p, m = np.asarray(predicted, dtype=np.float64), np.asarray(measured, dtype=np.float64)
     err = np.abs(p / m - 1.0)
     return Fit(float(np.mean(err <= 0.05)), float(np.mean(err <= 0.10)), float(np.mean(err)), float(np.max(err)),

@@ -140,7 +140,7 @@ def predictor_from_state(state: Mapping[str, torch.Tensor], space: SpaceSpec, *,
     else:
         names = ["0", "2", "4"]
         out_name, out_bias_used, base = "6", True, 0.0
-    hidden = []
+    hidden: list[tuple[torch.Tensor, torch.Tensor]] = []
     for name in names:
         weight, bias = _linear(state, name, bias=True, where=where)
         assert bias is not None

@@ -34,7 +34,7 @@ def predicted_evolution(
     rng: np.random.Generator,
     top_k: int | None = None,
     evolution: EvolutionConfig = EvolutionConfig(),
-) -> tuple[SearchResult, dict[str, float | int]]:
+) -> tuple[SearchResult, dict[str, float | int | str]]:
     start = time.perf_counter()
     genome = genome_of(space)
     check_budget(latency_fn, budget_ms)
@@ -49,7 +49,7 @@ def predicted_evolution(
     found = evolve(space, predictor, latency_fn, budget_ms=budget_ms, cfg=evolution, rng=rng)
     order = np.argsort(-found.scores, kind="stable")
     seen = set(genome.keys(genes))
-    picks = []
+    picks: list[int] = []
     for i, key in zip(order, genome.keys(found.genes[order])):
         if len(picks) >= k:
             break
@@ -60,7 +60,7 @@ def predicted_evolution(
         evals.score(found.genes[picks])
     best_genes, best_ms, best_score = winner_of(genome, evals, latency_fn, budget_ms=budget_ms)
     all_genes, all_scores = evals.arrays()
-    info: dict[str, float | int] = {"predictor": kind, "tau": predictor.tau, "fit_pairs": int(genes.shape[0]),
+    info: dict[str, float | int | str] = {"predictor": kind, "tau": predictor.tau, "fit_pairs": int(genes.shape[0]),
                                     "holdout_pairs": predictor.n_holdout, "predicted_candidates": found.evaluated,
                                     "measured_top_k": len(picks), "evolution_seconds": round(found.seconds, 3)}
     result = SearchResult(

@@ -56,6 +56,12 @@ def _bn_params(bn: nn.BatchNorm2d, ch: int) -> tuple[torch.Tensor, ...]:
     return tuple(t[:ch] for t in tensors)  # type: ignore[index]
 
 
+def _bias(conv: nn.Conv2d) -> torch.Tensor:
+    """The bias of an SE 1×1 convolution (always built with one)."""
+    assert conv.bias is not None
+    return conv.bias
+
+
 def transformed_kernel(layer: ElasticMBConv, kernel: int, mid_ch: int) -> torch.Tensor:
     """Depthwise kernel of size `kernel` for the first `mid_ch` channels (centre crops + learned transforms)."""
     weight = layer.dw_weight[:mid_ch] if mid_ch != layer.max_mid_ch else layer.dw_weight
@@ -85,10 +91,11 @@ def slice_ir(layer: ElasticMBConv, choice: LayerChoice) -> IrWeights:
     se = None
     if layer.se_fc1 is not None and layer.se_fc2 is not None:
         fc1, fc2 = layer.se_fc1, layer.se_fc2
+        b1, b2 = _bias(fc1), _bias(fc2)
         if full and se_ch == fc1.out_channels:
-            se = (fc1.weight, fc1.bias, fc2.weight, fc2.bias)
+            se = (fc1.weight, b1, fc2.weight, b2)
         else:
-            se = (fc1.weight[:se_ch, :mid], fc1.bias[:se_ch], fc2.weight[:mid, :se_ch], fc2.bias[:mid])
+            se = (fc1.weight[:se_ch, :mid], b1[:se_ch], fc2.weight[:mid, :se_ch], b2[:mid])
     return IrWeights(
         mid_ch=mid,
         se_ch=se_ch,
@@ -193,7 +200,7 @@ class ElasticMBConv(nn.Module):
         for fc in (self.se_fc1, self.se_fc2):
             if fc is not None:
                 nn.init.kaiming_normal_(fc.weight, mode="fan_out")
-                nn.init.zeros_(fc.bias)
+                nn.init.zeros_(_bias(fc))
 
     def forward(self, x: torch.Tensor, choice: LayerChoice) -> torch.Tensor:
         w = slice_ir(self, choice)
@@ -230,11 +237,11 @@ def reorder_channels(layer: ElasticMBConv) -> torch.Tensor:
     bns = [layer.dw_bn] + ([layer.expand_bn] if layer.expand_bn is not None else [])
     for bn in bns:
         for t in (bn.weight, bn.bias, bn.running_mean, bn.running_var):
-            t.copy_(t[perm])  # type: ignore[index]
+            t.copy_(t[perm])  # type: ignore[index,union-attr]
     if layer.expand_weight is not None:
         layer.expand_weight.copy_(layer.expand_weight[perm])
     if layer.se_fc1 is not None and layer.se_fc2 is not None:
         layer.se_fc1.weight.copy_(layer.se_fc1.weight[:, perm])
         layer.se_fc2.weight.copy_(layer.se_fc2.weight[perm])
-        layer.se_fc2.bias.copy_(layer.se_fc2.bias[perm])
+        _bias(layer.se_fc2).copy_(_bias(layer.se_fc2)[perm])
     return perm

@@ -34,7 +34,7 @@ def gated_forward(supernet: Supernet, x: torch.Tensor, indices: torch.Tensor, ga
     skip = None if gates is None else gates.shape[-1] - 1
     rows = indices.tolist()
     x = supernet.first(supernet.stem(x))
-    for s, (layers, row) in enumerate(zip(supernet.stages, rows)):
+    for s, (layers, row) in enumerate(zip(supernet.stage_layers(), rows)):
         choices = layer_choices(space.stages[s])
         for p, c in enumerate(row):
             if c >= len(choices):  # skip: the stage ends here
@@ -107,7 +107,7 @@ def _prefix_masks(widths: list[int]) -> torch.Tensor:
 def relaxed_forward(supernet: Supernet, x: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
     """DARTS-style expected network under `probs` [stages, positions, choices + skip], at the cost of one largest path."""
     x = supernet.first(supernet.stem(x))
-    for s, layers in enumerate(supernet.stages):
+    for s, layers in enumerate(supernet.stage_layers()):
         stage = supernet.space.stages[s]
         n = len(layer_choices(stage))
         to_k, to_e, masks = _marginal_maps(supernet.space, s)

@@ -7,10 +7,13 @@ Elastic depth keeps the first `d` layers of a stage; elastic resolution is the i
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from torch import nn
 
 from hwnas.blocks import build_block, build_model, init_weights
+from hwnas.blocks.layers import MBConv
 from hwnas.errors import HwnasError
 from hwnas.space import Arch, LayerChoice, SpaceSpec, check_arch, first_block, head_block, layer_block, stem_block
 from hwnas.supernet.elastic import ElasticMBConv, IrWeights, slice_ir
@@ -45,13 +48,17 @@ class Supernet(nn.Module):
         if len(arch.stages) != len(self.stages):
             raise HwnasError(f"arch {arch} has {len(arch.stages)} stages, supernet of {self.space.name} has {len(self.stages)}")
         x = self.first(self.stem(x))
-        for layers, choices in zip(self.stages, arch.stages):
+        for layers, choices in zip(self.stage_layers(), arch.stages):
             for layer, choice in zip(layers, choices):
                 x = layer(x, choice)
         return self.head(x)  # type: ignore[no-any-return]
 
+    def stage_layers(self) -> list[list[ElasticMBConv]]:
+        """The elastic layers of each stage (`self.stages`, typed)."""
+        return [[cast(ElasticMBConv, m) for m in cast(nn.ModuleList, stage)] for stage in self.stages]
+
     def elastic_layers(self) -> list[ElasticMBConv]:
-        return [layer for stage in self.stages for layer in stage]  # type: ignore[misc]
+        return [layer for stage in self.stage_layers() for layer in stage]
 
 
 def _bn_copy(bn: nn.Module, params: tuple[torch.Tensor, ...]) -> None:
@@ -60,23 +67,36 @@ def _bn_copy(bn: nn.Module, params: tuple[torch.Tensor, ...]) -> None:
         dest.copy_(src)  # type: ignore[union-attr]
 
 
+def _conv_bn(seq: nn.Module | None) -> tuple[nn.Conv2d, nn.Module]:
+    """The conv and BN of a `conv_bn_act` sequence."""
+    assert isinstance(seq, nn.Sequential)
+    conv = seq[0]
+    assert isinstance(conv, nn.Conv2d)
+    return conv, seq[1]
+
+
 @torch.no_grad()
 def copy_ir_weights(block: nn.Module, weights: IrWeights) -> None:
     """Copy one choice's sliced weights into a static `hwnas.blocks.MBConv` built for it."""
+    assert isinstance(block, MBConv)
     if weights.expand_w is not None:
-        block.expand[0].weight.copy_(weights.expand_w)
+        conv, bn = _conv_bn(block.expand)
+        conv.weight.copy_(weights.expand_w)
         assert weights.expand_bn is not None
-        _bn_copy(block.expand[1], weights.expand_bn)
-    block.dw[0].weight.copy_(weights.dw_w)
-    _bn_copy(block.dw[1], weights.dw_bn)
+        _bn_copy(bn, weights.expand_bn)
+    conv, bn = _conv_bn(block.dw)
+    conv.weight.copy_(weights.dw_w)
+    _bn_copy(bn, weights.dw_bn)
     if weights.se is not None:
+        assert block.se is not None
         fc1_w, fc1_b, fc2_w, fc2_b = weights.se
         block.se.fc1.weight.copy_(fc1_w)
-        block.se.fc1.bias.copy_(fc1_b)
+        block.se.fc1.bias.copy_(fc1_b)  # type: ignore[union-attr]
         block.se.fc2.weight.copy_(fc2_w)
-        block.se.fc2.bias.copy_(fc2_b)
-    block.project[0].weight.copy_(weights.project_w)
-    _bn_copy(block.project[1], weights.project_bn)
+        block.se.fc2.bias.copy_(fc2_b)  # type: ignore[union-attr]
+    conv, bn = _conv_bn(block.project)
+    conv.weight.copy_(weights.project_w)
+    _bn_copy(bn, weights.project_bn)
 
 
 @torch.no_grad()
@@ -92,7 +112,7 @@ def extract(supernet: Supernet, arch: Arch) -> nn.Sequential:
     model[0].load_state_dict(supernet.stem.state_dict())
     model[1].load_state_dict(supernet.first.state_dict())
     index = 2
-    for layers, choices in zip(supernet.stages, arch.stages):
+    for layers, choices in zip(supernet.stage_layers(), arch.stages):
         for layer, choice in zip(layers, choices):
             copy_ir_weights(model[index], slice_ir(layer, choice))
             index += 1

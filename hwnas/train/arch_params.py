@@ -25,6 +25,8 @@ _NEG = -1e9  # "minus infinity" that keeps softmax and its gradient finite
 class ArchParams(nn.Module):
     """α of one space at one resolution. `logits` is the only parameter; `valid` marks existing entries."""
 
+    valid: torch.Tensor
+
     def __init__(self, space: SpaceSpec, *, resolution: int) -> None:
         super().__init__()
         self.space = space
