@@ -9,10 +9,10 @@ OFA     := ofa==0.1.0.post202307202001
 
 setup: $(STAMP) data
 
-$(STAMP): pyproject.toml Makefile
+$(STAMP): pyproject.toml constraints.txt Makefile
 	test -x $(PY) || python3 -m venv .venv
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev,mobile]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev,mobile]'
 	$(PY) -m pip install -q --no-deps '$(OFA)'  # the reference the OFA import is tested against
 	touch $(STAMP)
 
