@@ -1,4 +1,4 @@
-"""bundle -> tools/measure_bundle.py (numpy + onnxruntime only) -> profile --import -> the same LUT."""
+"""bundle -> measure_bundle.py (numpy + onnxruntime only, hwnas/latency/device/) -> profile --import -> the same LUT."""
 
 import json
 import subprocess
@@ -26,7 +26,9 @@ def test_bundle_measure_import_round_trip(tmp_path, capsys):
     block_keys = {s.key for s in distinct_blocks(space, (28,))[28]}
     assert {i["key"] for i in manifest["items"] if i["kind"] == "block"} == block_keys
     assert sum(i["kind"] == "subnet" for i in manifest["items"]) == 3
-    assert (bundle / "measure_bundle.py").read_text() == (ROOT / "tools" / "measure_bundle.py").read_text()
+    latency = ROOT / "hwnas" / "latency"
+    assert (bundle / "measure_bundle.py").read_bytes() == (latency / "device" / "measure_bundle.py").read_bytes()
+    assert (bundle / "protocol.py").read_bytes() == (latency / "protocol.py").read_bytes()
 
     # on the "device": a fresh interpreter that must not import hwnas
     results = tmp_path / "results.csv"

@@ -56,8 +56,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     val.set_defaults(handler=_validate)
 
     bun = sub.add_parser("bundle", help="export a space's blocks for timing on another device",
-                         description="Writes block ONNX files, calibration subnets, manifest.json and measure_bundle.py "
-                                     "(needs only numpy + onnxruntime). Import the results with 'hwnas profile --import'.")
+                         description="Writes block ONNX files, calibration subnets, manifest.json, measure_bundle.py "
+                                     "and protocol.py (the timing protocol 'hwnas profile' runs; needs only numpy + "
+                                     "onnxruntime). Import the results with 'hwnas profile --import'.")
     bun.add_argument("--device", default="cpu-ort-1t", help="profile name or .yaml path (see profiles/remote-template.yaml)")
     add_space_args(bun)
     bun.add_argument("--resolutions", type=positive_int, nargs="+", help="subset of the space's resolutions")

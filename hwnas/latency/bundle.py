@@ -1,9 +1,12 @@
-"""On-device measurement: `hwnas bundle` writes block ONNX files + a manifest + `measure_bundle.py`; `hwnas profile
---import` turns the device's results into a LUT.
+"""On-device measurement: `hwnas bundle` writes block ONNX files + a manifest + `measure_bundle.py` + `protocol.py`;
+`hwnas profile --import` turns the device's results into a LUT.
 
 Why a bundle: the device that matters (a phone, a board) usually cannot run hwnas or torch, but it can run onnxruntime.
 The bundle carries exactly the blocks a LUT needs (exported here by the same exporter that times blocks locally) and the
-calibration subnets, so the imported table gets the same calibration as a locally built one.
+calibration subnets, so the imported table gets the same calibration as a locally built one. It also carries the timing
+protocol itself: `hwnas.latency.protocol`, copied byte for byte, with the profile's protocol settings in the manifest,
+so the device times with the code `hwnas profile` runs. The device scripts ship inside the package
+(`hwnas/latency/device/`), so an installed wheel bundles as well as a source checkout.
 """
 
 from __future__ import annotations
@@ -14,26 +17,51 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import hwnas.latency.protocol as protocol_module
 from hwnas.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
 from hwnas.errors import HwnasError
 from hwnas.latency.calibrate import calibration_archs
-from hwnas.latency.harness import TimingStats
+from hwnas.latency.harness import Protocol, TimingStats
 from hwnas.latency.lut import COLUMNS, LatencyTable, graph_revision, lut_path, save_lut, space_meta
 from hwnas.latency.profiler import SUBNET_PREFIX, calibrate_table
 from hwnas.latency.profiles import DeviceProfile, profile_from_dict
 from hwnas.space import Arch, BlockSpec, SpaceSpec, distinct_blocks, get_space, space_hash, with_io
 
-__all__ = ["write_bundle", "import_results", "measure_script_path"]
+__all__ = ["write_bundle", "import_results", "measure_script_path", "device_script_path", "protocol_settings",
+           "copy_device_files", "SCRIPT", "PROTOCOL_FILE"]
 
 log = logging.getLogger(__name__)
 BUNDLE_SCHEMA = 1
+SCRIPT = "measure_bundle.py"
+PROTOCOL_FILE = "protocol.py"
+
+
+def device_script_path(name: str) -> Path:
+    """A device script shipped with the package (`hwnas/latency/device/<name>`)."""
+    path = Path(__file__).resolve().parent / "device" / name
+    if not path.is_file():
+        raise HwnasError(f"{path} is missing from this hwnas installation; reinstall hwnas "
+                         "(pip install --force-reinstall)")
+    return path
 
 
 def measure_script_path() -> Path:
-    path = Path(__file__).resolve().parents[2] / "tools" / "measure_bundle.py"
-    if not path.is_file():
-        raise HwnasError(f"{path} is missing; run hwnas from a source checkout (pip install -e .)")
-    return path
+    return device_script_path(SCRIPT)
+
+
+def protocol_settings(profile: DeviceProfile) -> dict[str, Any]:
+    """The profile's protocol settings as the manifest carries them (the device script times with these)."""
+    settings = Protocol.from_profile(profile).to_dict()
+    del settings["checkpoint_s"]  # a resume interval of `hwnas profile`; the device script does not checkpoint
+    return settings
+
+
+def copy_device_files(out_dir: Path, scripts: Sequence[str]) -> None:
+    """Copy the device `scripts` and the timing protocol (`hwnas.latency.protocol`, byte for byte) into a bundle."""
+    files = {name: device_script_path(name) for name in scripts}
+    files[PROTOCOL_FILE] = Path(str(protocol_module.__file__))
+    for name, path in files.items():
+        atomic_write_bytes(out_dir / name, path.read_bytes())
 
 
 def write_bundle(space: SpaceSpec, profile: DeviceProfile, out_dir: Path, *, resolutions: Sequence[int] | None = None,
@@ -63,15 +91,15 @@ def write_bundle(space: SpaceSpec, profile: DeviceProfile, out_dir: Path, *, res
         rel = f"{kind}s/{n:04d}.onnx"
         atomic_write_bytes(out_dir / rel, data)
         items.append({"key": key, "kind": kind, "file": rel, "input_shape": list(shape)})
-    manifest = {"schema": BUNDLE_SCHEMA, "kind": "hwnas-latency-bundle", "device": profile.name,
+    manifest = {"schema": BUNDLE_SCHEMA, "kind": "hwnas-latency-bundle", "format": "onnx", "device": profile.name,
                 "space": space_meta(space), "resolutions": list(resolutions), "profile": profile.to_dict(),
-                "items": items}
+                "protocol": protocol_settings(profile), "script": SCRIPT, "items": items}
+    copy_device_files(out_dir, [SCRIPT])
     atomic_write_json(out_dir / "manifest.json", manifest)
-    atomic_write_text(out_dir / "measure_bundle.py", measure_script_path().read_text())
     atomic_write_text(out_dir / "README.txt", (
         f"hwnas latency bundle: {len(specs)} blocks + {len(archs)} calibration subnets of space {space.name} "
         f"for device profile {profile.name}.\n\nOn the device (python3 with numpy and onnxruntime):\n"
-        f"    python3 measure_bundle.py . --out results.csv\n\nThen copy results.csv and results.meta.json back and run:\n"
+        f"    python3 {SCRIPT} . --out results.csv\n\nThen copy results.csv and results.meta.json back and run:\n"
         f"    hwnas profile --import results.csv --device {profile.name}\n"))
     return manifest
 

@@ -1,4 +1,5 @@
-"""The ExecuTorch variant of `hwnas bundle`: block `.pte` programs + manifest + `measure_bundle_pte.py`.
+"""The ExecuTorch variant of `hwnas bundle`: block `.pte` programs + manifest + `measure_bundle_pte.py` (with
+`measure_bundle.py` and `protocol.py`, which it runs).
 
 Same layout and manifest as the ONNX bundle (`hwnas.latency.bundle`), so `hwnas profile --import results.csv` reads the
 results unchanged; only the model files (XNNPACK-delegated `.pte`, lowered by the same `pte_bytes` that times blocks
@@ -15,6 +16,7 @@ from typing import Any
 
 from hwnas.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
 from hwnas.errors import HwnasError
+from hwnas.latency.bundle import SCRIPT, copy_device_files, device_script_path, protocol_settings
 from hwnas.latency.calibrate import calibration_archs
 from hwnas.latency.lut import space_meta
 from hwnas.latency.profiler import SUBNET_PREFIX
@@ -29,10 +31,7 @@ PTE_SCRIPT = "measure_bundle_pte.py"
 
 
 def pte_script_path() -> Path:
-    path = Path(__file__).resolve().parents[2] / "tools" / PTE_SCRIPT
-    if not path.is_file():
-        raise HwnasError(f"{path} is missing; run hwnas from a source checkout (pip install -e .)")
-    return path
+    return device_script_path(PTE_SCRIPT)
 
 
 def write_pte_bundle(space: SpaceSpec, profile: DeviceProfile, out_dir: Path, *,
@@ -75,10 +74,10 @@ def write_pte_bundle(space: SpaceSpec, profile: DeviceProfile, out_dir: Path, *,
         items.append({"key": key, "kind": kind, "file": rel, "input_shape": list(shape)})
     manifest = {"schema": BUNDLE_SCHEMA, "kind": "hwnas-latency-bundle", "format": "pte", "device": profile.name,
                 "space": space_meta(space), "resolutions": list(resolutions), "profile": profile.to_dict(),
-                "executorch": executorch_version(), "delegate": "XnnpackPartitioner", "script": PTE_SCRIPT,
-                "complete": keys is None, "items": items}
+                "protocol": protocol_settings(profile), "executorch": executorch_version(),
+                "delegate": "XnnpackPartitioner", "script": PTE_SCRIPT, "complete": keys is None, "items": items}
+    copy_device_files(out_dir, [PTE_SCRIPT, SCRIPT])  # the .pte script runs measure_bundle.py's driver
     atomic_write_json(out_dir / "manifest.json", manifest)
-    atomic_write_text(out_dir / PTE_SCRIPT, pte_script_path().read_text())
     atomic_write_text(out_dir / "README.txt", (
         f"hwnas latency bundle (ExecuTorch .pte, XNNPACK delegate, executorch {executorch_version()}): {len(specs)} "
         f"blocks + {len(archs)} calibration subnets of space {space.name} for device profile {profile.name}.\n\n"

@@ -23,8 +23,7 @@ from hwnas.atomic import atomic_path, atomic_write_json
 from hwnas.errors import HwnasError
 from hwnas.latency.calibrate import (CalibrationPoint, boundary_melems, calibration_archs, final_stage_mweights,
                                      fit_calibration)
-from hwnas.latency.harness import (PassRecord, Protocol, Timer, pass_speeds, run_protocol, stats_from_passes,
-                                   whole_model_protocol)
+from hwnas.latency.harness import PassRecord, Protocol, Timer, run_table_protocol
 from hwnas.latency.lut import LatencyTable, save_lut, space_meta
 from hwnas.latency.predictor import raw_sum_ms
 from hwnas.latency.profiles import DeviceProfile, profile_timer
@@ -99,6 +98,10 @@ def calibrate_table(table: LatencyTable, space: SpaceSpec, measured: Mapping[Arc
     return table.with_meta(calibration=meta)
 
 
+def _finished() -> None:
+    raise AssertionError("an item whose passes were all recorded is never run again")
+
+
 def profile_space(
     space: SpaceSpec,
     profile: DeviceProfile,
@@ -159,32 +162,17 @@ def profile_space(
                 bar.update(1)
         bar.close()
         export_s = time.monotonic() - started
-        passes: dict[str, list[PassRecord]] = {item: list(recs) for item, recs in done.items()}
 
-        def save(new: Mapping[str, Sequence[PassRecord]]) -> None:
-            passes.update({item: list(recs) for item, recs in new.items()})
-            _write_partial(out_path, header, passes)
+        def run_of(item: str) -> Any:
+            return loaded[item].run if item in loaded else _finished  # items not loaded have all their passes
 
-        together = [item for item in todo if len(done.get(item, ())) < protocol.rounds]
-        if together:  # blocks and calibration subnets in the same passes
-            run_protocol({item: loaded[item].run for item in together}, protocol, rng=rng, timer=timer,
-                         done={i: done[i] for i in together if i in done}, checkpoint=save,
-                         progress=progress, desc=f"profile {space.name} on {profile.name}")
-        extra = [item for item in subnet_items if item in loaded]
-        if extra and profile.calib_passes:  # then more passes among the subnets alone, as validation times them
-            for item in set(extra) & set(together):  # a subnet's re-measured passes would misalign the pass indices
-                passes[item] = passes[item][: protocol.rounds]
-            run_protocol({item: loaded[item].run for item in extra},
-                         whole_model_protocol(profile, warmup_s=1.0, passes=protocol.rounds + profile.calib_passes),
-                         rng=rng, timer=timer, done={i: passes[i] for i in extra if i in passes}, checkpoint=save,
-                         progress=progress, desc=f"calibrate {space.name} on {profile.name}")
+        stats = run_table_protocol({item: run_of(item) for item in specs},
+                                   {item: run_of(item) for item in subnet_items}, protocol, rng=rng, timer=timer, done=done,
+                                   checkpoint=lambda passes: _write_partial(out_path, header, passes),
+                                   progress=progress, desc=f"profile {space.name} on {profile.name}")
     finally:
         for ld in loaded.values():
             ld.release()
-    block_speeds = pass_speeds({item: passes[item] for item in specs})
-    subnet_speeds = pass_speeds({item: passes[item] for item in subnet_items})
-    stats = {item: stats_from_passes(passes[item], subnet_speeds if item in subnet_items else block_speeds)
-             for item in items}
     rows = {key: stats[key] for key in specs}
     seconds = time.monotonic() - started
     table = LatencyTable(rows, table_meta(space, profile, resolutions, build_seconds=round(seconds, 1),

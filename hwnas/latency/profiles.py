@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -142,4 +141,6 @@ def load_profile(name_or_path: str | Path) -> DeviceProfile:
 
 def profile_timer(profile: DeviceProfile) -> Callable[[], int]:
     """The nanosecond clock the profile times with (see `DeviceProfile.clock`)."""
-    return time.thread_time_ns if profile.clock == "thread" else time.perf_counter_ns
+    from hwnas.latency.protocol import clock_timer
+
+    return clock_timer(profile.clock)
