@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any
 
 from hwnas.errors import HwnasError
 
-__all__ = ["TrainConfig", "config_to_dict", "config_from_dict"]
+__all__ = ["TrainConfig", "config_to_dict", "config_from_dict", "run_steps", "RESUME_CHANGEABLE", "resume_conflicts"]
+
+RESUME_CHANGEABLE = ("epochs", "max_steps", "checkpoint_every", "threads", "data_dir")
+"""Fields a resumed run may change: its length (the schedule is stretched, see `hwnas.train.strategy.schedule_step`)
+and how it runs (checkpoint cadence, CPU threads, where the dataset lives). Anything else would make a different run."""
 
 
 @dataclass(frozen=True)
@@ -16,6 +21,8 @@ class TrainConfig:
     """A run is a pure function of this config (and the data): resuming re-derives everything else from it and the step.
 
     `epochs` sets the schedule length; `max_steps` (0 = none) caps it, the LR schedule then spans the capped length.
+    `schedule_knots` and `schedule_steps` are written by `train` when a resume changes the length (never set by hand):
+    see `hwnas.train.strategy.schedule_step`.
     """
 
     space: str = "mbv3-tiny"
@@ -50,6 +57,8 @@ class TrainConfig:
     channels_last: bool = True
     amp: bool = True  # only takes effect on CUDA
     threads: int = 0  # 0 = leave torch's setting alone
+    schedule_knots: tuple[tuple[int, float], ...] = ()  # (step, schedule step) where a resume changed the length
+    schedule_steps: int = 0  # length of the schedule the strategy sees; 0 = the run's total steps
 
     def __post_init__(self) -> None:
         if self.epochs <= 0 and self.max_steps <= 0:
@@ -64,11 +73,31 @@ class TrainConfig:
             raise HwnasError(f"augment must be one of none, flip, crop-flip; got {self.augment!r}")
         if self.checkpoint_every < 1 or self.log_every < 1 or self.num_random < 0:
             raise HwnasError("checkpoint_every and log_every must be >= 1, num_random >= 0")
+        steps = [s for s, _ in self.schedule_knots]
+        clocks = [c for _, c in self.schedule_knots]
+        ordered = steps == sorted(set(steps)) and clocks == sorted(clocks)
+        if self.schedule_knots and (self.schedule_steps < 1 or not ordered or steps[0] < 1
+                                    or not 0 <= clocks[0] <= clocks[-1] <= self.schedule_steps):
+            raise HwnasError(f"schedule_knots {self.schedule_knots} / schedule_steps {self.schedule_steps} are not a "
+                             "valid stretched schedule; they are written by 'hwnas train --resume', not by hand")
+
+
+def run_steps(cfg: TrainConfig, steps_per_epoch: int) -> int:
+    """Optimizer steps of the whole run: `epochs` worth of steps, capped by `max_steps` (either may be 0 = unset)."""
+    total = math.ceil(cfg.epochs * steps_per_epoch) if cfg.epochs > 0 else cfg.max_steps
+    return min(total, cfg.max_steps) if cfg.max_steps else total
+
+
+def resume_conflicts(saved: TrainConfig, cfg: TrainConfig) -> list[str]:
+    """Fields where `cfg` differs from the stored `saved` config and that a resume may not change."""
+    return [f.name for f in dataclasses.fields(TrainConfig)
+            if f.name not in RESUME_CHANGEABLE and getattr(saved, f.name) != getattr(cfg, f.name)]
 
 
 def config_to_dict(cfg: TrainConfig) -> dict[str, Any]:
     out = dataclasses.asdict(cfg)
     out["ofa_phase_fractions"] = list(cfg.ofa_phase_fractions)
+    out["schedule_knots"] = [[s, c] for s, c in cfg.schedule_knots]
     return out
 
 
@@ -81,4 +110,6 @@ def config_from_dict(data: dict[str, Any]) -> TrainConfig:
     values = dict(data)
     if "ofa_phase_fractions" in values:
         values["ofa_phase_fractions"] = tuple(values["ofa_phase_fractions"])
+    if "schedule_knots" in values:
+        values["schedule_knots"] = tuple((int(s), float(c)) for s, c in values["schedule_knots"])
     return TrainConfig(**values)

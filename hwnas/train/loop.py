@@ -4,6 +4,10 @@ Everything random is a pure function of (seed, step): the epoch order of `epoch_
 generator and the strategy's `random.Random`. A resumed run therefore replays exactly what the uninterrupted run
 would have done, and every DDP rank samples the same subnets without exchanging anything.
 
+A resume may also change the run's length (`epochs`, `max_steps`): training continues to the new total, the LR and
+phase schedule continue from where they were, stretched over the remaining steps (`schedule_step`), and config.json
+and the checkpoint record the new config so a later plain resume continues to the same total.
+
 DDP (`torchrun --nproc-per-node N -m hwnas train ...`): each rank takes its shard of the global batch; after the
 strategy's backward passes the gradients are averaged with one coalesced all-reduce (gloo on CPU, nccl on GPU). This
 is DistributedDataParallel's reduction done once per step, which suits sandwich steps (several forwards, one update)
@@ -12,6 +16,7 @@ and subnets that leave parameters unused. Only rank 0 writes files.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
@@ -34,10 +39,10 @@ from hwnas.errors import HwnasError
 from hwnas.space import SpaceSpec, largest, smallest, space_hash
 from hwnas.supernet import Supernet
 from hwnas.train.checkpoint import CHECKPOINT, CONFIG, FORMAT, METRICS, read_checkpoint, run_space, save_checkpoint
-from hwnas.train.config import TrainConfig, config_from_dict, config_to_dict
+from hwnas.train.config import TrainConfig, config_from_dict, config_to_dict, resume_conflicts, run_steps
 from hwnas.train.evaluate import evaluate_arch
 from hwnas.train.metrics import read_metrics, write_metrics
-from hwnas.train.strategy import StepContext, load_strategy
+from hwnas.train.strategy import StepContext, extend_schedule, load_strategy, schedule_step
 
 __all__ = ["TrainResult", "train", "steps_per_epoch"]
 
@@ -98,7 +103,8 @@ def _dist_setup() -> tuple[int, int, torch.device]:
 
 def _param_groups(net: Supernet, cfg: TrainConfig) -> list[dict[str, Any]]:
     """No weight decay on BN/bias vectors and kernel-transform matrices (they start at identity)."""
-    decay, no_decay = [], []
+    decay: list[torch.nn.Parameter] = []
+    no_decay: list[torch.nn.Parameter] = []
     for name, p in net.named_parameters():
         (no_decay if p.ndim <= 1 or "kernel_transforms" in name else decay).append(p)
     return [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
@@ -114,7 +120,7 @@ def _allreduce_grads(params: list[torch.nn.Parameter], world: int) -> None:
     offset = 0
     for p in used:
         n = p.numel()
-        p.grad.copy_(flat[offset : offset + n].view_as(p.grad))  # type: ignore[union-attr]
+        p.grad.copy_(flat[offset : offset + n].view_as(p.grad))  # type: ignore[union-attr,arg-type]
         offset += n
 
 
@@ -142,6 +148,8 @@ def train(cfg: TrainConfig, out: Path, *, resume: bool = False, data: Dataset | 
           on_step: Callable[[int], None] | None = None, progress: bool = True) -> TrainResult:
     """Train a supernet into `out` (checkpoint.pt, config.json, metrics.csv); `resume` continues from checkpoint.pt.
 
+    With `resume`, `cfg` is the stored config, where only the fields in `RESUME_CHANGEABLE` may differ; a new length
+    (`epochs`, `max_steps`) at or beyond the steps already trained continues the run to it (see the module docstring).
     `on_step(step)` is called after every completed step (tests use it to interrupt a run).
     """
     rank, world, device = _dist_setup()
@@ -155,30 +163,47 @@ def train(cfg: TrainConfig, out: Path, *, resume: bool = False, data: Dataset | 
     params = [p for p in net.parameters()]
     optimizer = torch.optim.SGD(_param_groups(net, cfg), lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
     spe = steps_per_epoch(len(data.train), cfg.batch_size, world)
-    total = math.ceil(cfg.epochs * spe) if cfg.epochs > 0 else cfg.max_steps
-    if cfg.max_steps:
-        total = min(total, cfg.max_steps)
-    ctx = StepContext(supernet=net, space=space, cfg=cfg, device=device, total_steps=total,
-                      extra={"optimizer": optimizer})
+    total = run_steps(cfg, spe)
     start, rows, train_s = 0, [], 0.0
+    payload: dict[str, Any] = {}
     if resume:
         payload = read_checkpoint(out / CHECKPOINT, map_location=device)
         saved = config_from_dict(payload["config"])
-        if saved != cfg:
-            raise HwnasError(f"--resume with a different configuration than {out / CONFIG}; drop the changed options")
+        conflicts = resume_conflicts(saved, cfg)
+        if conflicts:
+            name = conflicts[0]
+            raise HwnasError(f"--resume cannot change {name} of {out} (stored {getattr(saved, name)!r}, given "
+                             f"{getattr(cfg, name)!r}); drop it to continue the run, or train a new one with another "
+                             "--out")
         if payload["space_hash"] != space_hash(space):
             raise HwnasError(f"{out / CHECKPOINT} belongs to another space; use another --out")
+        start, saved_total = int(payload["step"]), int(payload["total_steps"])
+        if total < start:
+            raise HwnasError(f"{out} has already trained {start} steps; a length of {total} steps would end before "
+                             f"that: pass --max-steps or --epochs of at least {start} steps")
+        knots, span = extend_schedule(saved.schedule_knots, saved.schedule_steps, old_total=saved_total,
+                                      new_total=total, done=start)
+        cfg = dataclasses.replace(cfg, schedule_knots=knots, schedule_steps=span)
+        if total != saved_total:
+            log.info("%s: run length %d -> %d steps; the schedule continues from step %d", out, saved_total, total,
+                     start)
+    span = cfg.schedule_steps or total
+
+    def clock(step: int) -> float:
+        return schedule_step(step, total, knots=cfg.schedule_knots, span=span)
+
+    ctx = StepContext(supernet=net, space=space, cfg=cfg, device=device, total_steps=total,
+                      extra={"optimizer": optimizer})
+    if resume:
         net.load_state_dict(payload["model"])
         optimizer.load_state_dict(payload["optimizer"])
         if hasattr(strategy, "load_state_dict"):
             strategy.load_state_dict(ctx, payload.get("strategy", {}))
-        start, train_s = int(payload["step"]), float(payload.get("train_s", 0.0))
+        train_s = float(payload.get("train_s", 0.0))
         torch.set_rng_state(payload["rng"]["torch"])
         rows = read_metrics(out / METRICS, before_step=start)
         log.info("resuming %s at step %d of %d", out, start, total)
-    elif rank == 0:
-        atomic_write_json(out / CONFIG, {**config_to_dict(cfg), "space_hash": space_hash(space),
-                                          "preprocess": data.preprocess, "world_size": world})
+    changed = not resume or cfg != saved
 
     def checkpoint(step: int) -> None:
         if rank != 0:
@@ -190,10 +215,15 @@ def train(cfg: TrainConfig, out: Path, *, resume: bool = False, data: Dataset | 
             "scheduler": {"kind": f"{cfg.mode}.lr_factor", "step": step, "lr": optimizer.param_groups[0]["lr"]},
             "strategy": strategy.state_dict(ctx) if hasattr(strategy, "state_dict") else {},
             "rng": {"torch": torch.get_rng_state()}, "step": step, "total_steps": total,
-            "phase": strategy.phase(max(0, step - 1), total, cfg), "epoch": step / spe, "train_s": train_s,
+            "phase": strategy.phase(clock(max(0, step - 1)), span, cfg), "epoch": step / spe, "train_s": train_s,
         })
         write_metrics(out / METRICS, rows)
 
+    if changed and rank == 0:  # a changed resume re-saves the checkpoint at once: it, not config.json, is what resumes
+        if resume:
+            checkpoint(start)
+        atomic_write_json(out / CONFIG, {**config_to_dict(cfg), "space_hash": space_hash(space),
+                                          "preprocess": data.preprocess, "world_size": world})
     bar = tqdm(total=total * cfg.batch_size * world, initial=start * cfg.batch_size * world, unit="img",
                unit_scale=True, disable=not progress or rank != 0, desc=f"{cfg.mode} {space.name}", smoothing=0.1,
                dynamic_ncols=True)
@@ -202,8 +232,9 @@ def train(cfg: TrainConfig, out: Path, *, resume: bool = False, data: Dataset | 
     with _Interrupt() as interrupt:
         for step in range(start, total):
             epoch, in_epoch = divmod(step, spe)
-            phase = strategy.phase(step, total, cfg)
-            if hasattr(strategy, "on_phase_start") and (step == 0 or phase != strategy.phase(step - 1, total, cfg)):
+            phase = strategy.phase(clock(step), span, cfg)
+            new_phase = step == 0 or phase != strategy.phase(clock(step - 1), span, cfg)
+            if new_phase and hasattr(strategy, "on_phase_start"):
                 strategy.on_phase_start(ctx, phase)
             t0 = time.perf_counter()
             order = epoch_order(len(data.train), seed=cfg.seed, epoch=epoch)
@@ -211,8 +242,8 @@ def train(cfg: TrainConfig, out: Path, *, resume: bool = False, data: Dataset | 
             gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step * 1009 + rank)
             images, labels = make_batch(data.train, order[lo : lo + cfg.batch_size], augment=cfg.augment, generator=gen,
                                         device=device)
-            ctx.step, ctx.rng = step, random.Random(cfg.seed * 1_000_003 + step)
-            lr = cfg.lr * strategy.lr_factor(step, total, cfg)
+            ctx.step, ctx.phase, ctx.rng = step, phase, random.Random(cfg.seed * 1_000_003 + step)
+            lr = cfg.lr * strategy.lr_factor(clock(step), span, cfg)
             for group in optimizer.param_groups:
                 group["lr"] = lr
             net.train()

@@ -14,16 +14,17 @@ so the target acts as a budget. ``adapt_rate = 0`` keeps the weight fixed (for �
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 
 from hwnas.errors import HwnasError
 
 __all__ = ["NasMode", "LatencyLoss", "NAS_MODES", "LOSS_FORMS", "NasConfig", "temperature", "latency_loss",
-           "default_loss", "default_weight", "reward_factor"]
+           "default_loss", "default_weight", "reward_factor", "nas_config_to_dict", "nas_config_from_dict"]
 
 NasMode = Literal["fbnet", "proxyless", "darts", "enas"]
 LatencyLoss = Literal["fbnet", "linear", "mnas", "bisided", "none"]
@@ -43,11 +44,19 @@ def default_weight(form: str) -> float:
 
 @dataclass(frozen=True, slots=True)
 class NasConfig:
-    """Everything an architecture-search run depends on (stored in RUN/config.json)."""
+    """Everything an architecture-search run depends on (stored in RUN/config.json).
+
+    A step is one SGD step of the supernet weights (each followed, after the warm-up, by an α step every `arch_every`
+    steps); an epoch is `steps_per_epoch` such steps (at most the train split). The run is `epochs` epochs, capped at
+    `max_steps` steps (counted from the start, warm-up included; it may end mid-epoch). The cosine LR spans the run;
+    `schedule_knots` / `schedule_steps` are written when a resume changes the length
+    (`hwnas.train.strategy.schedule_step`).
+    """
 
     mode: NasMode
     target_ms: float
     epochs: int = 6
+    max_steps: int | None = None      # stop after this many weight steps (None: after `epochs`)
     warmup_epochs: int = 1            # weights only (architecture sampled uniformly from the initial α)
     steps_per_epoch: int | None = None  # cap on weight steps per epoch (None: the whole train split)
     batch_size: int = 128
@@ -68,6 +77,8 @@ class NasConfig:
     baseline_decay: float = 0.9       # enas: moving-average reward baseline
     entropy_weight: float = 1e-3      # enas: entropy bonus
     seed: int = 0
+    schedule_knots: tuple[tuple[int, float], ...] = ()
+    schedule_steps: int = 0
 
     def __post_init__(self) -> None:
         if self.mode not in NAS_MODES:
@@ -78,6 +89,8 @@ class NasConfig:
             raise HwnasError(f"unknown latency loss {self.latency_loss!r}; use one of {', '.join(LOSS_FORMS)}")
         if not isinstance(self.epochs, int) or self.epochs < 1:
             raise HwnasError(f"--epochs must be a whole number >= 1, got {self.epochs!r}")
+        if self.max_steps is not None and (not isinstance(self.max_steps, int) or self.max_steps < 1):
+            raise HwnasError(f"--max-steps must be a whole number >= 1, got {self.max_steps!r}")
         if not isinstance(self.warmup_epochs, int) or not 0 <= self.warmup_epochs < self.epochs:
             raise HwnasError(f"warm-up epochs must be in 0..epochs-1 ({self.epochs - 1}), got {self.warmup_epochs!r}")
         for name in ("lr", "alpha_lr", "tau0", "batch_size", "arch_every", "controller_samples"):
@@ -95,6 +108,24 @@ class NasConfig:
     @property
     def weight(self) -> float:
         return self.latency_weight if self.latency_weight is not None else default_weight(self.loss_form)
+
+
+def nas_config_to_dict(cfg: NasConfig) -> dict[str, Any]:
+    """The JSON form stored in config.json and the checkpoint (`nas_config_from_dict` reads it back exactly)."""
+    out = dataclasses.asdict(cfg)
+    out["schedule_knots"] = [[s, c] for s, c in cfg.schedule_knots]
+    return out
+
+
+def nas_config_from_dict(data: dict[str, Any]) -> NasConfig:
+    """Rebuild a stored config; keys a run written by an older hwnas lacks take their defaults."""
+    names = {f.name for f in dataclasses.fields(NasConfig)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise HwnasError(f"unknown search config keys {unknown}; the run was written by another hwnas version")
+    values = dict(data)
+    values["schedule_knots"] = tuple((int(s), float(c)) for s, c in values.get("schedule_knots", ()))
+    return NasConfig(**values)
 
 
 def temperature(cfg: NasConfig, epoch: float) -> float:

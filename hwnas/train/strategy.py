@@ -4,8 +4,9 @@ A mode is one module `hwnas/train/strategies/<mode>.py` exposing:
 
 - `train_step(ctx, images, labels) -> dict[str, float]`: forward/backward of the subnets of one step (gradients
   accumulate; the loop zeroes them before and runs clip, all-reduce and the optimizer step after);
-- `lr_factor(step, total_steps, cfg) -> float`: multiplier of `cfg.lr` at `step`;
-- `phase(step, total_steps, cfg) -> str`: phase name written to metrics.csv and the checkpoint;
+- `lr_factor(step, total_steps, cfg) -> float`: multiplier of `cfg.lr` at `step` (a float: see `schedule_step`);
+- `phase(step, total_steps, cfg) -> str`: phase name written to metrics.csv and the checkpoint (the loop also puts
+  the current one in `ctx.phase`);
 - optional `on_phase_start(ctx, phase)`, `state_dict(ctx) -> dict` and `load_state_dict(ctx, state)` for strategy
   state that must survive a resume (OFA's teacher; architecture logits of differentiable modes);
 - optional `extra_parameters(ctx) -> list[Tensor]` — tensors trained by the strategy's own optimizer (not the loop's).
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import itertools
 import math
 import pkgutil
 import random
@@ -38,7 +40,7 @@ from hwnas.train.config import TrainConfig
 
 __all__ = [
     "StepContext", "available_modes", "load_strategy", "subnet_logits", "ce_loss", "kd_loss",
-    "warmup_cosine", "warmup_exp_constant",
+    "warmup_cosine", "warmup_exp_constant", "Knots", "schedule_step", "extend_schedule",
 ]
 
 _PACKAGE = "hwnas.train.strategies"
@@ -67,6 +69,7 @@ class StepContext:
     device: torch.device
     step: int = 0
     total_steps: int = 1
+    phase: str = ""
     rng: random.Random = field(default_factory=random.Random)
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -98,7 +101,7 @@ def kd_loss(logits: torch.Tensor, soft_targets: torch.Tensor, cfg: TrainConfig) 
     return -(soft_targets * F.log_softmax(logits / t, dim=1)).sum(1).mean() * (t * t)
 
 
-def warmup_cosine(step: int, total: int, cfg: TrainConfig) -> float:
+def warmup_cosine(step: float, total: int, cfg: TrainConfig) -> float:
     warm = max(1, int(cfg.warmup_fraction * total))
     if step < warm:
         return (step + 1) / warm
@@ -106,7 +109,7 @@ def warmup_cosine(step: int, total: int, cfg: TrainConfig) -> float:
     return cfg.lr_end_fraction + (1 - cfg.lr_end_fraction) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def warmup_exp_constant(step: int, total: int, cfg: TrainConfig) -> float:
+def warmup_exp_constant(step: float, total: int, cfg: TrainConfig) -> float:
     """BigNAS: linear warmup, exponential decay reaching `lr_end_fraction` at `decay_end_fraction`, then constant."""
     warm = max(1, int(cfg.warmup_fraction * total))
     if step < warm:
@@ -114,3 +117,40 @@ def warmup_exp_constant(step: int, total: int, cfg: TrainConfig) -> float:
     span = max(1, int(cfg.decay_end_fraction * total) - warm)
     progress = min(1.0, (step - warm) / span)
     return float(cfg.lr_end_fraction**progress)
+
+
+Knots = tuple[tuple[int, float], ...]
+"""(step, schedule step) points where a run's length was changed on resume; see `schedule_step`."""
+
+
+def schedule_step(step: int, total: int, *, knots: Knots = (), span: int = 0) -> float:
+    """Where step `step` of a run of `total` steps sits on its schedule (LR, OFA phases) of `span` steps.
+
+    A run whose length never changed has no knots: its schedule step is the step itself. Each change of length on
+    resume (`extend_schedule`) adds the knot (s, c): c is where step s was on the schedule then; from the last knot the
+    schedule step runs linearly to `span` at `total`. So the rest of the schedule is stretched (or squeezed) over the
+    new remaining steps: the LR at the resume step is the one the old schedule gave it and never jumps, and the run
+    still ends on the schedule's final value. A run that had finished its schedule continues at its final LR.
+    """
+    if not knots:
+        return float(step)
+    points = ((0, 0.0), *knots, (total, float(span)))
+    for (s0, c0), (s1, c1) in itertools.pairwise(points):
+        if step < s1 or s1 == total:
+            return c1 if s1 == s0 else c0 + (step - s0) * (c1 - c0) / (s1 - s0)
+    return float(span)
+
+
+def extend_schedule(knots: Knots, span: int, *, old_total: int, new_total: int, done: int) -> tuple[Knots, int]:
+    """Knots and span of a run of `old_total` steps, `done` of them trained, that now runs to `new_total` steps.
+
+    Nothing trained yet: the schedule simply spans the new total. Otherwise a knot at `done` keeps every step already
+    taken where it was and stretches the rest (see `schedule_step`). `span` 0 means the run's own total.
+    """
+    if new_total == old_total:
+        return knots, span
+    if done == 0:
+        return (), 0
+    span = span or old_total
+    here = schedule_step(done, old_total, knots=knots, span=span)
+    return (*(k for k in knots if k[0] < done), (done, here)), span

@@ -14,11 +14,11 @@ from hwnas.train.config import TrainConfig
 from hwnas.train.strategy import StepContext, ce_loss, kd_loss, subnet_logits, warmup_exp_constant
 
 
-def phase(step: int, total: int, cfg: TrainConfig) -> str:
+def phase(step: float, total: int, cfg: TrainConfig) -> str:
     return "sandwich"
 
 
-def lr_factor(step: int, total: int, cfg: TrainConfig) -> float:
+def lr_factor(step: float, total: int, cfg: TrainConfig) -> float:
     return warmup_exp_constant(step, total, cfg)
 
 

@@ -22,7 +22,7 @@ from hwnas.train.strategy import StepContext, ce_loss, kd_loss, subnet_logits, w
 PHASES = ("full", "kernel", "depth", "expand")
 
 
-def phase(step: int, total: int, cfg: TrainConfig) -> str:
+def phase(step: float, total: int, cfg: TrainConfig) -> str:
     bounds = list(itertools.accumulate(cfg.ofa_phase_fractions))
     progress = step / max(1, total)
     for name, bound in zip(PHASES, bounds):
@@ -31,7 +31,7 @@ def phase(step: int, total: int, cfg: TrainConfig) -> str:
     return PHASES[-1]
 
 
-def lr_factor(step: int, total: int, cfg: TrainConfig) -> float:
+def lr_factor(step: float, total: int, cfg: TrainConfig) -> float:
     return warmup_cosine(step, total, cfg)
 
 
@@ -81,7 +81,7 @@ def _sample(ctx: StepContext, name: str) -> Arch:
 
 
 def train_step(ctx: StepContext, images: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
-    name = phase(ctx.step, ctx.total_steps, ctx.cfg)
+    name = ctx.phase or phase(ctx.step, ctx.total_steps, ctx.cfg)
     if name == "full":
         top = _sample(ctx, "full")
         loss = ce_loss(subnet_logits(ctx, images, top), labels, ctx.cfg)

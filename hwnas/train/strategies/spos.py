@@ -9,11 +9,11 @@ from hwnas.train.config import TrainConfig
 from hwnas.train.strategy import StepContext, ce_loss, subnet_logits, warmup_cosine
 
 
-def phase(step: int, total: int, cfg: TrainConfig) -> str:
+def phase(step: float, total: int, cfg: TrainConfig) -> str:
     return "uniform"
 
 
-def lr_factor(step: int, total: int, cfg: TrainConfig) -> float:
+def lr_factor(step: float, total: int, cfg: TrainConfig) -> float:
     return warmup_cosine(step, total, cfg)
 
 
