@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from hwnas.errors import HwnasError
+from hwnas.train.strategy import distillation_kl
 
 __all__ = ["FinetuneConfig", "kd_loss", "finetune_kd"]
 
@@ -56,9 +57,8 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: 
     ce = F.cross_entropy(student_logits, labels)
     if kd_weight == 0.0:
         return ce
-    t = temperature
-    kl = F.kl_div(F.log_softmax(student_logits / t, 1), F.softmax(teacher_logits / t, 1), reduction="batchmean")
-    return (1 - kd_weight) * ce + kd_weight * t * t * kl
+    teacher_probs = F.softmax(teacher_logits / temperature, 1)
+    return (1 - kd_weight) * ce + kd_weight * distillation_kl(student_logits, teacher_probs, temperature=temperature)
 
 
 def finetune_kd(

@@ -39,7 +39,7 @@ from hwnas.supernet import Supernet
 from hwnas.train.config import TrainConfig
 
 __all__ = [
-    "StepContext", "available_modes", "load_strategy", "subnet_logits", "ce_loss", "kd_loss",
+    "StepContext", "available_modes", "load_strategy", "subnet_logits", "ce_loss", "kd_loss", "distillation_kl",
     "warmup_cosine", "warmup_exp_constant", "Knots", "schedule_step", "extend_schedule",
 ]
 
@@ -95,10 +95,19 @@ def ce_loss(logits: torch.Tensor, labels: torch.Tensor, cfg: TrainConfig) -> tor
     return F.cross_entropy(logits, labels, label_smoothing=cfg.label_smoothing)
 
 
+def distillation_kl(student_logits: torch.Tensor, teacher_probs: torch.Tensor, *, temperature: float) -> torch.Tensor:
+    """T²·KL(teacher ‖ student at temperature T), batch mean (Hinton et al.): the one distillation term of hwnas.
+
+    Its gradient is that of the soft cross-entropy against the teacher's probabilities (the two differ by the teacher's
+    entropy, a constant); the KL form is 0 when the student matches the teacher, which makes logged values readable.
+    """
+    t = temperature
+    return F.kl_div(F.log_softmax(student_logits / t, dim=1), teacher_probs, reduction="batchmean") * (t * t)
+
+
 def kd_loss(logits: torch.Tensor, soft_targets: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
-    """Soft cross-entropy against a teacher's probabilities (at temperature T, scaled by T² as in Hinton et al.)."""
-    t = cfg.kd_temperature
-    return -(soft_targets * F.log_softmax(logits / t, dim=1)).sum(1).mean() * (t * t)
+    """Inplace distillation against a teacher's probabilities `soft_targets` at the run's KD temperature."""
+    return distillation_kl(logits, soft_targets, temperature=cfg.kd_temperature)
 
 
 def warmup_cosine(step: float, total: int, cfg: TrainConfig) -> float:
