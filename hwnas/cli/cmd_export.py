@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -21,8 +22,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     which.add_argument("--arch", metavar="ARCH", help="canonical arch string")
     which.add_argument("--search", type=Path, metavar="SEARCH_JSON", help="search.json from 'hwnas search' (its winner)")
     p.add_argument("--out", type=Path, required=True, metavar="DIR", help="output directory")
-    p.add_argument("--finetune-epochs", type=non_negative_int, default=0, metavar="E",
-                   help="fine-tune with distillation from the supernet for E epochs (default 0)")
+    p.add_argument("--finetune-epochs", type=non_negative_int, default=None, metavar="E",
+                   help="fine-tune with distillation from the supernet for E epochs (default 0; for a compound-scaled "
+                        "arch from 'hwnas search --strategy scale' 3, and at least 1: its accuracy comes from it)")
     # defaults live in FinetuneConfig (not imported here: it pulls in torch, and --help stays fast)
     p.add_argument("--finetune-lr", type=positive_float, default=None, metavar="LR",
                    help="fine-tune learning rate, cosine to 0 (default 0.1)")
@@ -60,8 +62,15 @@ def _export(args: argparse.Namespace) -> int:
         raise HwnasError(f"--data-dir {args.data_dir} is not a folder; pass the run's dataset folder")
     if args.lut is not None and not args.lut.is_file():
         raise HwnasError(f"LUT {args.lut} not found; run 'hwnas profile --device {args.device}' or omit --lut")
-    from hwnas.export.pipeline import OUTPUT_FILES, ExportConfig, export_run, read_search
     from hwnas.export.finetune import FinetuneConfig
+    from hwnas.export.pipeline import (
+        OUTPUT_FILES,
+        SCALED_FINETUNE_EPOCHS,
+        ExportConfig,
+        export_run,
+        read_scaled,
+        read_search,
+    )
     from hwnas.latency.profiles import load_profile
 
     load_profile(args.device)  # fail on a bad profile before minutes of work
@@ -71,19 +80,24 @@ def _export(args: argparse.Namespace) -> int:
         require_executorch("--format pte")
         if load_profile(args.pte_device).runtime != "executorch":
             raise HwnasError(f"--pte-device {args.pte_device} is not an executorch profile; use cpu-et-xnnpack-1t")
-    arch_text, lut = args.arch, args.lut
+    arch_text, lut, scaled = args.arch, args.lut, None
     if args.search is not None:
         arch_text, searched_lut = read_search(args.search)
+        scaled = read_scaled(args.search)
         if lut is None and searched_lut is not None and searched_lut.parent.name == Path(args.device).stem:
             lut = searched_lut  # the table the search used, when it is for the device we measure on
+        elif lut is None and searched_lut is not None and scaled is not None and \
+                json.loads(args.search.read_text()).get("device") == Path(args.device).stem:
+            lut = searched_lut  # a scaled arch is priced only by the table its extra rows were timed for
     arch = Arch.parse(arch_text)
     check_out_dir(args.out, force=args.force, produces=OUTPUT_FILES)
     given = {"lr": args.finetune_lr, "kd_weight": args.kd_weight}
-    finetune = FinetuneConfig(epochs=args.finetune_epochs, **{k: v for k, v in given.items() if v is not None})
+    epochs = args.finetune_epochs if args.finetune_epochs is not None else SCALED_FINETUNE_EPOCHS if scaled else 0
+    finetune = FinetuneConfig(epochs=epochs, **{k: v for k, v in given.items() if v is not None})
     cfg = ExportConfig(finetune=finetune, int8=args.int8, device=args.device,
                        lut=lut, parity_images=args.parity_images, test_images=args.test_images, pte=args.format == "pte",
                        pte_device=args.pte_device, data_dir=args.data_dir)
-    result = export_run(args.run, arch, args.out, cfg=cfg, progress=not args.json)
+    result = export_run(args.run, arch, args.out, cfg=cfg, progress=not args.json, scaled=scaled)
     if args.json:
         print_json(result.summary())
         return 0
@@ -98,6 +112,8 @@ def _fmt(value: float | None, spec: str) -> str:
 def print_summary(r: ExportResult) -> None:
     """Human summary of an export."""
     print(f"arch {r.arch}")
+    if (scaled := r.scaled) is not None:
+        print(f"compound-scaled (phi {scaled['phi']}) from {scaled['base_arch']}: {scaled['accuracy_source']}")
     rows = [["fp32", str(r.onnx), f"{100 * r.test_acc:.2f}%", _fmt(r.predicted_ms, ".3f"), _fmt(r.measured_ms, ".3f")]]
     if r.int8_onnx is not None and r.int8_test_acc is not None:
         rows.append(["int8", str(r.int8_onnx), f"{100 * r.int8_test_acc:.2f}%", "", _fmt(r.int8_measured_ms, ".3f")])

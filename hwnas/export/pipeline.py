@@ -1,9 +1,13 @@
 """The export pipeline: trained supernet + arch → verified ONNX (and int8) files with a model card.
 
-extract → BN recalibration → optional KD fine-tune → test accuracy → ONNX (opset 17, dynamic batch) → onnx.checker →
+extract → BN recalibration → optional KD fine-tune → test accuracy → ONNX (opset `OPSET`, dynamic batch) → onnx.checker →
 onnxruntime parity on real test images → optional static int8 with its accuracy → latency of the exported files measured
 with the device profile's protocol, next to the LUT prediction → model_card.json. Every file is written atomically; a
 failed step leaves no half-written outputs behind.
+
+A compound-scaled arch (`hwnas search --strategy scale`) is outside the trained supernet: its model is built in the
+scaled space and initialised from the supernet's weights of the base arch (`hwnas.search.scale.init_scaled_model`),
+then the KD fine-tune is required (at least `MIN_SCALED_FINETUNE_EPOCHS`), since its accuracy comes from it.
 """
 
 from __future__ import annotations
@@ -24,17 +28,20 @@ from hwnas.errors import HwnasError
 from hwnas.export.card import build_model_card, make_preprocess, write_model_card
 from hwnas.export.finetune import FinetuneConfig, finetune_kd
 from hwnas.export.int8 import quantize_int8
-from hwnas.export.onnx import export_onnx
+from hwnas.export.onnx import OPSET, export_onnx
 from hwnas.export.parity import ParityResult, check_parity, onnx_accuracy
 from hwnas.space import Arch, SpaceSpec, check_arch, largest
 
 __all__ = ["ExportConfig", "ExportResult", "OUTPUT_FILES", "export_run", "kd_teacher", "arch_from_search", "read_search",
-           "measure_exported", "predicted_ms_for", "lut_for"]
+           "read_scaled", "measure_exported", "predicted_ms_for", "lut_for", "MIN_SCALED_FINETUNE_EPOCHS",
+           "SCALED_FINETUNE_EPOCHS"]
 
 log = logging.getLogger(__name__)
 
 OUTPUT_FILES = ("model.onnx", "model.int8.onnx", "model_card.json", "model.pte")
 PARITY_MAX_ABS_DIFF = 1e-4
+MIN_SCALED_FINETUNE_EPOCHS = 1  # a scaled arch's new channels and layers start untrained (identities / cut off)
+SCALED_FINETUNE_EPOCHS = 3      # the command line's default for a scaled arch
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +85,7 @@ class ExportResult:
     int8_measured_ms: float | None
     pte: dict[str, Any] | None = None   # the model card's "pte" entry when --format pte
     machine_speed_factor: float | None = None  # machine now vs the LUT's build (> 1: slower now), from its references
+    scaled: dict[str, Any] | None = None  # the model card's "scaled" entry for a compound-scaled arch
 
     def drift_note(self) -> str | None:
         """One line on the machine's drift since the LUT was built and the prediction once it is taken out."""
@@ -111,6 +119,7 @@ class ExportResult:
                 "onnx": str(self.int8_onnx), "test_acc": self.int8_test_acc, "measured_ms": self.int8_measured_ms},
             "pte": self.pte,
             "machine_speed_factor": self.machine_speed_factor,
+            "scaled": self.scaled,
         }
 
 
@@ -127,6 +136,14 @@ def read_search(path: str | os.PathLike[str]) -> tuple[str, Path | None]:
         raise HwnasError(f"{p} has no winning 'arch'; pass a search.json written by 'hwnas search'")
     lut = data.get("lut")
     return data["arch"], Path(lut) if isinstance(lut, str) and Path(lut).is_file() else None
+
+
+def read_scaled(path: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The 'scaled' entry of a `hwnas search --strategy scale` result (what `export_run(scaled=...)` takes), or None
+    for an arch of the trained space."""
+    read_search(path)  # the file's own errors first
+    scaled = json.loads(Path(path).read_text()).get("scaled")
+    return scaled if isinstance(scaled, dict) else None
 
 
 def arch_from_search(path: str | os.PathLike[str]) -> str:
@@ -264,22 +281,37 @@ def export_run(
     *,
     cfg: ExportConfig = ExportConfig(),
     progress: bool = False,
+    scaled: dict[str, Any] | None = None,
 ) -> ExportResult:
-    """Run the whole export for `arch` of the supernet trained in `run_dir`; write files into `out_dir`."""
+    """Run the whole export for `arch` of the supernet trained in `run_dir`; write files into `out_dir`.
+
+    `scaled`: for a compound-scaled `arch`, the 'scaled' entry of its search.json (`read_scaled`); it needs
+    `cfg.finetune.epochs >= MIN_SCALED_FINETUNE_EPOCHS`.
+    """
     from hwnas.blocks import arch_macs, arch_params
     from hwnas.data import batches, load_run_dataset
     from hwnas.latency.profiles import load_profile
+    from hwnas.search.scale import init_scaled_model, scaled_card, scaled_from_meta, scaled_latency_ms
     from hwnas.supernet import extract
     from hwnas.train.checkpoint import load_run
     from hwnas.train.evaluate import recalibrate_bn
 
     started = time.monotonic()
+    if scaled is not None and cfg.finetune.epochs < MIN_SCALED_FINETUNE_EPOCHS:
+        raise HwnasError(f"{arch} is a compound-scaled arch outside the trained supernet: its accuracy comes from a "
+                         f"fine-tune; pass --finetune-epochs N with N >= {MIN_SCALED_FINETUNE_EPOCHS} (default for "
+                         f"scaled archs {SCALED_FINETUNE_EPOCHS})")
     profile = load_profile(cfg.device) if cfg.measure else None
     if profile is not None and profile.dtype == "int8" and not cfg.int8:
         raise HwnasError(f"device profile {profile.name} times int8 models; add --int8 (or use an fp32 profile)")
     run = load_run(Path(run_dir))
-    space: SpaceSpec = run.space
-    check_arch(space, arch)
+    space: SpaceSpec = run.space  # the supernet's; `model_space` is the exported model's (the scaled space, if scaled)
+    scaled_arch = None if scaled is None else scaled_from_meta(scaled, space, where="the scale search result")
+    if scaled_arch is not None and scaled_arch.arch != arch:
+        raise HwnasError(f"{arch} is not the scaled arch {scaled_arch.arch} its search result describes; pass the "
+                         "search.json with --search")
+    model_space = space if scaled_arch is None else scaled_arch.space
+    check_arch(model_space, arch)
     res = arch.resolution
     dataset = load_run_dataset(run.dataset, cfg.data_dir or run.data_dir, val_size=run.config.val_size,
                                seed=run.config.seed, resolution=res, num_classes=space.num_classes,
@@ -290,7 +322,10 @@ def export_run(
     gen = torch.Generator().manual_seed(cfg.seed)
 
     # 1. extract + BN recalibration: the supernet's running stats belong to no particular subnet.
-    model = extract(run.supernet, arch)
+    if scaled_arch is None:
+        model = extract(run.supernet, arch)
+    else:  # base arch's weights in the leading channels, added layers as identities
+        model = init_scaled_model(run.supernet, scaled_arch)
     recalibrate_bn(model, (x for x, _ in batches(dataset.train, batch_size=cfg.batch_size, resolution=res,
                                                   shuffle=True, generator=gen, limit=cfg.recalib_batches)))
     model.eval()
@@ -322,7 +357,7 @@ def export_run(
     log.info("test accuracy (torch, %d images): %.4f", n_test, test_acc)
 
     # 4. ONNX + checker (inside export_onnx) + 5. parity on real test images.
-    onnx_path = export_onnx(model, out / "model.onnx", space=space, arch=arch,
+    onnx_path = export_onnx(model, out / "model.onnx", space=model_space, arch=arch,
                             metadata={"hwnas.dataset": dataset.name, "hwnas.test_acc": f"{test_acc:.6f}"})
     parity_x, _ = _images(dataset.test, cfg.parity_images, resolution=res, batch_size=cfg.batch_size)
     parity = check_parity(model, onnx_path, parity_x)
@@ -348,7 +383,12 @@ def export_run(
     from hwnas.latency.predictor import predict_ms
 
     table, lut_used = lut_for(space, lut=cfg.lut, device=cfg.device)
-    predicted = None if table is None else predict_ms(table, space, arch)
+    if table is None:
+        predicted = None
+    elif scaled_arch is None:
+        predicted = predict_ms(table, space, arch)
+    else:  # the LUT plus the rows the scale search timed for it (`hwnas.latency.extra_rows`)
+        predicted = scaled_latency_ms(table, Path(str(lut_used)), model_space, arch)
     measured = int8_measured = speed = None
     if profile is not None:
         shape = (profile.batch, space.in_channels, res, res)
@@ -366,14 +406,14 @@ def export_run(
     if cfg.pte:
         from hwnas.export.pte import export_pte_checked
 
-        pte_card = export_pte_checked(model, out, space=space, arch=arch, images=parity_x,
+        pte_card = export_pte_checked(model, out, space=model_space, arch=arch, images=parity_x,
                                       device=cfg.pte_device if cfg.measure else None).card()
     elif (out / "model.pte").exists():
         (out / "model.pte").unlink()  # a stale .pte from an earlier export would contradict the card
 
     # 8. model card.
     card = build_model_card(
-        space=space, arch=arch, dataset=dataset.name,
+        space=model_space, arch=arch, dataset=dataset.name,
         preprocess=make_preprocess(dataset.preprocess, resolution=res),
         accuracy={"test_acc": test_acc, "onnx_test_acc": onnx_acc, "int8_test_acc": int8_acc,
                   "int8_drop_pp": None if int8_acc is None else round(100 * (test_acc - int8_acc), 3),
@@ -390,19 +430,22 @@ def export_run(
                  "predicted_error_drift_corrected": None if speed is None or predicted is None
                  else _rel_error(predicted * speed, measured),
                  "lut": lut_used, "profile": None if profile is None else profile.to_dict()},
-        cost={"macs": arch_macs(space, arch), "params": arch_params(space, arch)},
+        cost={"macs": arch_macs(model_space, arch), "params": arch_params(model_space, arch)},
         files={"onnx": onnx_path, "int8": int8_path},
         parity={"max_abs_diff": parity.max_abs_diff, "mean_abs_diff": parity.mean_abs_diff,
                 "top1_agreement": parity.top1_agreement, "n_images": parity.n_images, "checker": "passed",
-                "opset": 17},
+                "opset": OPSET},
         training={"run": str(Path(run_dir)), "finetune_epochs": cfg.finetune.epochs,
                   "recalib_batches": cfg.recalib_batches, "int8_calib_images": cfg.calib_images if cfg.int8 else None,
                   "export_seconds": round(time.monotonic() - started, 1)},
     )
     if pte_card is not None:
         card["pte"] = pte_card
+    if scaled is not None:
+        card["scaled"] = scaled_card(scaled, finetune_epochs=cfg.finetune.epochs)
+        card["accuracy"]["source"] = card["scaled"]["accuracy_source"]
     card_path = write_model_card(out / "model_card.json", card)
     return ExportResult(out_dir=out, onnx=onnx_path, card=card_path, int8_onnx=int8_path, arch=arch, test_acc=test_acc,
                         int8_test_acc=int8_acc, parity=parity, predicted_ms=predicted, measured_ms=measured,
                         int8_measured_ms=int8_measured, pte=pte_card,
-                        machine_speed_factor=None if speed is None else round(speed, 4))
+                        machine_speed_factor=None if speed is None else round(speed, 4), scaled=card.get("scaled"))
