@@ -5,7 +5,7 @@ FMNIST  := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 PYTEST_ARGS ?=
 OFA     := ofa==0.1.0.post202307202001
 
-.PHONY: test test-fast demo bench bench-quick setup data clean
+.PHONY: test test-fast lint demo bench bench-quick setup data clean
 
 setup: $(STAMP) data
 
@@ -22,10 +22,15 @@ data:
 	  else echo "Fashion-MNIST missing: run 'sudo apt-get install dataset-fashion-mnist'"; fi; \
 	fi
 
-test: setup
+lint: setup
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m mypy
+
+test: lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-test-fast: setup
+test-fast: lint
 	$(PY) -m pytest -m 'not slow' $(PYTEST_ARGS)
 
 demo: setup

@@ -69,8 +69,9 @@ def build_baseline(spec: BaselineSpec, *, in_channels: int, num_classes: int, se
         model = factory(width_mult=spec.width, num_classes=num_classes)
         old = model.features[0][0]
         assert isinstance(old, nn.Conv2d) and old.stride == (2, 2)
-        stem = nn.Conv2d(in_channels, old.out_channels, kernel_size=old.kernel_size, stride=1, padding=old.padding,
-                         bias=False)
+        stem = nn.Conv2d(
+            in_channels, old.out_channels, kernel_size=old.kernel_size, stride=1, padding=old.padding, bias=False
+        )
         nn.init.kaiming_normal_(stem.weight, mode="fan_out")  # torchvision's init for every conv
         model.features[0][0] = stem
     return model
@@ -112,8 +113,9 @@ def _train_steps(model: nn.Module, data: Dataset, plan: TrainPlan, *, bar: tqdm,
     recipe = plan.recipe
     lr_factor = load_strategy(recipe.mode).lr_factor
     model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-    optimizer = torch.optim.SGD(_param_groups(model, recipe), lr=recipe.lr, momentum=recipe.momentum,
-                                nesterov=recipe.nesterov)
+    optimizer = torch.optim.SGD(
+        _param_groups(model, recipe), lr=recipe.lr, momentum=recipe.momentum, nesterov=recipe.nesterov
+    )
     n_train = len(data.train)
     spe = max(1, n_train // plan.batch_size)
     params = list(model.parameters())
@@ -124,8 +126,14 @@ def _train_steps(model: nn.Module, data: Dataset, plan: TrainPlan, *, bar: tqdm,
         order = epoch_order(n_train, seed=plan.seed, epoch=epoch)
         lo = in_epoch * plan.batch_size
         gen = torch.Generator().manual_seed(plan.seed * 1_000_003 + step * 1009)
-        images, labels = make_batch(data.train, order[lo: lo + plan.batch_size], resolution=plan.resolution,
-                                    augment=augment, generator=gen, channels_last=True)
+        images, labels = make_batch(
+            data.train,
+            order[lo : lo + plan.batch_size],
+            resolution=plan.resolution,
+            augment=augment,
+            generator=gen,
+            channels_last=True,
+        )
         lr = recipe.lr * lr_factor(step, plan.steps, recipe)
         for group in optimizer.param_groups:
             group["lr"] = lr
@@ -144,5 +152,12 @@ def _train_steps(model: nn.Module, data: Dataset, plan: TrainPlan, *, bar: tqdm,
         if (step + 1) % 50 == 0 or step + 1 == plan.steps:
             bar.set_postfix(loss=f"{running:.3f}", lr=f"{lr:.4f}", refresh=False)
         if (step + 1) % max(1, spe // 2) == 0:
-            log.info("%s: step %d/%d (epoch %.2f) loss %.4f lr %.4f", desc, step + 1, plan.steps, (step + 1) / spe,
-                     running, lr)
+            log.info(
+                "%s: step %d/%d (epoch %.2f) loss %.4f lr %.4f",
+                desc,
+                step + 1,
+                plan.steps,
+                (step + 1) / spe,
+                running,
+                lr,
+            )

@@ -13,9 +13,9 @@ import random
 from typing import Any
 
 import numpy as np
+from baseline_nets import BASELINES, build_baseline
 from torch import nn
 
-from baseline_nets import BASELINES, build_baseline
 from hwnas.blocks import build_model
 from hwnas.errors import HwnasError
 from hwnas.latency.harness import Protocol, TimingStats, run_protocol
@@ -29,11 +29,19 @@ from hwnas.space import SpaceSpec, sample
 __all__ = ["time_all", "model_onnx_bytes", "probe_latency", "choose_budgets"]
 
 
-def time_all(loaded: dict[str, Any], profile: DeviceProfile, protocol: Protocol, *, desc: str) -> dict[str, TimingStats]:
+def time_all(
+    loaded: dict[str, Any], profile: DeviceProfile, protocol: Protocol, *, desc: str
+) -> dict[str, TimingStats]:
     """All programs timed in one interleaved protocol run (drift hits every item alike), then released."""
     try:
-        return run_protocol({k: v.run for k, v in loaded.items()}, protocol, rng=random.Random(0),
-                            timer=profile_timer(profile), progress=True, desc=desc)
+        return run_protocol(
+            {k: v.run for k, v in loaded.items()},
+            protocol,
+            rng=random.Random(0),
+            timer=profile_timer(profile),
+            progress=True,
+            desc=desc,
+        )
     finally:
         for v in loaded.values():
             v.release()
@@ -46,8 +54,9 @@ def model_onnx_bytes(model: nn.Module, shape: tuple[int, ...]) -> bytes:
     return _to_onnx_proto(model, shape, dynamic_batch=True).SerializeToString()  # type: ignore[no-any-return]
 
 
-def probe_latency(space: SpaceSpec, table: LatencyTable, profile: DeviceProfile, *, resolution: int, n_random: int,
-                  protocol: Protocol) -> dict[str, Any]:
+def probe_latency(
+    space: SpaceSpec, table: LatencyTable, profile: DeviceProfile, *, resolution: int, n_random: int, protocol: Protocol
+) -> dict[str, Any]:
     """Untrained baselines and a few hwnas subnets timed here, to place budgets (latency does not depend on weights).
 
     The probe subnets give the measured/predicted ratio of the LUT on this machine (the table may come from another CPU),
@@ -57,19 +66,26 @@ def probe_latency(space: SpaceSpec, table: LatencyTable, profile: DeviceProfile,
     rng = random.Random(7)
     archs = [genes.genome.decode(genes.min_ms()[1][None, :])[0], genes.genome.decode(genes.max_ms()[1][None, :])[0]]
     archs += [sample(space, rng) for _ in range(n_random)]
-    models = {s.name: (build_baseline(s, in_channels=space.in_channels, num_classes=space.num_classes, seed=0), resolution)
-              for s in BASELINES}
+    models = {
+        s.name: (build_baseline(s, in_channels=space.in_channels, num_classes=space.num_classes, seed=0), resolution)
+        for s in BASELINES
+    }
     models.update({str(a): (build_model(space, a), a.resolution) for a in archs})
     loaded = {}
     for key, (model, res) in models.items():
         shape = (profile.batch, space.in_channels, res, res)
         loaded[key] = runner.load_onnx(model_onnx_bytes(model, shape), shape)
     stats = time_all(loaded, profile, protocol, desc="latency probe")
-    subnets = [{"arch": str(a), "predicted_ms": round(predictor.predict(a), 5), "measured_ms": round(stats[str(a)].p50_ms, 5)}
-               for a in archs]
+    subnets = [
+        {"arch": str(a), "predicted_ms": round(predictor.predict(a), 5), "measured_ms": round(stats[str(a)].p50_ms, 5)}
+        for a in archs
+    ]
     ratio = float(np.median([s["measured_ms"] / s["predicted_ms"] for s in subnets]))
-    return {"ratio_measured_to_lut": round(ratio, 4), "subnets": subnets,
-            "baselines_untrained_ms": {s.name: round(stats[s.name].p50_ms, 5) for s in BASELINES}}
+    return {
+        "ratio_measured_to_lut": round(ratio, 4),
+        "subnets": subnets,
+        "baselines_untrained_ms": {s.name: round(stats[s.name].p50_ms, 5) for s in BASELINES},
+    }
 
 
 def choose_budgets(lo: float, hi: float, args: argparse.Namespace, probe: dict[str, Any]) -> list[dict[str, Any]]:
@@ -83,11 +99,15 @@ def choose_budgets(lo: float, hi: float, args: argparse.Namespace, probe: dict[s
     """
     if args.budgets:  # given in LUT ms of this CPU's table: one under its smallest subnet would leave nothing to search
         if min(args.budgets) < lo:
-            raise HwnasError(f"--budgets {min(args.budgets)} ms is below the smallest subnet in this CPU's LUT "
-                             f"({lo:.4f} ms); its range is {lo:.4f}-{hi:.4f} ms")
+            raise HwnasError(
+                f"--budgets {min(args.budgets)} ms is below the smallest subnet in this CPU's LUT "
+                f"({lo:.4f} ms); its range is {lo:.4f}-{hi:.4f} ms"
+            )
         return [{"budget_ms": b, "reason": "given with --budgets", "matched": []} for b in args.budgets]
     ratio, near = probe["ratio_measured_to_lut"], 0.03 * (hi - lo)
-    matched = sorted((ms / ratio, name, ms) for name, ms in probe["baselines_untrained_ms"].items() if lo <= ms / ratio <= hi)
+    matched = sorted(
+        (ms / ratio, name, ms) for name, ms in probe["baselines_untrained_ms"].items() if lo <= ms / ratio <= hi
+    )
     picks: list[dict[str, Any]] = []
     for lut_ms, name, ms in matched:
         text = f"{name} ({ms:.4f} ms measured here)"
@@ -103,8 +123,9 @@ def choose_budgets(lo: float, hi: float, args: argparse.Namespace, probe: dict[s
             break
         value = lo + float(f) * (hi - lo)
         if all(abs(value - b["budget_ms"]) >= near for b in picks):
-            picks.append({"budget_ms": value, "reason": f"{f} of the LUT range [{lo:.4f}, {hi:.4f}] ms (fill-up)",
-                          "matched": []})
+            picks.append(
+                {"budget_ms": value, "reason": f"{f} of the LUT range [{lo:.4f}, {hi:.4f}] ms (fill-up)", "matched": []}
+            )
     picks.sort(key=lambda b: b["budget_ms"])
     for b in picks:
         b["budget_ms"] = round(b["budget_ms"], 4)

@@ -39,8 +39,9 @@ def _spread_note(margin: float, std_a: float, std_b: float) -> str:
     return "margin exceeds both seed stds" if abs(margin) > max(std_a, std_b) else "margin within the seed spread"
 
 
-def judge_budget(hwnas: dict[str, Any], baselines: list[dict[str, Any]], *, up_to_ms: float | None = None
-                 ) -> dict[str, Any]:
+def judge_budget(
+    hwnas: dict[str, Any], baselines: list[dict[str, Any]], *, up_to_ms: float | None = None
+) -> dict[str, Any]:
     """Compare one budget's hwnas point (`measured_ms`, `test_acc_mean`) with baseline points (`name`, same keys).
 
     Baselines count when measured at <= the hwnas point's latency, or at <= `up_to_ms` when that is larger.
@@ -48,17 +49,24 @@ def judge_budget(hwnas: dict[str, Any], baselines: list[dict[str, Any]], *, up_t
     ms, acc = max(hwnas["measured_ms"], up_to_ms or 0.0), hwnas["test_acc_mean"]
     eligible = sorted((b for b in baselines if b["measured_ms"] <= ms), key=lambda b: -b["test_acc_mean"])
     if not eligible:
-        return {"eligible": [], "best_eligible": None, "beats_all": None, "margin_pp": None,
-                "note": "no baseline measured at or below this latency: nothing to beat (not counted as a win)"}
+        return {
+            "eligible": [],
+            "best_eligible": None,
+            "beats_all": None,
+            "margin_pp": None,
+            "note": "no baseline measured at or below this latency: nothing to beat (not counted as a win)",
+        }
     best = eligible[0]
     return {
-        "eligible": [{"name": b["name"], "measured_ms": b["measured_ms"], "test_acc_mean": b["test_acc_mean"]}
-                     for b in eligible],
+        "eligible": [
+            {"name": b["name"], "measured_ms": b["measured_ms"], "test_acc_mean": b["test_acc_mean"]} for b in eligible
+        ],
         "best_eligible": best["name"],
         "beats_all": bool(acc > best["test_acc_mean"]),
         "margin_pp": round(100 * (acc - best["test_acc_mean"]), 3),
-        "margin_vs_spread": _spread_note(acc - best["test_acc_mean"], hwnas.get("test_acc_std", 0.0),
-                                         best.get("test_acc_std", 0.0)),
+        "margin_vs_spread": _spread_note(
+            acc - best["test_acc_mean"], hwnas.get("test_acc_std", 0.0), best.get("test_acc_std", 0.0)
+        ),
     }
 
 
@@ -77,26 +85,51 @@ def plot_pareto(path: Path, *, baselines: list[dict[str, Any]], budgets: list[di
         rows = [b for b in baselines if b["family"] == fam]
         if not rows:
             continue
-        ax.errorbar([b["measured_ms"] for b in rows], [100 * b["test_acc_mean"] for b in rows],
-                    yerr=[100 * b["test_acc_std"] for b in rows], fmt=marker + "-", color=shade, capsize=3,
-                    label=f"torchvision mobilenet_v3_{fam} ×0.5/0.75/1.0")
+        ax.errorbar(
+            [b["measured_ms"] for b in rows],
+            [100 * b["test_acc_mean"] for b in rows],
+            yerr=[100 * b["test_acc_std"] for b in rows],
+            fmt=marker + "-",
+            color=shade,
+            capsize=3,
+            label=f"torchvision mobilenet_v3_{fam} ×0.5/0.75/1.0",
+        )
         for b in rows:
-            ax.annotate(f"×{b['width']:g}", (b["measured_ms"], 100 * b["test_acc_mean"]), fontsize=7,
-                        textcoords="offset points", xytext=(4, -9))
-    for key, color, label in (("hwnas", "tab:red", "hwnas evolution winners"), ("random", "tab:blue", "random-search winners")):
+            ax.annotate(
+                f"×{b['width']:g}",
+                (b["measured_ms"], 100 * b["test_acc_mean"]),
+                fontsize=7,
+                textcoords="offset points",
+                xytext=(4, -9),
+            )
+    for key, color, label in (
+        ("hwnas", "tab:red", "hwnas evolution winners"),
+        ("random", "tab:blue", "random-search winners"),
+    ):
         xs, ys, es = [], [], []
         for b in budgets:
             side = b[key]
-            ax.scatter([w["measured_ms"] for w in side["winners"]], [100 * w["test_acc"] for w in side["winners"]],
-                       color=color, alpha=0.3, s=14)
+            ax.scatter(
+                [w["measured_ms"] for w in side["winners"]],
+                [100 * w["test_acc"] for w in side["winners"]],
+                color=color,
+                alpha=0.3,
+                s=14,
+            )
             xs.append(side["measured_ms"])
             ys.append(100 * side["test_acc_mean"])
             es.append(100 * side["test_acc_std"])
         ax.errorbar(xs, ys, yerr=es, fmt="o", color=color, capsize=3, label=label + " (mean ± std; faint: seeds)")
         if key == "hwnas":
             for b, x, y in zip(budgets, xs, ys):
-                ax.annotate(f"≤{b['budget_ms']:.2f} ms LUT", (x, y), fontsize=7, textcoords="offset points",
-                            xytext=(4, 4), color=color)
+                ax.annotate(
+                    f"≤{b['budget_ms']:.2f} ms LUT",
+                    (x, y),
+                    fontsize=7,
+                    textcoords="offset points",
+                    xytext=(4, 4),
+                    color=color,
+                )
     ax.set_xscale("log")
     ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
     ax.xaxis.set_minor_formatter(matplotlib.ticker.FormatStrFormatter("%g"))

@@ -30,8 +30,16 @@ from hwnas.supernet import depthwise
 REPO = Path(__file__).resolve().parents[1]
 BATCH = 64
 # (channels, spatial, kernel, stride): what mbv3-tiny's stages see at 32 px
-SHAPES = [(96, 16, 3, 1), (96, 16, 7, 1), (144, 8, 5, 1), (144, 16, 7, 2), (192, 8, 7, 1), (288, 4, 7, 1),
-          (384, 4, 5, 1), (384, 2, 7, 1)]
+SHAPES = [
+    (96, 16, 3, 1),
+    (96, 16, 7, 1),
+    (144, 8, 5, 1),
+    (144, 16, 7, 2),
+    (192, 8, 7, 1),
+    (288, 4, 7, 1),
+    (384, 4, 5, 1),
+    (384, 2, 7, 1),
+]
 
 
 def _use(backend: str) -> None:
@@ -64,16 +72,31 @@ def bench_kernels(rounds: int, repeats: int) -> list[dict]:
             raise SystemExit("hwnas: error: the native depthwise kernel could not be built here (no C compiler?)")
         times: dict[str, list[float]] = {"native": [], "onednn": []}
         for _ in range(rounds):
-            times["native"].append(_time(lambda: depthwise.native_grad_weight(x, g, (k, k), stride=stride,
-                                                                              padding=pad), repeats))
-            times["onednn"].append(_time(lambda: depthwise.grad_weight_reference(x, g, w, stride=stride,
-                                                                                 padding=pad), repeats))
+            times["native"].append(
+                _time(lambda: depthwise.native_grad_weight(x, g, (k, k), stride=stride, padding=pad), repeats)
+            )
+            times["onednn"].append(
+                _time(lambda: depthwise.grad_weight_reference(x, g, w, stride=stride, padding=pad), repeats)
+            )
         med = {name: statistics.median(v) for name, v in times.items()}
-        rows.append({"channels": c, "spatial": hw, "kernel": k, "stride": stride, "native_ms": round(med["native"], 3),
-                     "onednn_ms": round(med["onednn"], 3), "speedup": round(med["onednn"] / med["native"], 2),
-                     "max_abs_diff": float((native - ref).abs().max()), "ref_max_abs": float(ref.abs().max())})
-        print(f"k{k} s{stride} {c}x{hw}x{hw}: native {med['native']:.2f} ms  oneDNN {med['onednn']:.2f} ms  "
-              f"×{med['onednn'] / med['native']:.2f}", flush=True)
+        rows.append(
+            {
+                "channels": c,
+                "spatial": hw,
+                "kernel": k,
+                "stride": stride,
+                "native_ms": round(med["native"], 3),
+                "onednn_ms": round(med["onednn"], 3),
+                "speedup": round(med["onednn"] / med["native"], 2),
+                "max_abs_diff": float((native - ref).abs().max()),
+                "ref_max_abs": float(ref.abs().max()),
+            }
+        )
+        print(
+            f"k{k} s{stride} {c}x{hw}x{hw}: native {med['native']:.2f} ms  oneDNN {med['onednn']:.2f} ms  "
+            f"×{med['onednn'] / med['native']:.2f}",
+            flush=True,
+        )
     return rows
 
 
@@ -104,19 +127,26 @@ def bench_sandwich(rounds: int, steps: int) -> dict:
     seqs = [[sample(space, rng, resolution=32), sample(space, rng, resolution=32), small] for _ in range(steps)]
     ms: dict[str, list[float]] = {"native": [], "onednn": []}
     for r in range(rounds):
-        for backend in (("native", "onednn") if r % 2 == 0 else ("onednn", "native")):
+        for backend in ("native", "onednn") if r % 2 == 0 else ("onednn", "native"):
             _use(backend)
             step(seqs[0])  # warm
             t = time.perf_counter()
             for archs in seqs:
                 step(archs)
             ms[backend].append((time.perf_counter() - t) / steps * 1e3)
-        print(f"round {r + 1}/{rounds}: native {ms['native'][-1]:.0f} ms/step  oneDNN {ms['onednn'][-1]:.0f} ms/step",
-              flush=True)
+        print(
+            f"round {r + 1}/{rounds}: native {ms['native'][-1]:.0f} ms/step  oneDNN {ms['onednn'][-1]:.0f} ms/step",
+            flush=True,
+        )
     med = {name: statistics.median(v) for name, v in ms.items()}
-    return {"native_ms_per_step": round(med["native"], 1), "onednn_ms_per_step": round(med["onednn"], 1),
-            "speedup": round(med["onednn"] / med["native"], 3), "rounds": rounds, "steps_per_round": steps,
-            "per_round_ms": {k: [round(v, 1) for v in vs] for k, vs in ms.items()}}
+    return {
+        "native_ms_per_step": round(med["native"], 1),
+        "onednn_ms_per_step": round(med["onednn"], 1),
+        "speedup": round(med["onednn"] / med["native"], 3),
+        "rounds": rounds,
+        "steps_per_round": steps,
+        "per_round_ms": {k: [round(v, 1) for v in vs] for k, vs in ms.items()},
+    }
 
 
 def main() -> None:
@@ -127,10 +157,21 @@ def main() -> None:
     torch.set_num_threads(2)
     kernels = bench_kernels(rounds=3 if args.quick else 5, repeats=5 if args.quick else 10)
     sandwich = bench_sandwich(rounds=2 if args.quick else 6, steps=3 if args.quick else 8)
-    print(f"sandwich step: native {sandwich['native_ms_per_step']} ms, oneDNN {sandwich['onednn_ms_per_step']} ms, "
-          f"×{sandwich['speedup']}")
-    atomic_write_json(args.out, {"bench": "depthwise_backward", "threads": 2, "batch": BATCH, "kernels": kernels,
-                                 "sandwich_mbv3_tiny_32px": sandwich, "machine": machine_info()})
+    print(
+        f"sandwich step: native {sandwich['native_ms_per_step']} ms, oneDNN {sandwich['onednn_ms_per_step']} ms, "
+        f"×{sandwich['speedup']}"
+    )
+    atomic_write_json(
+        args.out,
+        {
+            "bench": "depthwise_backward",
+            "threads": 2,
+            "batch": BATCH,
+            "kernels": kernels,
+            "sandwich_mbv3_tiny_32px": sandwich,
+            "machine": machine_info(),
+        },
+    )
 
 
 if __name__ == "__main__":

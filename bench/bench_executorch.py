@@ -35,7 +35,7 @@ from hwnas.latency import load_profile  # noqa: E402
 from hwnas.latency.executorch_runner import ExecuTorchRunner, executorch_version  # noqa: E402
 from hwnas.latency.profiler import profile_space  # noqa: E402
 from hwnas.latency.runtime import make_runner  # noqa: E402
-from hwnas.latency.validate import Fit, FidelityReport, kendall_tau, plot_fidelity, validate_lut  # noqa: E402
+from hwnas.latency.validate import FidelityReport, Fit, kendall_tau, plot_fidelity, validate_lut  # noqa: E402
 from hwnas.machine import machine_info  # noqa: E402
 from hwnas.space import get_space  # noqa: E402
 
@@ -48,11 +48,22 @@ def fit_dict(f: Fit) -> dict[str, float]:
 
 def report_dict(r: FidelityReport) -> dict[str, Any]:
     dc = r.drift_corrected
-    return {"subnets": r.subnets, "seconds": r.seconds, "lut": fit_dict(r.lut), "raw_sum": fit_dict(r.raw),
-            "flops": fit_dict(r.flops),
-            "drift_corrected": None if dc is None else {
-                "lut": fit_dict(dc.lut), "raw_sum": fit_dict(dc.raw), "flops": fit_dict(dc.flops),
-                "speed_factors": [round(x, 4) for x in dc.speed_factors], "references": len(dc.references)}}
+    return {
+        "subnets": r.subnets,
+        "seconds": r.seconds,
+        "lut": fit_dict(r.lut),
+        "raw_sum": fit_dict(r.raw),
+        "flops": fit_dict(r.flops),
+        "drift_corrected": None
+        if dc is None
+        else {
+            "lut": fit_dict(dc.lut),
+            "raw_sum": fit_dict(dc.raw),
+            "flops": fit_dict(dc.flops),
+            "speed_factors": [round(x, 4) for x in dc.speed_factors],
+            "references": len(dc.references),
+        },
+    }
 
 
 def search_both(args: argparse.Namespace, luts: dict[str, Path]) -> dict[str, Any]:
@@ -70,12 +81,32 @@ def search_both(args: argparse.Namespace, luts: dict[str, Path]) -> dict[str, An
     ranges = {n: latency_range_ms(p) for n, p in predictors.items()}
     lo, hi = max(r[0] for r in ranges.values()), min(r[1] for r in ranges.values())
     budget = args.budget_ms if args.budget_ms is not None else round(lo + 0.4 * (hi - lo), 4)
-    out: dict[str, Any] = {"run": str(args.search_run), "budget_ms": budget, "evaluations": args.evaluations,
-                           "ranges_ms": {n: [round(a, 4), round(b, 4)] for n, (a, b) in ranges.items()}, "winners": {}}
+    out: dict[str, Any] = {
+        "run": str(args.search_run),
+        "budget_ms": budget,
+        "evaluations": args.evaluations,
+        "ranges_ms": {n: [round(a, 4), round(b, 4)] for n, (a, b) in ranges.items()},
+        "winners": {},
+    }
     for name, lut in luts.items():
-        cmd = [str(ROOT / ".venv" / "bin" / "hwnas"), "search", "--run", str(args.search_run), "--lut", str(lut),
-               "--budget-ms", str(budget), "--evaluations", str(args.evaluations), "--seed", "0",
-               "--out", str(lut.parent / "search"), "--force", "--json"]
+        cmd = [
+            str(ROOT / ".venv" / "bin" / "hwnas"),
+            "search",
+            "--run",
+            str(args.search_run),
+            "--lut",
+            str(lut),
+            "--budget-ms",
+            str(budget),
+            "--evaluations",
+            str(args.evaluations),
+            "--seed",
+            "0",
+            "--out",
+            str(lut.parent / "search"),
+            "--force",
+            "--json",
+        ]
         proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if proc.returncode != 0:
             raise SystemExit(f"search on {name} failed: {proc.stderr.strip().splitlines()[-1:]}")
@@ -87,9 +118,12 @@ def search_both(args: argparse.Namespace, luts: dict[str, Path]) -> dict[str, An
             profile = load_profile(other)
             runner = ExecuTorchRunner(profile, cache_dir=args.cache_dir) if profile.runtime == "executorch" else None
             measured[other] = round(measure_model_ms(build_model(space, arch), shape, profile, runner=runner).p50_ms, 5)
-        out["winners"][name] = {"arch": str(arch), "accuracy": summary.get("accuracy"),
-                                "predicted_ms": {n: round(float(p.predict(arch)), 5) for n, p in predictors.items()},
-                                "measured_ms": measured}
+        out["winners"][name] = {
+            "arch": str(arch),
+            "accuracy": summary.get("accuracy"),
+            "predicted_ms": {n: round(float(p.predict(arch)), 5) for n, p in predictors.items()},
+            "measured_ms": measured,
+        }
         log.info("search with %s: %s", name, out["winners"][name])
     archs = [w["arch"] for w in out["winners"].values()]
     out["same_winner"] = len(set(archs)) == 1
@@ -117,8 +151,12 @@ def partial_study(args: argparse.Namespace) -> dict[str, Any]:
         shape = (1, spec.in_ch, spec.in_hw, spec.in_hw)
         items[spec.key] = (build_block(spec), shape, block_macs(spec) / 1e6, "block")
     for arch in cal + held:
-        items["subnet:" + str(arch)] = (build_model(space, arch), (1, space.in_channels, res, res),
-                                        arch_macs(space, arch) / 1e6, "subnet")
+        items["subnet:" + str(arch)] = (
+            build_model(space, arch),
+            (1, space.in_channels, res, res),
+            arch_macs(space, arch) / 1e6,
+            "subnet",
+        )
     cached = {k: v for k, v in items.items() if (args.cache_dir / f"{structure_key(v[0], v[1])}.pte").is_file()}
     log.info("%d of %d blocks/subnets are lowered in %s", len(cached), len(items), args.cache_dir)
     timings: dict[str, dict[str, float]] = {}
@@ -126,21 +164,31 @@ def partial_study(args: argparse.Namespace) -> dict[str, Any]:
         profile = load_profile(name)
         if profile.runtime == "executorch":
             ExecuTorchRunner(profile)  # threadpool before loading
-            loaded = {k: load_pte((args.cache_dir / f"{structure_key(m, s)}.pte").read_bytes(), s)
-                      for k, (m, s, _, _) in cached.items()}
+            loaded = {
+                k: load_pte((args.cache_dir / f"{structure_key(m, s)}.pte").read_bytes(), s)
+                for k, (m, s, _, _) in cached.items()
+            }
         else:
             runner = make_runner(profile)
             loaded = {k: runner.load(m, s) for k, (m, s, _, _) in cached.items()}
         try:
-            stats = run_protocol({k: ld.run for k, ld in loaded.items()}, Protocol.from_profile(profile),
-                                 rng=random.Random(0), timer=profile_timer(profile))
+            stats = run_protocol(
+                {k: ld.run for k, ld in loaded.items()},
+                Protocol.from_profile(profile),
+                rng=random.Random(0),
+                timer=profile_timer(profile),
+            )
         finally:
             for ld in loaded.values():
                 ld.release()
         timings[name] = {k: st.p50_ms for k, st in stats.items()}
-    out: dict[str, Any] = {"lowered": {"blocks": sum(1 for v in cached.values() if v[3] == "block"),
-                                       "subnets": sum(1 for v in cached.values() if v[3] == "subnet"),
-                                       "blocks_in_space_at_res": sum(1 for v in items.values() if v[3] == "block")}}
+    out: dict[str, Any] = {
+        "lowered": {
+            "blocks": sum(1 for v in cached.values() if v[3] == "block"),
+            "subnets": sum(1 for v in cached.values() if v[3] == "subnet"),
+            "blocks_in_space_at_res": sum(1 for v in items.values() if v[3] == "block"),
+        }
+    }
     for kind in ("block", "subnet"):
         keys = [k for k, v in cached.items() if v[3] == kind]
         if len(keys) < 2:
@@ -150,22 +198,31 @@ def partial_study(args: argparse.Namespace) -> dict[str, Any]:
         macs = np.array([cached[k][2] for k in keys])
         ratio = et / ort
         entry: dict[str, Any] = {
-            "n": len(keys), "kendall_tau_et_vs_ort": round(kendall_tau(et, ort), 4),
+            "n": len(keys),
+            "kendall_tau_et_vs_ort": round(kendall_tau(et, ort), 4),
             "kendall_tau_et_vs_macs": round(kendall_tau(et, macs), 4),
             "kendall_tau_ort_vs_macs": round(kendall_tau(ort, macs), 4),
-            "et_over_ort": {"min": round(float(ratio.min()), 3), "median": round(float(np.median(ratio)), 3),
-                            "max": round(float(ratio.max()), 3)},
+            "et_over_ort": {
+                "min": round(float(ratio.min()), 3),
+                "median": round(float(np.median(ratio)), 3),
+                "max": round(float(ratio.max()), 3),
+            },
             "et_ms": {"min": round(float(et.min()), 4), "max": round(float(et.max()), 4)},
             "ort_ms": {"min": round(float(ort.min()), 4), "max": round(float(ort.max()), 4)},
-            "records": [{"key": k, "et_ms": round(float(e), 5), "ort_ms": round(float(o), 5), "mmacs": round(float(m), 3)}
-                        for k, e, o, m in zip(keys, et, ort, macs)]}
+            "records": [
+                {"key": k, "et_ms": round(float(e), 5), "ort_ms": round(float(o), 5), "mmacs": round(float(m), 3)}
+                for k, e, o, m in zip(keys, et, ort, macs)
+            ],
+        }
         if kind == "subnet":
             for name, y in (("et", et), ("ort", ort)):  # in-sample linear FLOPs fit (few subnets: no held-out split)
                 a, b = np.polyfit(macs, y, 1)
                 err = np.abs((a * macs + b) / y - 1)
-                entry[f"flops_fit_{name}_in_sample"] = {"within_5pct": round(float(np.mean(err <= 0.05)), 3),
-                                                        "within_10pct": round(float(np.mean(err <= 0.10)), 3),
-                                                        "mape": round(float(err.mean()), 4)}
+                entry[f"flops_fit_{name}_in_sample"] = {
+                    "within_5pct": round(float(np.mean(err <= 0.05)), 3),
+                    "within_10pct": round(float(np.mean(err <= 0.10)), 3),
+                    "mape": round(float(err.mean()), 4),
+                }
         out[kind + "s"] = entry
     return out
 
@@ -185,8 +242,11 @@ def main() -> int:
     p.add_argument("--search-run", type=Path, help="trained run of the same space: also search with both LUTs")
     p.add_argument("--budget-ms", type=float, help="search budget (default: middle of the overlap of both LUT ranges)")
     p.add_argument("--evaluations", type=int, default=40, help="search evaluations per LUT")
-    p.add_argument("--partial", action="store_true",
-                   help="only time what is already lowered in --cache-dir (ET vs ORT per block and subnet, τ vs MACs)")
+    p.add_argument(
+        "--partial",
+        action="store_true",
+        help="only time what is already lowered in --cache-dir (ET vs ORT per block and subnet, τ vs MACs)",
+    )
     p.add_argument("--cache-dir", type=Path, default=Path("/tmp/hwnas-pte-cache"))
     p.add_argument("--tables", type=Path, default=ROOT / "bench" / "results" / "executorch_tables")
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "executorch.json")
@@ -196,37 +256,61 @@ def main() -> int:
     started = time.monotonic()
     space = get_space(args.space)
     res = (args.resolution,)
-    results: dict[str, Any] = {"machine": machine_info(), "executorch": executorch_version(), "space": space.name,
-                               "resolution": args.resolution, "calibration_subnets": args.calib,
-                               "heldout_subnets": args.subnets, "validate_seed": 1, "runtimes": {}}
+    results: dict[str, Any] = {
+        "machine": machine_info(),
+        "executorch": executorch_version(),
+        "space": space.name,
+        "resolution": args.resolution,
+        "calibration_subnets": args.calib,
+        "heldout_subnets": args.subnets,
+        "validate_seed": 1,
+        "runtimes": {},
+    }
     if args.partial:
         results["partial"] = partial_study(args)
         results["seconds"] = round(time.monotonic() - started, 1)
         atomic_write_json(args.out, results)
-        log.info("partial: %s", {k: {kk: vv for kk, vv in v.items() if kk != "records"} if isinstance(v, dict) else v
-                                 for k, v in results["partial"].items()})
+        log.info(
+            "partial: %s",
+            {
+                k: {kk: vv for kk, vv in v.items() if kk != "records"} if isinstance(v, dict) else v
+                for k, v in results["partial"].items()
+            },
+        )
         return 0
     reports: dict[str, FidelityReport] = {}
     lut_paths: dict[str, Path] = {}
     for name in ("cpu-et-xnnpack-1t", "cpu-ort-1t"):
         profile = load_profile(name)
-        runner = ExecuTorchRunner(profile, cache_dir=args.cache_dir) if profile.runtime == "executorch" \
+        runner = (
+            ExecuTorchRunner(profile, cache_dir=args.cache_dir)
+            if profile.runtime == "executorch"
             else make_runner(profile)
+        )
         t0 = time.monotonic()
         path = args.tables / name / f"{space.name}-r{args.resolution}.csv"
-        table = profile_space(space, profile, out_path=path, resolutions=res, calib_subnets=args.calib, runner=runner,
-                              progress=False)
+        table = profile_space(
+            space, profile, out_path=path, resolutions=res, calib_subnets=args.calib, runner=runner, progress=False
+        )
         profile_s = time.monotonic() - t0
         report = validate_lut(table, subnets=args.subnets, seed=1, resolution=args.resolution, runner=runner, chunk=20)
         reports[name] = report
         lut_paths[name] = path
-        plot_fidelity(report, path.with_name(path.stem + ".fidelity.png"),
-                      title=f"{space.name} r{args.resolution} on {name}: {report.subnets} held-out subnets")
+        plot_fidelity(
+            report,
+            path.with_name(path.stem + ".fidelity.png"),
+            title=f"{space.name} r{args.resolution} on {name}: {report.subnets} held-out subnets",
+        )
         cal = table.meta.get("calibration") or {}
         shown = path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
-        results["runtimes"][name] = {"table": str(shown), "rows": len(table),
-                                     "profile_seconds": round(profile_s, 1), "calibration_fit_mape": cal.get("fit_mape"),
-                                     "calibration_raw_mape": cal.get("raw_mape"), **report_dict(report)}
+        results["runtimes"][name] = {
+            "table": str(shown),
+            "rows": len(table),
+            "profile_seconds": round(profile_s, 1),
+            "calibration_fit_mape": cal.get("fit_mape"),
+            "calibration_raw_mape": cal.get("raw_mape"),
+            **report_dict(report),
+        }
         log.info("%s: %s", name, results["runtimes"][name])
     et, ort = (reports[n] for n in ("cpu-et-xnnpack-1t", "cpu-ort-1t"))
     et_rec = {r["arch"]: r for r in et.records}
@@ -240,13 +324,25 @@ def main() -> int:
         "kendall_tau_measured_et_vs_ort": round(kendall_tau(m_et, m_ort), 4),
         "kendall_tau_et_lut_vs_ort_measured": round(kendall_tau([et_rec[a]["predicted_ms"] for a in archs], m_ort), 4),
         "kendall_tau_ort_lut_vs_et_measured": round(kendall_tau([ort_rec[a]["predicted_ms"] for a in archs], m_et), 4),
-        "et_over_ort_ratio": {"min": round(float(ratio.min()), 3), "median": round(float(np.median(ratio)), 3),
-                              "max": round(float(ratio.max()), 3)},
-        "fastest_et": archs[int(np.argmin(m_et))], "fastest_ort": archs[int(np.argmin(m_ort))],
+        "et_over_ort_ratio": {
+            "min": round(float(ratio.min()), 3),
+            "median": round(float(np.median(ratio)), 3),
+            "max": round(float(ratio.max()), 3),
+        },
+        "fastest_et": archs[int(np.argmin(m_et))],
+        "fastest_ort": archs[int(np.argmin(m_ort))],
     }
-    results["records"] = [{"arch": a, "et_ms": round(float(e), 5), "ort_ms": round(float(o), 5),
-                           "et_pred_ms": round(et_rec[a]["predicted_ms"], 5), "ort_pred_ms": round(ort_rec[a]["predicted_ms"], 5),
-                           "mmacs": round(et_rec[a]["mmacs"], 2)} for a, e, o in zip(archs, m_et, m_ort)]
+    results["records"] = [
+        {
+            "arch": a,
+            "et_ms": round(float(e), 5),
+            "ort_ms": round(float(o), 5),
+            "et_pred_ms": round(et_rec[a]["predicted_ms"], 5),
+            "ort_pred_ms": round(ort_rec[a]["predicted_ms"], 5),
+            "mmacs": round(et_rec[a]["mmacs"], 2),
+        }
+        for a, e, o in zip(archs, m_et, m_ort)
+    ]
     if args.search_run is not None:
         results["search"] = search_both(args, lut_paths)
     results["seconds"] = round(time.monotonic() - started, 1)

@@ -42,7 +42,9 @@ from results_paths import repo_relative  # noqa: E402
 log = logging.getLogger("bench_export")
 
 
-def interleaved_ms(fns: dict[str, Callable[[], object]], *, rounds: int, repeats: int, warmup_s: float) -> dict[str, float]:
+def interleaved_ms(
+    fns: dict[str, Callable[[], object]], *, rounds: int, repeats: int, warmup_s: float
+) -> dict[str, float]:
     """Median ms per callable over `rounds` passes in shuffled order (drift hits every item alike).
 
     Timed with the calling thread's CPU clock (`time.thread_time_ns`), like the cpu-ort-1t profile: torch and
@@ -68,8 +70,9 @@ def interleaved_ms(fns: dict[str, Callable[[], object]], *, rounds: int, repeats
     return {k: statistics.median(v) for k, v in samples.items()}
 
 
-def timed_row(model: torch.nn.Module, shape: tuple[int, ...], fp32: Path, tmp: Path, *, rounds: int, repeats: int,
-              calib_n: int) -> dict[str, float]:
+def timed_row(
+    model: torch.nn.Module, shape: tuple[int, ...], fp32: Path, tmp: Path, *, rounds: int, repeats: int, calib_n: int
+) -> dict[str, float]:
     """torch eager vs ORT fp32 (`fp32`, exported from `model`) vs ORT int8 of it, interleaved in one session."""
     calib = np.random.default_rng(0).standard_normal((calib_n, *shape[1:])).astype(np.float32)
     int8 = quantize_int8(fp32, tmp / "m.int8.onnx", calib, batch_size=1)
@@ -83,15 +86,24 @@ def timed_row(model: torch.nn.Module, shape: tuple[int, ...], fp32: Path, tmp: P
             return model(x_t)
 
     ms = interleaved_ms(
-        {"torch_eager": eager, "ort_fp32": lambda: s32.run(None, {in32: x_n}),
-         "ort_int8": lambda: s8.run(None, {in8: x_n})},
-        rounds=rounds, repeats=repeats, warmup_s=1.0,
+        {
+            "torch_eager": eager,
+            "ort_fp32": lambda: s32.run(None, {in32: x_n}),
+            "ort_int8": lambda: s8.run(None, {in8: x_n}),
+        },
+        rounds=rounds,
+        repeats=repeats,
+        warmup_s=1.0,
     )
-    return {"torch_eager_ms": round(ms["torch_eager"], 4), "ort_fp32_ms": round(ms["ort_fp32"], 4),
-            "ort_int8_ms": round(ms["ort_int8"], 4),
-            "ort_vs_eager_speedup": round(ms["torch_eager"] / ms["ort_fp32"], 2),
-            "int8_speedup": round(ms["ort_fp32"] / ms["ort_int8"], 3),
-            "fp32_kib": round(fp32.stat().st_size / 1024, 1), "int8_kib": round(int8.stat().st_size / 1024, 1)}
+    return {
+        "torch_eager_ms": round(ms["torch_eager"], 4),
+        "ort_fp32_ms": round(ms["ort_fp32"], 4),
+        "ort_int8_ms": round(ms["ort_int8"], 4),
+        "ort_vs_eager_speedup": round(ms["torch_eager"] / ms["ort_fp32"], 2),
+        "int8_speedup": round(ms["ort_fp32"] / ms["ort_int8"], 3),
+        "fp32_kib": round(fp32.stat().st_size / 1024, 1),
+        "int8_kib": round(int8.stat().st_size / 1024, 1),
+    }
 
 
 def speed_row(space_name: str, arch: Arch, tmp: Path, *, rounds: int, repeats: int, calib_n: int) -> dict[str, object]:
@@ -99,11 +111,23 @@ def speed_row(space_name: str, arch: Arch, tmp: Path, *, rounds: int, repeats: i
     model = build_model(space, arch).eval()
     shape = (1, space.in_channels, arch.resolution, arch.resolution)
     fp32 = export_onnx(model, tmp / "m.onnx", space=space, arch=arch)
-    row = {"space": space_name, "arch": str(arch), "resolution": arch.resolution, "macs": arch_macs(space, arch),
-           **timed_row(model, shape, fp32, tmp, rounds=rounds, repeats=repeats, calib_n=calib_n)}
-    log.info("%-9s %-8s eager %.3f ms  ort %.3f ms (%.1fx)  int8 %.3f ms (%.2fx)", space_name, f"r{arch.resolution}",
-             row["torch_eager_ms"], row["ort_fp32_ms"], row["ort_vs_eager_speedup"], row["ort_int8_ms"],
-             row["int8_speedup"])
+    row = {
+        "space": space_name,
+        "arch": str(arch),
+        "resolution": arch.resolution,
+        "macs": arch_macs(space, arch),
+        **timed_row(model, shape, fp32, tmp, rounds=rounds, repeats=repeats, calib_n=calib_n),
+    }
+    log.info(
+        "%-9s %-8s eager %.3f ms  ort %.3f ms (%.1fx)  int8 %.3f ms (%.2fx)",
+        space_name,
+        f"r{arch.resolution}",
+        row["torch_eager_ms"],
+        row["ort_fp32_ms"],
+        row["ort_vs_eager_speedup"],
+        row["ort_int8_ms"],
+        row["int8_speedup"],
+    )
     return row
 
 
@@ -114,19 +138,34 @@ def torchvision_row(tmp: Path, *, rounds: int, repeats: int, calib_n: int) -> di
     model = torchvision.models.mobilenet_v3_large().eval()
     shape = (1, 3, 224, 224)
     fp32 = tmp / "tv.onnx"
-    torch.onnx.export(model, torch.randn(shape), fp32, dynamo=False, opset_version=17, input_names=[INPUT_NAME],
-                      output_names=["logits"])
-    row = {"space": "torchvision", "arch": "mobilenet_v3_large", "resolution": 224,
-           **timed_row(model, shape, fp32, tmp, rounds=rounds, repeats=repeats, calib_n=calib_n)}
-    log.info("torchvision mobilenet_v3_large r224 ort %.3f ms  int8 %.3f ms (%.2fx)", row["ort_fp32_ms"],
-             row["ort_int8_ms"], row["int8_speedup"])
+    torch.onnx.export(
+        model,
+        torch.randn(shape),
+        fp32,
+        dynamo=False,
+        opset_version=17,
+        input_names=[INPUT_NAME],
+        output_names=["logits"],
+    )
+    row = {
+        "space": "torchvision",
+        "arch": "mobilenet_v3_large",
+        "resolution": 224,
+        **timed_row(model, shape, fp32, tmp, rounds=rounds, repeats=repeats, calib_n=calib_n),
+    }
+    log.info(
+        "torchvision mobilenet_v3_large r224 ort %.3f ms  int8 %.3f ms (%.2fx)",
+        row["ort_fp32_ms"],
+        row["ort_int8_ms"],
+        row["int8_speedup"],
+    )
     return row
 
 
 def trained_section(run: Path, tmp: Path, *, quick: bool, tables: Path) -> dict[str, object]:
     """Full export pipeline on a trained run: parity on 1,000 real test images, fp32 vs int8 accuracy and latency
     (predicted by the committed table when it was built on this CPU, else by one profiled here into `tables`)."""
-    from hwnas.export.pipeline import ExportConfig, export_run, arch_from_search
+    from hwnas.export.pipeline import ExportConfig, arch_from_search, export_run
     from hwnas.latency import load_profile
     from hwnas.quickstart import ensure_lut
     from hwnas.train.checkpoint import load_run
@@ -134,8 +173,9 @@ def trained_section(run: Path, tmp: Path, *, quick: bool, tables: Path) -> dict[
     search = run.parent / "search.json"
     arch_text = arch_from_search(search) if search.is_file() else None
     space = load_run(run).space
-    lut, committed = ensure_lut(space, load_profile("cpu-ort-1t"), committed_dir=REPO / "latency_tables",
-                                out_dir=tables, progress=False)
+    lut, committed = ensure_lut(
+        space, load_profile("cpu-ort-1t"), committed_dir=REPO / "latency_tables", out_dir=tables, progress=False
+    )
     cfg = ExportConfig(int8=True, parity_images=1000, lut=lut)
     rows = []
     archs = [Arch.parse(arch_text)] if arch_text else []
@@ -152,9 +192,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="fewer archs and timing rounds")
     parser.add_argument("--run", type=Path, default=REPO / "runs" / "quickstart" / "run")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "export.json")
-    parser.add_argument("--tables", type=Path, default=REPO / "bench" / "results" / "tables" / "export",
-                        help="where a LUT is profiled (and kept with the results) when the committed one was built on "
-                             "another CPU")
+    parser.add_argument(
+        "--tables",
+        type=Path,
+        default=REPO / "bench" / "results" / "tables" / "export",
+        help="where a LUT is profiled (and kept with the results) when the committed one was built on another CPU",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     torch.set_num_threads(1)
@@ -177,8 +220,14 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "benchmark": "export",
         "machine": machine_info(),
-        "protocol": {"threads": 1, "batch": 1, "rounds": rounds, "repeats": repeats, "clock": "thread CPU time",
-                     "int8": "onnxruntime static QDQ, per-channel, MinMax calibration"},
+        "protocol": {
+            "threads": 1,
+            "batch": 1,
+            "rounds": rounds,
+            "repeats": repeats,
+            "clock": "thread CPU time",
+            "int8": "onnxruntime static QDQ, per-channel, MinMax calibration",
+        },
         "speed": speed,
         "trained": trained,
     }

@@ -80,8 +80,9 @@ class LutEfficiency:
         return total
 
 
-def run_ofa(predictor: torch.nn.Module, efficiency: LutEfficiency, budget_ms: float, *, generations: int,
-            seed: int) -> dict:
+def run_ofa(
+    predictor: torch.nn.Module, efficiency: LutEfficiency, budget_ms: float, *, generations: int, seed: int
+) -> dict:
     from ofa.nas.search_algorithm import EvolutionFinder
 
     random.seed(seed)  # OFA draws from the global RNGs only
@@ -91,19 +92,48 @@ def run_ofa(predictor: torch.nn.Module, efficiency: LutEfficiency, budget_ms: fl
     with contextlib.redirect_stdout(io.StringIO()), torch.no_grad():
         _, best = finder.run_evolution_search(budget_ms)
     seconds = time.perf_counter() - start
-    return {"seconds": seconds, "accuracy": float(best[0]), "predicted_ms": float(best[2]), "arch": arch_string(best[1])}
+    return {
+        "seconds": seconds,
+        "accuracy": float(best[0]),
+        "predicted_ms": float(best[2]),
+        "arch": arch_string(best[1]),
+    }
 
 
 def run_hwnas(run: Path, budget_ms: float, out: Path, *, generations: int, seed: int) -> dict:
     start = time.perf_counter()
-    code = hwnas_main(["search", "--run", str(run), "--lut", str(LUT), "--budget-ms", f"{budget_ms:.6f}",
-                       "--scorer", "predictor", "--generations", str(generations), "--seed", str(seed),
-                       "--out", str(out), "--force", "--json"])
+    code = hwnas_main(
+        [
+            "search",
+            "--run",
+            str(run),
+            "--lut",
+            str(LUT),
+            "--budget-ms",
+            f"{budget_ms:.6f}",
+            "--scorer",
+            "predictor",
+            "--generations",
+            str(generations),
+            "--seed",
+            str(seed),
+            "--out",
+            str(out),
+            "--force",
+            "--json",
+        ]
+    )
     wall = time.perf_counter() - start
     assert code == 0
     result = json.loads((out / "search.json").read_text())
-    return {"seconds": result["seconds"], "command_seconds": wall, "accuracy": result["accuracy"],
-            "predicted_ms": result["predicted_ms"], "arch": result["arch"], "evaluated": result["evaluated"]}
+    return {
+        "seconds": result["seconds"],
+        "command_seconds": wall,
+        "accuracy": result["accuracy"],
+        "predicted_ms": result["predicted_ms"],
+        "arch": result["arch"],
+        "evaluated": result["evaluated"],
+    }
 
 
 def imagenet_folder(root: Path, classes: int = 1000) -> Path:
@@ -137,8 +167,20 @@ def main() -> None:
     theirs = ofa_predictor(seed=0)
     torch.save(theirs.state_dict(), work / "acc_predictor.pth")
     start = time.perf_counter()
-    assert hwnas_main(["import-ofa", str(ckpt), "--out", str(work / "run"), "--predictor",
-                       str(work / "acc_predictor.pth"), "--json"]) == 0
+    assert (
+        hwnas_main(
+            [
+                "import-ofa",
+                str(ckpt),
+                "--out",
+                str(work / "run"),
+                "--predictor",
+                str(work / "acc_predictor.pth"),
+                "--json",
+            ]
+        )
+        == 0
+    )
     import_seconds = time.perf_counter() - start
 
     efficiency = LutEfficiency(latency)
@@ -155,52 +197,94 @@ def main() -> None:
         med_ofa = statistics.median(r["seconds"] for r in ofa_runs)
         med_hw = statistics.median(r["seconds"] for r in hw_runs)
         med_cmd = statistics.median(r["command_seconds"] for r in hw_runs)
-        rows.append({"budget_ms": budget, "ofa_seconds_median": round(med_ofa, 4),
-                     "hwnas_search_seconds_median": round(med_hw, 4), "hwnas_command_seconds_median": round(med_cmd, 4),
-                     "speedup_search": round(med_ofa / med_hw, 2), "speedup_command": round(med_ofa / med_cmd, 2),
-                     "within_budget": True,
-                     "hwnas_best_predicted_accuracy": max(r["accuracy"] for r in hw_runs),
-                     "ofa_best_predicted_accuracy": max(r["accuracy"] for r in ofa_runs),
-                     "ofa_runs": [{k: (round(v, 6) if isinstance(v, float) else v) for k, v in r.items()} for r in ofa_runs],
-                     "hwnas_runs": [{k: (round(v, 6) if isinstance(v, float) else v) for k, v in r.items()}
-                                    for r in hw_runs]})
-        print(f"budget {budget:.3f} ms: ofa {med_ofa:.3f} s, hwnas search {med_hw:.3f} s (command {med_cmd:.2f} s) "
-              f"-> {med_ofa / med_hw:.1f}x; accuracy hwnas {rows[-1]['hwnas_best_predicted_accuracy']:.4f} "
-              f"ofa {rows[-1]['ofa_best_predicted_accuracy']:.4f}")
+        rows.append(
+            {
+                "budget_ms": budget,
+                "ofa_seconds_median": round(med_ofa, 4),
+                "hwnas_search_seconds_median": round(med_hw, 4),
+                "hwnas_command_seconds_median": round(med_cmd, 4),
+                "speedup_search": round(med_ofa / med_hw, 2),
+                "speedup_command": round(med_ofa / med_cmd, 2),
+                "within_budget": True,
+                "hwnas_best_predicted_accuracy": max(r["accuracy"] for r in hw_runs),
+                "ofa_best_predicted_accuracy": max(r["accuracy"] for r in ofa_runs),
+                "ofa_runs": [{k: (round(v, 6) if isinstance(v, float) else v) for k, v in r.items()} for r in ofa_runs],
+                "hwnas_runs": [
+                    {k: (round(v, 6) if isinstance(v, float) else v) for k, v in r.items()} for r in hw_runs
+                ],
+            }
+        )
+        print(
+            f"budget {budget:.3f} ms: ofa {med_ofa:.3f} s, hwnas search {med_hw:.3f} s (command {med_cmd:.2f} s) "
+            f"-> {med_ofa / med_hw:.1f}x; accuracy hwnas {rows[-1]['hwnas_best_predicted_accuracy']:.4f} "
+            f"ofa {rows[-1]['ofa_best_predicted_accuracy']:.4f}"
+        )
 
     winner = rows[1]["hwnas_runs"][0]["arch"]
     data = imagenet_folder(work / "imagenet")
     start = time.perf_counter()
     with contextlib.redirect_stdout(io.StringIO()) as printed:
-        code = hwnas_main(["export", "--run", str(work / "run"), "--arch", winner, "--data-dir", str(data),
-                           "--out", str(work / "export"), "--test-images", "200", "--parity-images", "200", "--json"])
+        code = hwnas_main(
+            [
+                "export",
+                "--run",
+                str(work / "run"),
+                "--arch",
+                winner,
+                "--data-dir",
+                str(data),
+                "--out",
+                str(work / "export"),
+                "--test-images",
+                "200",
+                "--parity-images",
+                "200",
+                "--json",
+            ]
+        )
     assert code == 0
     export = json.loads(printed.getvalue())
     export_seconds = time.perf_counter() - start
 
     payload = {
         "benchmark": "ofa_specialize",
-        "setup": {"space": "mbv3", "width": 1.0, "weights": "random (OFA's own classes, bench/ofa_random.py)",
-                  "predictor": "OFA AccuracyPredictor 400x3 over MobileNetArchEncoder (128/160/192/224), same weights "
-                               "on both sides", "latency_table": repo_relative(LUT), "population": 100,
-                  "generations": generations, "repeats": repeats,
-                  "budget_rule": f"quantiles {list(BUDGET_QUANTILES)} of 2,000 uniform samples' predicted latency",
-                  "ofa": "ofa.nas.search_algorithm.EvolutionFinder (arch mutate 0.1, resolution mutate 0.5)",
-                  "hwnas": "hwnas search --scorer predictor (evolution, mutate 0.1 for every gene)",
-                  "ofa_version": package_versions(("ofa",))["ofa"], "threads": {"torch": 1}},
+        "setup": {
+            "space": "mbv3",
+            "width": 1.0,
+            "weights": "random (OFA's own classes, bench/ofa_random.py)",
+            "predictor": "OFA AccuracyPredictor 400x3 over MobileNetArchEncoder (128/160/192/224), same weights "
+            "on both sides",
+            "latency_table": repo_relative(LUT),
+            "population": 100,
+            "generations": generations,
+            "repeats": repeats,
+            "budget_rule": f"quantiles {list(BUDGET_QUANTILES)} of 2,000 uniform samples' predicted latency",
+            "ofa": "ofa.nas.search_algorithm.EvolutionFinder (arch mutate 0.1, resolution mutate 0.5)",
+            "hwnas": "hwnas search --scorer predictor (evolution, mutate 0.1 for every gene)",
+            "ofa_version": package_versions(("ofa",))["ofa"],
+            "threads": {"torch": 1},
+        },
         "import_seconds": round(import_seconds, 3),
         "budgets": rows,
         "speedup_min": min(r["speedup_search"] for r in rows),
         "all_within_budget": all(r["within_budget"] for r in rows),
-        "export": {"arch": winner, "seconds": round(export_seconds, 1), "max_abs_diff": export["max_abs_diff"],
-                   "top1_agreement": export["top1_agreement"], "predicted_ms": export["predicted_ms"],
-                   "measured_ms": export["measured_ms"], "machine_speed_factor": export["machine_speed_factor"],
-                   "note": "test accuracy of random weights on random images is meaningless and not reported"},
+        "export": {
+            "arch": winner,
+            "seconds": round(export_seconds, 1),
+            "max_abs_diff": export["max_abs_diff"],
+            "top1_agreement": export["top1_agreement"],
+            "predicted_ms": export["predicted_ms"],
+            "measured_ms": export["measured_ms"],
+            "machine_speed_factor": export["machine_speed_factor"],
+            "note": "test accuracy of random weights on random images is meaningless and not reported",
+        },
         "machine": machine_info(),
     }
     atomic_write_json(args.out, payload)
-    print(f"import {import_seconds:.2f} s; export {export_seconds:.1f} s: parity {export['max_abs_diff']:.2e}, "
-          f"measured {export['measured_ms']} ms vs predicted {export['predicted_ms']} ms")
+    print(
+        f"import {import_seconds:.2f} s; export {export_seconds:.1f} s: parity {export['max_abs_diff']:.2e}, "
+        f"measured {export['measured_ms']} ms vs predicted {export['predicted_ms']} ms"
+    )
     print(f"wrote {args.out}")
 
 

@@ -31,8 +31,16 @@ import torch  # noqa: E402
 
 from hwnas.atomic import atomic_write_json  # noqa: E402
 from hwnas.machine import machine_info, package_versions  # noqa: E402
-from hwnas.search import (EvolutionConfig, PredictorConfig, evolve, fit_predictor, gene_latency_from_block_ms,  # noqa: E402
-                          gene_latency_from_lut, genome_of, one_hot)
+from hwnas.search import (
+    EvolutionConfig,
+    PredictorConfig,
+    evolve,
+    fit_predictor,
+    gene_latency_from_block_ms,  # noqa: E402
+    gene_latency_from_lut,
+    genome_of,
+    one_hot,
+)
 from hwnas.search.latency_model import GeneLatency  # noqa: E402
 from hwnas.space import BlockSpec, get_space  # noqa: E402
 
@@ -100,14 +108,25 @@ def ofa_predictor(hidden: int, layers: int):
     return pred
 
 
-def run_ofa(lat: GeneLatency, budget_ms: float, predictor, *, generations: int, seed: int) -> tuple[float, float, float]:
+def run_ofa(
+    lat: GeneLatency, budget_ms: float, predictor, *, generations: int, seed: int
+) -> tuple[float, float, float]:
     from ofa.tutorial.evolution_finder import EvolutionFinder
 
     random.seed(seed)  # OFA reads only the global RNGs
     np.random.seed(seed)
     dict_lut = DictLut(lat)
-    finder = EvolutionFinder("note10", 30, dict_lut, predictor, population_size=100, max_time_budget=generations,
-                             parent_ratio=0.25, mutation_ratio=0.5, mutate_prob=0.1)
+    finder = EvolutionFinder(
+        "note10",
+        30,
+        dict_lut,
+        predictor,
+        population_size=100,
+        max_time_budget=generations,
+        parent_ratio=0.25,
+        mutation_ratio=0.5,
+        mutate_prob=0.1,
+    )
     finder.set_efficiency_constraint(budget_ms)
     finder.arch_manager.resolutions = list(lat.genome.space.resolutions)
     start = time.perf_counter()
@@ -118,7 +137,9 @@ def run_ofa(lat: GeneLatency, budget_ms: float, predictor, *, generations: int, 
 
 
 def run_hwnas(lat: GeneLatency, budget_ms: float, predictor, *, generations: int, seed: int):
-    cfg = EvolutionConfig(population=100, generations=generations, parent_ratio=0.25, mutation_ratio=0.5, mutate_prob=0.1)
+    cfg = EvolutionConfig(
+        population=100, generations=generations, parent_ratio=0.25, mutation_ratio=0.5, mutate_prob=0.1
+    )
     res = evolve(lat.genome.space, predictor, lat, budget_ms=budget_ms, cfg=cfg, rng=np.random.default_rng(seed))
     return res
 
@@ -143,8 +164,13 @@ def main() -> None:
     fit_y = 0.75 + one_hot(genome, fit_genes) @ truth_w
     configs = []
     for hidden, layers in ((64, 2), (400, 3)):
-        ours = fit_predictor(genome, fit_genes, fit_y, cfg=PredictorConfig(kind="mlp", hidden=hidden, layers=layers,
-                                                                              epochs=50), rng=np.random.default_rng(1))
+        ours = fit_predictor(
+            genome,
+            fit_genes,
+            fit_y,
+            cfg=PredictorConfig(kind="mlp", hidden=hidden, layers=layers, epochs=50),
+            rng=np.random.default_rng(1),
+        )
         theirs = ofa_predictor(hidden, layers)
         t_ofa, t_hw, runs = [], [], []
         for rep in range(repeats):
@@ -152,17 +178,28 @@ def main() -> None:
             t_ofa.append(sec)
             res = run_hwnas(lat, budget_ms, ours, generations=generations, seed=rep)
             t_hw.append(res.seconds)
-            runs.append({"ofa_s": round(sec, 4), "ofa_best_ms": round(ofa_ms, 4), "hwnas_s": round(res.seconds, 4),
-                         "hwnas_best_ms": round(res.predicted_ms, 4), "hwnas_distinct_predicted": res.evaluated,
-                         "hwnas_predictor_calls": res.notes["score_calls"]})
+            runs.append(
+                {
+                    "ofa_s": round(sec, 4),
+                    "ofa_best_ms": round(ofa_ms, 4),
+                    "hwnas_s": round(res.seconds, 4),
+                    "hwnas_best_ms": round(res.predicted_ms, 4),
+                    "hwnas_distinct_predicted": res.evaluated,
+                    "hwnas_predictor_calls": res.notes["score_calls"],
+                }
+            )
             assert res.predicted_ms <= budget_ms and ofa_ms <= budget_ms
         med_ofa, med_hw = statistics.median(t_ofa), statistics.median(t_hw)
-        configs.append({
-            "predictor": f"MLP {'x'.join([str(hidden)] * layers)} (hwnas {ours.n_params} params on its {one_hot(genome, probe[:1]).shape[1]}-d "
-                         f"one-hot; OFA {sum(p.numel() for p in theirs.model.parameters())} params on its 128-d one-hot)",
-            "ofa_seconds_median": round(med_ofa, 4), "hwnas_seconds_median": round(med_hw, 4),
-            "speedup": round(med_ofa / med_hw, 2), "runs": runs,
-        })
+        configs.append(
+            {
+                "predictor": f"MLP {'x'.join([str(hidden)] * layers)} (hwnas {ours.n_params} params on its {one_hot(genome, probe[:1]).shape[1]}-d "
+                f"one-hot; OFA {sum(p.numel() for p in theirs.model.parameters())} params on its 128-d one-hot)",
+                "ofa_seconds_median": round(med_ofa, 4),
+                "hwnas_seconds_median": round(med_hw, 4),
+                "speedup": round(med_ofa / med_hw, 2),
+                "runs": runs,
+            }
+        )
         print(f"predictor {hidden}x{layers}: ofa {med_ofa:.3f} s, hwnas {med_hw:.3f} s -> {med_ofa / med_hw:.1f}x")
     t0 = time.perf_counter()
     try:
@@ -171,10 +208,17 @@ def main() -> None:
         infeasible = {"seconds_to_error": round(time.perf_counter() - t0, 4), "message": str(exc)}
     payload = {
         "benchmark": "search_speed",
-        "setup": {"space": "mbv3", "population": 100, "generations": generations, "repeats": repeats,
-                  "budget_ms": round(budget_ms, 4), "budget_rule": "30th percentile of 2000 uniform samples' latency",
-                  "latency_model": lut_source, "ofa_version": package_versions(("ofa",))["ofa"],
-                  "threads": {"torch": 1, "openblas": os.environ.get("OPENBLAS_NUM_THREADS")}},
+        "setup": {
+            "space": "mbv3",
+            "population": 100,
+            "generations": generations,
+            "repeats": repeats,
+            "budget_ms": round(budget_ms, 4),
+            "budget_rule": "30th percentile of 2000 uniform samples' latency",
+            "latency_model": lut_source,
+            "ofa_version": package_versions(("ofa",))["ofa"],
+            "threads": {"torch": 1, "openblas": os.environ.get("OPENBLAS_NUM_THREADS")},
+        },
         "results": configs,
         "infeasible_budget": infeasible,
         "machine": machine_info(),

@@ -33,8 +33,13 @@ from hwnas.atomic import atomic_write_json  # noqa: E402
 from hwnas.latency.lut import load_lut  # noqa: E402
 from hwnas.latency.predictor import LatencyPredictor  # noqa: E402
 from hwnas.machine import machine_info  # noqa: E402
-from hwnas.search import (EvolutionConfig, RandomConfig, evolve, gene_latency_from_lut,  # noqa: E402
-                          random_search)
+from hwnas.search import (
+    EvolutionConfig,
+    RandomConfig,
+    evolve,
+    gene_latency_from_lut,  # noqa: E402
+    random_search,
+)
 from hwnas.search.predicted import predicted_evolution  # noqa: E402
 from hwnas.search.scorer import ScorerConfig, scorer_for_run  # noqa: E402
 from hwnas.train.checkpoint import load_run  # noqa: E402
@@ -49,7 +54,9 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--evaluations", type=int, default=12)
     parser.add_argument("--population", type=int, default=6)
-    parser.add_argument("--fractions", default="0.15,0.35,0.6", help="budgets as fractions of the [min, max] latency range")
+    parser.add_argument(
+        "--fractions", default="0.15,0.35,0.6", help="budgets as fractions of the [min, max] latency range"
+    )
     parser.add_argument("--val-images", type=int, default=500)
     parser.add_argument("--test-images", type=int, default=2000)
     parser.add_argument("--threads", type=int, default=1)
@@ -77,42 +84,73 @@ def main() -> None:
     for b_idx, budget in enumerate(budgets):
         rows: dict[str, list[dict[str, object]]] = {name: [] for name in wanted}
         for seed in range(args.seeds):
+
             def rng(k: int) -> np.random.Generator:
                 return np.random.default_rng([seed, b_idx, k])
 
             found = {}
             if "random" in wanted:
-                found["random"] = random_search(space, val, latency, budget_ms=budget, cfg=RandomConfig(evaluations=n),
-                                                rng=rng(0))
+                found["random"] = random_search(
+                    space, val, latency, budget_ms=budget, cfg=RandomConfig(evaluations=n), rng=rng(0)
+                )
             if "evolution" in wanted:
-                found["evolution"] = evolve(space, val, latency, budget_ms=budget, rng=rng(1),
-                                            cfg=EvolutionConfig(population=args.population, generations=10_000,
-                                                                max_evaluations=n))
+                found["evolution"] = evolve(
+                    space,
+                    val,
+                    latency,
+                    budget_ms=budget,
+                    rng=rng(1),
+                    cfg=EvolutionConfig(population=args.population, generations=10_000, max_evaluations=n),
+                )
             if "evolution+predictor" in wanted:
-                found["evolution+predictor"] = predicted_evolution(space, val, latency, budget_ms=budget, measured=n,
-                                                                   kind="ridge", rng=rng(2))[0]
+                found["evolution+predictor"] = predicted_evolution(
+                    space, val, latency, budget_ms=budget, measured=n, kind="ridge", rng=rng(2)
+                )[0]
             for name, res in found.items():
                 predicted = exact.predict(res.arch)
                 assert predicted <= budget + 1e-9, (name, predicted, budget)
-                rows[name].append({"seed": seed, "arch": str(res.arch), "predicted_ms": round(predicted, 5),
-                                   "val_accuracy": res.accuracy, "test_accuracy": test.accuracy(res.arch),
-                                   "evaluated": res.evaluated, **({"tau": res.notes.get("tau")} if "tau" in res.notes else {})})
+                rows[name].append(
+                    {
+                        "seed": seed,
+                        "arch": str(res.arch),
+                        "predicted_ms": round(predicted, 5),
+                        "val_accuracy": res.accuracy,
+                        "test_accuracy": test.accuracy(res.arch),
+                        "evaluated": res.evaluated,
+                        **({"tau": res.notes.get("tau")} if "tau" in res.notes else {}),
+                    }
+                )
                 logging.info("budget %.4f seed %d %-20s val %.4f  %s", budget, seed, name, res.accuracy, res.arch)
         summary = {}
         for name, items in rows.items():
             v = np.array([r["val_accuracy"] for r in items], dtype=float)
             t = np.array([r["test_accuracy"] for r in items], dtype=float)
-            summary[name] = {"val_mean": round(float(v.mean()), 5), "val_std": round(float(v.std(ddof=1)) if v.size > 1 else 0.0, 5),
-                             "test_mean": round(float(t.mean()), 5), "test_std": round(float(t.std(ddof=1)) if t.size > 1 else 0.0, 5),
-                             "max_predicted_ms": max(float(r["predicted_ms"]) for r in items)}
+            summary[name] = {
+                "val_mean": round(float(v.mean()), 5),
+                "val_std": round(float(v.std(ddof=1)) if v.size > 1 else 0.0, 5),
+                "test_mean": round(float(t.mean()), 5),
+                "test_std": round(float(t.std(ddof=1)) if t.size > 1 else 0.0, 5),
+                "max_predicted_ms": max(float(r["predicted_ms"]) for r in items),
+            }
         per_budget.append({"budget_ms": budget, "summary": summary, "runs": rows})
     payload = {
         "benchmark": "search_quality",
-        "setup": {"strategies": wanted, "run": str(args.run), "lut": str(args.lut), "space": space.name, "dataset": run.dataset,
-                  "seeds": args.seeds, "evaluations_per_search": n, "evolution_population": args.population,
-                  "val_images": args.val_images, "test_images": args.test_images, "calib_images": args.calib_images,
-                  "torch_threads": args.threads, "latency_range_ms": [round(lo, 5), round(hi, 5)],
-                  "budget_fractions": args.fractions},
+        "setup": {
+            "strategies": wanted,
+            "run": str(args.run),
+            "lut": str(args.lut),
+            "space": space.name,
+            "dataset": run.dataset,
+            "seeds": args.seeds,
+            "evaluations_per_search": n,
+            "evolution_population": args.population,
+            "val_images": args.val_images,
+            "test_images": args.test_images,
+            "calib_images": args.calib_images,
+            "torch_threads": args.threads,
+            "latency_range_ms": [round(lo, 5), round(hi, 5)],
+            "budget_fractions": args.fractions,
+        },
         "budgets": per_budget,
         "cache": {"val_hits": val.hits, "val_misses": val.misses},
         "seconds": round(time.perf_counter() - start, 1),

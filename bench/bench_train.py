@@ -36,8 +36,14 @@ RES, BATCH, CLASSES = 32, 64, 10
 def _ofa_net() -> torch.nn.Module:
     from ofa.imagenet_classification.elastic_nn.networks import OFAMobileNetV3
 
-    return OFAMobileNetV3(n_classes=CLASSES, dropout_rate=0.0, width_mult=1.0, ks_list=[3, 5, 7],
-                          expand_ratio_list=[3, 4, 6], depth_list=[2, 3, 4])
+    return OFAMobileNetV3(
+        n_classes=CLASSES,
+        dropout_rate=0.0,
+        width_mult=1.0,
+        ks_list=[3, 5, 7],
+        expand_ratio_list=[3, 4, 6],
+        depth_list=[2, 3, 4],
+    )
 
 
 def _ofa_setting(arch: Arch) -> dict[str, list[int]]:
@@ -122,9 +128,16 @@ def main() -> None:
         }
     payload = {
         "benchmark": "supernet training throughput, OFA MobileNetV3 space, 32 px, batch 64, SGD, CE",
-        "setup": {"resolution_px": RES, "batch": BATCH, "classes": CLASSES, "threads": args.threads,
-                  "rounds": rounds, "steps_per_round": steps, "note": "input resolution fixed at 32 px for every "
-                  "arch (the arch's own resolution is ignored); the random case uses one seeded arch sequence for all"},
+        "setup": {
+            "resolution_px": RES,
+            "batch": BATCH,
+            "classes": CLASSES,
+            "threads": args.threads,
+            "rounds": rounds,
+            "steps_per_round": steps,
+            "note": "input resolution fixed at 32 px for every "
+            "arch (the arch's own resolution is ignored); the random case uses one seeded arch sequence for all",
+        },
         "results": results,
         "machine": machine_info(),
     }

@@ -42,8 +42,25 @@ def _finish(cmd: list[str]) -> dict:
 def crash_train(root: Path, rng: random.Random, kills: int) -> dict:
     import torch
 
-    base = ["train", "--space", "mbv3-tiny", "--width", "0.5", "--dataset", "synthetic", "--max-steps", "30",
-            "--batch-size", "16", "--checkpoint-every", "2", "--no-progress", "--threads", "1", "--json"]
+    base = [
+        "train",
+        "--space",
+        "mbv3-tiny",
+        "--width",
+        "0.5",
+        "--dataset",
+        "synthetic",
+        "--max-steps",
+        "30",
+        "--batch-size",
+        "16",
+        "--checkpoint-every",
+        "2",
+        "--no-progress",
+        "--threads",
+        "1",
+        "--json",
+    ]
     clean = _finish(HWNAS + base + ["--out", str(root / "clean")])
     crashed_dir = root / "crashed"
     killed = 0
@@ -60,12 +77,27 @@ def crash_train(root: Path, rng: random.Random, kills: int) -> dict:
     a = torch.load(root / "clean" / "checkpoint.pt", weights_only=True)["model"]
     b = torch.load(crashed_dir / "checkpoint.pt", weights_only=True)["model"]
     identical = all(torch.equal(a[k], b[k]) for k in a)
-    return {"kills": killed, "steps_clean": clean.get("steps"), "steps_resumed": resumed.get("steps"),
-            "weights_identical": identical}
+    return {
+        "kills": killed,
+        "steps_clean": clean.get("steps"),
+        "steps_resumed": resumed.get("steps"),
+        "weights_identical": identical,
+    }
 
 
 def crash_profile(root: Path, rng: random.Random, kills: int) -> dict:
-    base = ["profile", "--device", "cpu-ort-1t", "--space", "mbv3-tiny", "--resolutions", "28", "32", "--calib-subnets", "4"]
+    base = [
+        "profile",
+        "--device",
+        "cpu-ort-1t",
+        "--space",
+        "mbv3-tiny",
+        "--resolutions",
+        "28",
+        "32",
+        "--calib-subnets",
+        "4",
+    ]
     subprocess.run(HWNAS + base + ["--out", str(root / "clean")], capture_output=True, check=True)
     cmd = HWNAS + base + ["--out", str(root / "crashed")]
     killed = 0
@@ -107,15 +139,48 @@ def crash_search(root: Path, rng: random.Random, kills: int) -> dict:
     from hwnas.search.journal import JOURNAL, read_journal
 
     run, lut = root / "run", HERE.parent / "latency_tables" / "cpu-ort-1t" / "mbv3-tiny.csv"
-    subprocess.run(HWNAS + ["train", "--space", "mbv3-tiny", "--dataset", "synthetic", "--max-steps", "20",
-                            "--batch-size", "16", "--no-progress", "--threads", "1", "--out", str(run)],
-                   capture_output=True, check=True)
+    subprocess.run(
+        HWNAS
+        + [
+            "train",
+            "--space",
+            "mbv3-tiny",
+            "--dataset",
+            "synthetic",
+            "--max-steps",
+            "20",
+            "--batch-size",
+            "16",
+            "--no-progress",
+            "--threads",
+            "1",
+            "--out",
+            str(run),
+        ],
+        capture_output=True,
+        check=True,
+    )
     latency = gene_latency_from_lut(load_lut(lut), load_lut(lut).space())
     lo, hi = latency.min_ms()[0], latency.max_ms()[0]
     evaluations = 12 * kills
-    base = HWNAS + ["search", "--run", str(run), "--lut", str(lut), "--budget-ms", f"{lo + 0.4 * (hi - lo):.4f}",
-                    "--evaluations", str(evaluations), "--population", "12", "--val-images", "500", "--seed", "0",
-                    "--json"]
+    base = HWNAS + [
+        "search",
+        "--run",
+        str(run),
+        "--lut",
+        str(lut),
+        "--budget-ms",
+        f"{lo + 0.4 * (hi - lo):.4f}",
+        "--evaluations",
+        str(evaluations),
+        "--population",
+        "12",
+        "--val-images",
+        "500",
+        "--seed",
+        "0",
+        "--json",
+    ]
     t0 = time.perf_counter()
     clean = _finish(base + ["--out", str(root / "clean")])
     clean_s = time.perf_counter() - t0
@@ -123,8 +188,9 @@ def crash_search(root: Path, rng: random.Random, kills: int) -> dict:
     cmd = base + ["--out", str(crashed)]
     killed, loadable = 0, True
     while killed < kills:
-        if not _kill_after_new_lines(cmd + (["--resume"] if (crashed / JOURNAL).exists() else []), crashed / JOURNAL,
-                                     rng, most=8):
+        if not _kill_after_new_lines(
+            cmd + (["--resume"] if (crashed / JOURNAL).exists() else []), crashed / JOURNAL, rng, most=8
+        ):
             break
         killed += 1
         try:  # whatever instant the kill hit, the journal loads
@@ -135,11 +201,19 @@ def crash_search(root: Path, rng: random.Random, kills: int) -> dict:
     extra = json.loads((crashed / "search.json").read_text())["extra"]
     lines = [(name, (root / name / JOURNAL).read_text().splitlines()[1:]) for name in ("clean", "crashed")]
     archs = [pd.read_csv(root / name / "candidates.csv")["arch"].tolist() for name in ("clean", "crashed")]
-    return {"kills": killed, "evaluations": evaluations, "clean_s": round(clean_s, 1), "journal_loadable": loadable,
-            "winner_clean": clean.get("arch"), "winner_resumed": resumed.get("arch"),
-            "same_winner": clean.get("arch") == resumed.get("arch") and clean.get("accuracy") == resumed.get("accuracy"),
-            "same_candidates": archs[0] == archs[1], "journal_same": lines[0][1] == lines[1][1],
-            "measured_last_resume": extra["cache"]["misses"], "reused_last_resume": extra["journal"]["reused"]}
+    return {
+        "kills": killed,
+        "evaluations": evaluations,
+        "clean_s": round(clean_s, 1),
+        "journal_loadable": loadable,
+        "winner_clean": clean.get("arch"),
+        "winner_resumed": resumed.get("arch"),
+        "same_winner": clean.get("arch") == resumed.get("arch") and clean.get("accuracy") == resumed.get("accuracy"),
+        "same_candidates": archs[0] == archs[1],
+        "journal_same": lines[0][1] == lines[1][1],
+        "measured_last_resume": extra["cache"]["misses"],
+        "reused_last_resume": extra["journal"]["reused"],
+    }
 
 
 CASES = {"train": crash_train, "profile": crash_profile, "search": crash_search}

@@ -13,8 +13,16 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["OFA_RESOLUTIONS", "ofa_supernet", "calibrate_bn", "save_released", "random_arch_dict", "arch_string",
-           "ofa_predictor", "ofa_tutorial_predictor"]
+__all__ = [
+    "OFA_RESOLUTIONS",
+    "ofa_supernet",
+    "calibrate_bn",
+    "save_released",
+    "random_arch_dict",
+    "arch_string",
+    "ofa_predictor",
+    "ofa_tutorial_predictor",
+]
 
 OFA_RESOLUTIONS = (128, 160, 192, 224)
 
@@ -25,8 +33,9 @@ def ofa_supernet(width: float, *, seed: int) -> torch.nn.Module:
 
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)  # OFA's constructors initialise from the global generator
-    net = OFAMobileNetV3(dropout_rate=0, width_mult=width, ks_list=[3, 5, 7], expand_ratio_list=[3, 4, 6],
-                         depth_list=[2, 3, 4])
+    net = OFAMobileNetV3(
+        dropout_rate=0, width_mult=width, ks_list=[3, 5, 7], expand_ratio_list=[3, 4, 6], depth_list=[2, 3, 4]
+    )
     with torch.no_grad():
         for name, p in net.named_parameters():
             if name.endswith("_matrix"):
@@ -58,17 +67,26 @@ def save_released(net: torch.nn.Module, path: Path, *, layout: str = "released")
     does (`layout="current"`: the module's own names, `blocks.N.conv.*`)."""
     state = net.state_dict()
     if layout == "released":
-        state = {(k.replace(".conv.", ".mobile_inverted_conv.", 1) if k.startswith("blocks.") and not k.startswith("blocks.0.")
-                  else k): v for k, v in state.items()}
+        state = {
+            (
+                k.replace(".conv.", ".mobile_inverted_conv.", 1)
+                if k.startswith("blocks.") and not k.startswith("blocks.0.")
+                else k
+            ): v
+            for k, v in state.items()
+        }
     torch.save({"state_dict": state}, path)
     return path
 
 
 def random_arch_dict(rng: random.Random, *, resolution: int | None = None) -> dict[str, object]:
     """An OFA arch dict (`ks`, `e`, `d` over 20 layer slots / 5 stages, `image_size`)."""
-    return {"ks": [rng.choice([3, 5, 7]) for _ in range(20)], "e": [rng.choice([3, 4, 6]) for _ in range(20)],
-            "d": [rng.choice([2, 3, 4]) for _ in range(5)],
-            "image_size": resolution if resolution is not None else rng.choice(OFA_RESOLUTIONS)}
+    return {
+        "ks": [rng.choice([3, 5, 7]) for _ in range(20)],
+        "e": [rng.choice([3, 4, 6]) for _ in range(20)],
+        "d": [rng.choice([2, 3, 4]) for _ in range(5)],
+        "image_size": resolution if resolution is not None else rng.choice(OFA_RESOLUTIONS),
+    }
 
 
 def arch_string(arch: dict[str, object]) -> str:
@@ -83,8 +101,9 @@ def ofa_predictor(*, seed: int) -> torch.nn.Module:
     from ofa.nas.accuracy_predictor import AccuracyPredictor, MobileNetArchEncoder
 
     torch.manual_seed(seed)
-    encoder = MobileNetArchEncoder(image_size_list=list(OFA_RESOLUTIONS), ks_list=[3, 5, 7], expand_list=[3, 4, 6],
-                                   depth_list=[2, 3, 4], n_stage=5)
+    encoder = MobileNetArchEncoder(
+        image_size_list=list(OFA_RESOLUTIONS), ks_list=[3, 5, 7], expand_list=[3, 4, 6], depth_list=[2, 3, 4], n_stage=5
+    )
     predictor = AccuracyPredictor(encoder, device="cpu")
     with torch.no_grad():
         predictor.base_acc.fill_(0.75)

@@ -21,9 +21,18 @@ REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 from summarize import RESULTS, RESULTS_MD, write_summary  # noqa: E402
 
-BENCHES = ("bench_lut.py", "bench_depthwise.py", "bench_train.py", "bench_search.py", "bench_search_quality.py",
-           "bench_export.py", "bench_nas_modes.py", "bench_executorch.py", "bench_baselines.py",
-           "bench_ofa_specialize.py")
+BENCHES = (
+    "bench_lut.py",
+    "bench_depthwise.py",
+    "bench_train.py",
+    "bench_search.py",
+    "bench_search_quality.py",
+    "bench_export.py",
+    "bench_nas_modes.py",
+    "bench_executorch.py",
+    "bench_baselines.py",
+    "bench_ofa_specialize.py",
+)
 # The trained supernets the quality benchmarks share. RUN is the 20-minute recipe; the result-quality benchmark
 # (bench_baselines) trains the same recipe longer, because its mid-size subnets must be told apart by the search.
 RUN = "runs/bignas-tiny"
@@ -32,24 +41,81 @@ SUPERNETS = {RUN: ("2.3", 15), QUALITY_RUN: ("4.3", 25)}  # run folder -> epochs
 
 
 def train_command(run: str, epochs: str) -> list[str]:
-    return ["-m", "hwnas", "train", "--space", "mbv3-tiny", "--dataset", "fashion-mnist", "--mode", "bignas",
-            "--out", run, "--epochs", epochs, "--augment", "none", "--no-progress"]
+    return [
+        "-m",
+        "hwnas",
+        "train",
+        "--space",
+        "mbv3-tiny",
+        "--dataset",
+        "fashion-mnist",
+        "--mode",
+        "bignas",
+        "--out",
+        run,
+        "--epochs",
+        epochs,
+        "--augment",
+        "none",
+        "--no-progress",
+    ]
 
 
 FULL_ARGS = {
-    "bench_search_quality.py": ["--run", RUN, "--evaluations", "30", "--population", "8", "--val-images", "1000",
-                                "--seeds", "3"],
+    "bench_search_quality.py": [
+        "--run",
+        RUN,
+        "--evaluations",
+        "30",
+        "--population",
+        "8",
+        "--val-images",
+        "1000",
+        "--seeds",
+        "3",
+    ],
     "bench_export.py": ["--run", RUN],
-    "bench_nas_modes.py": ["--warm", RUN, "--lambdas", "0", "0.002", "0.005", "0.01", "0.03", "0.1", "0.3", "1",
-                           "--steps", "40",
-                           "--sweep-steps", "60", "--finetune-steps", "60", "--eval-batches", "10",
-                           "--sweep-seeds", "3", "--work", "/tmp/hwnas-bench-nas-warm"],
+    "bench_nas_modes.py": [
+        "--warm",
+        RUN,
+        "--lambdas",
+        "0",
+        "0.002",
+        "0.005",
+        "0.01",
+        "0.03",
+        "0.1",
+        "0.3",
+        "1",
+        "--steps",
+        "40",
+        "--sweep-steps",
+        "60",
+        "--finetune-steps",
+        "60",
+        "--eval-batches",
+        "10",
+        "--sweep-seeds",
+        "3",
+        "--work",
+        "/tmp/hwnas-bench-nas-warm",
+    ],
     "bench_executorch.py": ["--subnets", "40", "--search-run", RUN],
-    "bench_baselines.py": ["--run", QUALITY_RUN, "--seeds", "2", "--finetune-epochs", "1", "--evaluations", "128",
-                           # LUT ms at 5%, 33% and 51% of the range of the table the script profiles (see
-                           # baselines.json setup.lut_range_ms); on a CPU where one lies under the range it stops
-                           # with an error: pick budgets inside that range
-                           "--budgets", "0.2442,0.4375,0.558"],
+    "bench_baselines.py": [
+        "--run",
+        QUALITY_RUN,
+        "--seeds",
+        "2",
+        "--finetune-epochs",
+        "1",
+        "--evaluations",
+        "128",
+        # LUT ms at 5%, 33% and 51% of the range of the table the script profiles (see
+        # baselines.json setup.lut_range_ms); on a CPU where one lies under the range it stops
+        # with an error: pick budgets inside that range
+        "--budgets",
+        "0.2442,0.4375,0.558",
+    ],
 }
 
 

@@ -37,22 +37,23 @@ class QuickstartConfig:
     device: str = "cpu-ort-1t"
     space: str = "mbv3-tiny"
     epochs: float = 1.0
-    max_steps: int = 560              # batches of 64 (~0.65 epoch, ~6 min on 2 idle cores); 0: the whole `epochs`
-    budget_fraction: float = 0.4      # where the budget sits between the fastest (0) and slowest (1) predicted subnet
-    evaluations: int = 40             # measured search evaluations
+    max_steps: int = 560  # batches of 64 (~0.65 epoch, ~6 min on 2 idle cores); 0: the whole `epochs`
+    budget_fraction: float = 0.4  # where the budget sits between the fastest (0) and slowest (1) predicted subnet
+    evaluations: int = 40  # measured search evaluations
     val_images: int = 2000
     int8: bool = True
-    finetune_epochs: int = 1          # KD fine-tune of the winner before export (0: ship the extracted weights)
+    finetune_epochs: int = 1  # KD fine-tune of the winner before export (0: ship the extracted weights)
     seed: int = 0
     committed_luts: Path = REPO / "latency_tables"
-    lut: Path | None = None           # a table to use as it is (default: the committed one if it fits, else profile)
+    lut: Path | None = None  # a table to use as it is (default: the committed one if it fits, else profile)
 
     def __post_init__(self) -> None:
         if not 0.0 < self.budget_fraction < 1.0:
             raise HwnasError(f"budget_fraction must lie strictly between 0 and 1, got {self.budget_fraction}")
         if self.epochs <= 0 or self.max_steps < 0 or self.evaluations < 1 or self.finetune_epochs < 0:
-            raise HwnasError("quickstart needs epochs > 0, max_steps >= 0, finetune_epochs >= 0 and at least 1 search "
-                             "evaluation")
+            raise HwnasError(
+                "quickstart needs epochs > 0, max_steps >= 0, finetune_epochs >= 0 and at least 1 search evaluation"
+            )
 
 
 @dataclass(frozen=True)
@@ -64,24 +65,42 @@ class QuickstartResult:
     budget_ms: float
     range_ms: tuple[float, float]
     search_accuracy: float
-    export: Any                       # hwnas.export.pipeline.ExportResult
+    export: Any  # hwnas.export.pipeline.ExportResult
     seconds: dict[str, float] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
         """The `hwnas quickstart --json` contract."""
         e = self.export
         error = None if not (e.predicted_ms and e.measured_ms) else e.measured_ms / e.predicted_ms - 1
-        corrected = (None if not (e.predicted_ms and e.measured_ms and e.machine_speed_factor)
-                     else e.measured_ms / (e.predicted_ms * e.machine_speed_factor) - 1)
-        return {"arch": str(e.arch), "budget_ms": self.budget_ms, "search_val_acc": self.search_accuracy,
-                "test_acc": e.test_acc, "int8_test_acc": e.int8_test_acc, "predicted_ms": e.predicted_ms,
-                "measured_ms": e.measured_ms, "int8_measured_ms": e.int8_measured_ms, "predicted_error": error,
-                "machine_speed_factor": e.machine_speed_factor, "predicted_error_drift_corrected": corrected,
-                "max_abs_diff": e.parity.max_abs_diff, "lut_reused": self.lut_reused,
-                "seconds": {k: round(v, 1) for k, v in self.seconds.items()},
-                "files": {"lut": str(self.lut), "run": str(self.run_dir), "search": str(self.search_json),
-                          "onnx": str(e.onnx), "int8_onnx": None if e.int8_onnx is None else str(e.int8_onnx),
-                          "card": str(e.card)}}
+        corrected = (
+            None
+            if not (e.predicted_ms and e.measured_ms and e.machine_speed_factor)
+            else e.measured_ms / (e.predicted_ms * e.machine_speed_factor) - 1
+        )
+        return {
+            "arch": str(e.arch),
+            "budget_ms": self.budget_ms,
+            "search_val_acc": self.search_accuracy,
+            "test_acc": e.test_acc,
+            "int8_test_acc": e.int8_test_acc,
+            "predicted_ms": e.predicted_ms,
+            "measured_ms": e.measured_ms,
+            "int8_measured_ms": e.int8_measured_ms,
+            "predicted_error": error,
+            "machine_speed_factor": e.machine_speed_factor,
+            "predicted_error_drift_corrected": corrected,
+            "max_abs_diff": e.parity.max_abs_diff,
+            "lut_reused": self.lut_reused,
+            "seconds": {k: round(v, 1) for k, v in self.seconds.items()},
+            "files": {
+                "lut": str(self.lut),
+                "run": str(self.run_dir),
+                "search": str(self.search_json),
+                "onnx": str(e.onnx),
+                "int8_onnx": None if e.int8_onnx is None else str(e.int8_onnx),
+                "card": str(e.card),
+            },
+        }
 
 
 def _stored_profile(meta: dict[str, Any]) -> Any:
@@ -108,7 +127,11 @@ def lut_matches_machine(meta: dict[str, Any], *, space: Any, profile: Any) -> tu
         ("block graph revision", graph_revision(meta), GRAPH_REVISION),
         ("profile", _stored_profile(meta), profile.to_dict()),
         *([cpu] if cpu else []),
-        ("onnxruntime", (meta.get("versions") or {}).get("onnxruntime"), package_versions(("onnxruntime",))["onnxruntime"]),
+        (
+            "onnxruntime",
+            (meta.get("versions") or {}).get("onnxruntime"),
+            package_versions(("onnxruntime",))["onnxruntime"],
+        ),
     ]
     for what, theirs, ours in checks:
         if theirs != ours:
@@ -116,8 +139,9 @@ def lut_matches_machine(meta: dict[str, Any], *, space: Any, profile: Any) -> tu
     return True, "same space, block graphs, profile, CPU and onnxruntime version"
 
 
-def ensure_lut(space: Any, profile: Any, *, committed_dir: Path, out_dir: Path, progress: bool,
-               reuse_profiled: bool = False) -> tuple[Path, bool]:
+def ensure_lut(
+    space: Any, profile: Any, *, committed_dir: Path, out_dir: Path, progress: bool, reuse_profiled: bool = False
+) -> tuple[Path, bool]:
     """The LUT to search with: the committed one if it matches this machine, else a fresh profile under `out_dir`
     (or, with `reuse_profiled`, the one an earlier call profiled there when it still matches: a resumed benchmark
     keeps the table its cached results were computed with). The flag returned says whether the committed one is used."""
@@ -133,8 +157,11 @@ def ensure_lut(space: Any, profile: Any, *, committed_dir: Path, out_dir: Path, 
             return committed, True
         log.info("[1/4] committed LUT %s not reused: %s", committed, why)
     path = lut_path(out_dir, profile.name, space)
-    if reuse_profiled and path.is_file() and lut_matches_machine(load_lut(path, space=space).meta, space=space,
-                                                                 profile=profile)[0]:
+    if (
+        reuse_profiled
+        and path.is_file()
+        and lut_matches_machine(load_lut(path, space=space).meta, space=space, profile=profile)[0]
+    ):
         log.info("[1/4] reusing LUT %s profiled here earlier", path)
         return path, False
     log.info("[1/4] profiling %s on %s -> %s", space.name, profile.name, path)
@@ -142,8 +169,9 @@ def ensure_lut(space: Any, profile: Any, *, committed_dir: Path, out_dir: Path, 
     return path, False
 
 
-def _search(space: Any, run_dir: Path, lut: Path, out_dir: Path, cfg: QuickstartConfig, *,
-            progress: bool) -> tuple[Path, float, tuple[float, float], float]:
+def _search(
+    space: Any, run_dir: Path, lut: Path, out_dir: Path, cfg: QuickstartConfig, *, progress: bool
+) -> tuple[Path, float, tuple[float, float], float]:
     """Evolution under a budget `budget_fraction` of the way from the fastest to the slowest predicted subnet."""
     import numpy as np
 
@@ -158,20 +186,33 @@ def _search(space: Any, run_dir: Path, lut: Path, out_dir: Path, cfg: Quickstart
     latency = gene_latency_from_lut(table, space)
     lo, hi = latency.min_ms()[0], latency.max_ms()[0]
     budget = round(lo + cfg.budget_fraction * (hi - lo), 4)
-    log.info("[3/4] search: predicted latency spans %.4f–%.4f ms; budget %.4f ms, %d measured evaluations",
-             lo, hi, budget, cfg.evaluations)
+    log.info(
+        "[3/4] search: predicted latency spans %.4f–%.4f ms; budget %.4f ms, %d measured evaluations",
+        lo,
+        hi,
+        budget,
+        cfg.evaluations,
+    )
     scorer = scorer_for_run(load_run(run_dir, space=space), cfg=ScorerConfig(val_images=cfg.val_images, seed=cfg.seed))
     evo = EvolutionConfig(population=16, generations=10_000, max_evaluations=cfg.evaluations, progress=progress)
     result = evolve(space, scorer, latency, budget_ms=budget, cfg=evo, rng=np.random.default_rng(cfg.seed))
-    context = {"seed": cfg.seed, "run": str(run_dir), "lut": str(lut), "device": table.device, "space": space.name,
-               "space_hash": space_hash(space), "extra": {"quickstart": True}}
+    context = {
+        "seed": cfg.seed,
+        "run": str(run_dir),
+        "lut": str(lut),
+        "device": table.device,
+        "space": space.name,
+        "space_hash": space_hash(space),
+        "extra": {"quickstart": True},
+    }
     write_search_outputs([result], out_dir, context=context)
     log.info("[3/4] winner %s: predicted %.4f ms, val accuracy %.4f", result.arch, result.predicted_ms, result.accuracy)
     return out_dir / "search.json", budget, (lo, hi), result.accuracy
 
 
-def run_quickstart(cfg: QuickstartConfig, *, train_fn: Callable[..., Path] | None = None,
-                   progress: bool = False) -> QuickstartResult:
+def run_quickstart(
+    cfg: QuickstartConfig, *, train_fn: Callable[..., Path] | None = None, progress: bool = False
+) -> QuickstartResult:
     """Run all four stages into `cfg.out` (lut/, run/, search.json, export/); returns what the summary needs."""
     import torch
 
@@ -194,14 +235,20 @@ def run_quickstart(cfg: QuickstartConfig, *, train_fn: Callable[..., Path] | Non
         lut, reused = cfg.lut, True
         log.info("[1/4] using the given LUT %s", lut)
     else:
-        lut, reused = ensure_lut(space, profile, committed_dir=cfg.committed_luts, out_dir=out / "latency_tables",
-                                 progress=progress)
+        lut, reused = ensure_lut(
+            space, profile, committed_dir=cfg.committed_luts, out_dir=out / "latency_tables", progress=progress
+        )
     seconds["latency table"] = time.monotonic() - t0
 
     t0 = time.monotonic()
     run_dir = out / "run"
-    log.info("[2/4] training a %s supernet on Fashion-MNIST (bignas, %g epochs%s) -> %s", space.name, cfg.epochs,
-             f", at most {cfg.max_steps} steps" if cfg.max_steps else "", run_dir)
+    log.info(
+        "[2/4] training a %s supernet on Fashion-MNIST (bignas, %g epochs%s) -> %s",
+        space.name,
+        cfg.epochs,
+        f", at most {cfg.max_steps} steps" if cfg.max_steps else "",
+        run_dir,
+    )
     train = train_fn if train_fn is not None else _train
     train(space, run_dir, epochs=cfg.epochs, max_steps=cfg.max_steps, seed=cfg.seed, progress=progress)
     seconds["train"] = time.monotonic() - t0
@@ -211,20 +258,32 @@ def run_quickstart(cfg: QuickstartConfig, *, train_fn: Callable[..., Path] | Non
     seconds["search"] = time.monotonic() - t0
 
     t0 = time.monotonic()
+    from hwnas.export.finetune import FinetuneConfig
     from hwnas.export.pipeline import read_search
     from hwnas.space import Arch
 
-    from hwnas.export.finetune import FinetuneConfig
-
     arch = Arch.parse(read_search(search_json)[0])
-    log.info("[4/4] exporting %s%s", arch, f" after a {cfg.finetune_epochs}-epoch KD fine-tune"
-             if cfg.finetune_epochs else "")
-    export_cfg = ExportConfig(finetune=FinetuneConfig(epochs=cfg.finetune_epochs), int8=cfg.int8, device=cfg.device,
-                              lut=lut)
+    log.info(
+        "[4/4] exporting %s%s",
+        arch,
+        f" after a {cfg.finetune_epochs}-epoch KD fine-tune" if cfg.finetune_epochs else "",
+    )
+    export_cfg = ExportConfig(
+        finetune=FinetuneConfig(epochs=cfg.finetune_epochs), int8=cfg.int8, device=cfg.device, lut=lut
+    )
     result = export_run(run_dir, arch, out / "export", cfg=export_cfg, progress=progress)
     seconds["export"] = time.monotonic() - t0
-    return QuickstartResult(lut=lut, lut_reused=reused, run_dir=run_dir, search_json=search_json, budget_ms=budget,
-                            range_ms=span, search_accuracy=search_acc, export=result, seconds=seconds)
+    return QuickstartResult(
+        lut=lut,
+        lut_reused=reused,
+        run_dir=run_dir,
+        search_json=search_json,
+        budget_ms=budget,
+        range_ms=span,
+        search_accuracy=search_acc,
+        export=result,
+        seconds=seconds,
+    )
 
 
 def _threads() -> int:
@@ -246,9 +305,25 @@ def _train(space: Any, run_dir: Path, *, epochs: float, max_steps: int, seed: in
     """BigNAS (sandwich rule + in-place distillation) on Fashion-MNIST via `hwnas.train.train`."""
     from hwnas.train import TrainConfig, train
 
-    cfg = TrainConfig(space=space.name, width=space.width, dataset="fashion-mnist", mode="bignas", epochs=epochs,
-                      max_steps=max_steps, seed=seed, val_size=5000, augment="none")  # a short run: no augmentation
+    cfg = TrainConfig(
+        space=space.name,
+        width=space.width,
+        dataset="fashion-mnist",
+        mode="bignas",
+        epochs=epochs,
+        max_steps=max_steps,
+        seed=seed,
+        val_size=5000,
+        augment="none",
+    )  # a short run: no augmentation
     result = train(cfg, run_dir, progress=progress)
-    log.info("[2/4] trained %d steps (%.2f epochs) in %.0f s, %.0f img/s; val accuracy largest %.4f, smallest %.4f",
-             result.steps, result.epochs, result.train_s, result.img_per_s, result.val_acc_max, result.val_acc_min)
+    log.info(
+        "[2/4] trained %d steps (%.2f epochs) in %.0f s, %.0f img/s; val accuracy largest %.4f, smallest %.4f",
+        result.steps,
+        result.epochs,
+        result.train_s,
+        result.img_per_s,
+        result.val_acc_max,
+        result.val_acc_min,
+    )
     return run_dir

@@ -26,13 +26,17 @@ def plot_pareto(run_dir: Path, *, out: Path | None = None) -> Path:
     run_dir = Path(run_dir)
     search_path, cand_path = run_dir / "search.json", run_dir / "candidates.csv"
     if not search_path.is_file() or not cand_path.is_file():
-        raise HwnasError(f"{run_dir} has no search results (search.json + candidates.csv); run "
-                         f"'hwnas search --run {run_dir} --lut LUT --budget-ms T' first")
+        raise HwnasError(
+            f"{run_dir} has no search results (search.json + candidates.csv); run "
+            f"'hwnas search --run {run_dir} --lut LUT --budget-ms T' first"
+        )
     try:
         search = json.loads(search_path.read_text())
         cands = pd.read_csv(cand_path)
     except (json.JSONDecodeError, pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise HwnasError(f"cannot read search results in {run_dir} ({exc}); re-run 'hwnas search ... --force'") from None
+        raise HwnasError(
+            f"cannot read search results in {run_dir} ({exc}); re-run 'hwnas search ... --force'"
+        ) from None
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
     budgets = search.get("budgets", [search])
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
@@ -45,11 +49,20 @@ def plot_pareto(run_dir: Path, *, out: Path | None = None) -> Path:
         ax.step(front["predicted_ms"], front["accuracy"], where="post", color=color, lw=1.2)
         ax.axvline(entry["budget_ms"], color=color, ls="--", lw=0.8)
         if entry.get("accuracy") is not None:
-            ax.scatter([entry["predicted_ms"]], [entry["accuracy"]], marker="*", s=180, color=color,
-                       edgecolor="black", zorder=5)
+            ax.scatter(
+                [entry["predicted_ms"]],
+                [entry["accuracy"]],
+                marker="*",
+                s=180,
+                color=color,
+                edgecolor="black",
+                zorder=5,
+            )
     ax.set_xlabel(f"predicted latency (ms, {search.get('device', '?')})")
     ax.set_ylabel("val accuracy" if search.get("strategy") != "scale" else "accuracy")
-    ax.set_title(f"{search.get('strategy', 'search')} on {search.get('space', '?')}: candidates, Pareto front, winner (★)")
+    ax.set_title(
+        f"{search.get('strategy', 'search')} on {search.get('space', '?')}: candidates, Pareto front, winner (★)"
+    )
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
@@ -76,8 +89,9 @@ def plot_alpha(run_dir: Path, *, out: Path | None = None) -> Path:
     run_dir = Path(run_dir)
     path = run_dir / "alpha_history.json"
     if not path.is_file():
-        raise HwnasError(f"{run_dir} has no alpha_history.json; it is written by 'hwnas train --mode "
-                         "fbnet|proxyless|darts|enas'")
+        raise HwnasError(
+            f"{run_dir} has no alpha_history.json; it is written by 'hwnas train --mode fbnet|proxyless|darts|enas'"
+        )
     try:
         hist = json.loads(path.read_text())
         epochs = hist["epochs"]

@@ -26,9 +26,13 @@ def synthetic_table(space: SpaceSpec, *, resolutions: tuple[int, ...] | None = N
         for spec in specs:
             ms = block_ms(spec)
             rows[spec.key] = TimingStats(ms, ms * 1.1, 0.01, 50)
-    meta = {"schema": SCHEMA, "device": "synthetic", "space": space_meta(space),
-            "resolutions": list(resolutions or space.resolutions),
-            "calibration": {"slope": 1.08, "offset_ms": 0.02, "per_resolution": {}}}
+    meta = {
+        "schema": SCHEMA,
+        "device": "synthetic",
+        "space": space_meta(space),
+        "resolutions": list(resolutions or space.resolutions),
+        "calibration": {"slope": 1.08, "offset_ms": 0.02, "per_resolution": {}},
+    }
     return LatencyTable(rows, meta, source="<synthetic>")
 
 

@@ -24,7 +24,18 @@ def write_untrained_run(space: SpaceSpec, out: Path, *, seed: int = 0, val_size:
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         net = Supernet(space)
-    save_checkpoint(out / CHECKPOINT, {"format": FORMAT, "config": config_to_dict(cfg), "space_hash": space_hash(space),
-                                       "in_channels": space.in_channels, "num_classes": space.num_classes,
-                                       "preprocess": {}, "model": net.state_dict(), "step": 1, "total_steps": 1})
+    save_checkpoint(
+        out / CHECKPOINT,
+        {
+            "format": FORMAT,
+            "config": config_to_dict(cfg),
+            "space_hash": space_hash(space),
+            "in_channels": space.in_channels,
+            "num_classes": space.num_classes,
+            "preprocess": {},
+            "model": net.state_dict(),
+            "step": 1,
+            "total_steps": 1,
+        },
+    )
     return out

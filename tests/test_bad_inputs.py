@@ -84,11 +84,14 @@ def _ofa_inputs(root: Path, *, mbv3_lut: Path) -> dict[str, Path]:
     out["ofa_acc"] = folder / "acc.pth"
     torch.save(ofa_predictor(seed=0).state_dict(), out["ofa_acc"])
     out["ofa_acc_224"] = folder / "acc_224.pth"  # a predictor trained for one image size: another input layout
-    torch.save(AccuracyPredictor(MobileNetArchEncoder(image_size_list=[224]), device="cpu").state_dict(),
-               out["ofa_acc_224"])
+    torch.save(
+        AccuracyPredictor(MobileNetArchEncoder(image_size_list=[224]), device="cpu").state_dict(), out["ofa_acc_224"]
+    )
     out["ofa_run"] = root / "ofa_run"
-    assert main(["import-ofa", str(out["ofa_ckpt"]), "--out", str(out["ofa_run"]), "--predictor",
-                 str(out["ofa_acc"])]) == 0
+    assert (
+        main(["import-ofa", str(out["ofa_ckpt"]), "--out", str(out["ofa_run"]), "--predictor", str(out["ofa_acc"])])
+        == 0
+    )
     out["ofa_run_w12"] = root / "ofa_run_w12"  # only its config.json: search checks it against the LUT first
     out["ofa_run_w12"].mkdir()
     from hwnas.space import get_space, space_hash
@@ -116,8 +119,22 @@ def _replace_first_value(text: str, column: int, value: str) -> str:
 def env(tmp_path_factory) -> dict[str, str]:
     root = tmp_path_factory.mktemp("bad")
     run = root / "run"
-    code = main(["train", "--space", "mbv3-tiny", "--dataset", "fashion-mnist", "--out", str(run), "--max-steps", "2",
-                 "--batch-size", "8", "--no-progress"])
+    code = main(
+        [
+            "train",
+            "--space",
+            "mbv3-tiny",
+            "--dataset",
+            "fashion-mnist",
+            "--out",
+            str(run),
+            "--max-steps",
+            "2",
+            "--batch-size",
+            "8",
+            "--no-progress",
+        ]
+    )
     assert code == 0
     luts = root / "luts"
     luts.mkdir()
@@ -131,7 +148,9 @@ def env(tmp_path_factory) -> dict[str, str]:
         "lut_nan": _lut_variant(luts, "nan", csv_edit=lambda t: _replace_first_value(t, 1, "nan")),
         "lut_neg": _lut_variant(luts, "neg", csv_edit=lambda t: _replace_first_value(t, 1, "-0.5")),
         "lut_text": _lut_variant(luts, "text", csv_edit=lambda t: _replace_first_value(t, 2, "fast")),
-        "lut_hash": _lut_variant(luts, "hash", meta_edit=lambda m: {**m, "space": {**m["space"], "hash": "0123456789ab"}}),
+        "lut_hash": _lut_variant(
+            luts, "hash", meta_edit=lambda m: {**m, "space": {**m["space"], "hash": "0123456789ab"}}
+        ),
         "lut_nometa": _lut_variant(luts, "nometa", drop_meta=True),
         "lut_badmeta": _lut_variant(luts, "badmeta", meta_edit=lambda m: [1, 2]),
         "empty_csv": root / "empty.csv",
@@ -165,8 +184,10 @@ def env(tmp_path_factory) -> dict[str, str]:
     for name in ("model.onnx", "model_card.json", "manifest.json", "search.json"):
         (paths["existing_out"] / name).write_text("keep me")
     # search journals --resume must refuse: another search's, and one that is not a journal at all
-    for name, text in (("journal_other", json.dumps({"schema": "hwnas.search-journal/1", "search": {"seed": 99}}) + "\n"),
-                       ("journal_garbage", "not a journal\n")):
+    for name, text in (
+        ("journal_other", json.dumps({"schema": "hwnas.search-journal/1", "search": {"seed": 99}}) + "\n"),
+        ("journal_garbage", "not a journal\n"),
+    ):
         paths[name] = root / name
         paths[name].mkdir()
         (paths[name] / "search.journal.jsonl").write_text(text)
@@ -175,8 +196,12 @@ def env(tmp_path_factory) -> dict[str, str]:
     paths.update(_ofa_inputs(root, mbv3_lut=Path(paths["mbv3_lut"])))
     paths["fmnist_bad"] = root / "fmnist_bad"
     paths["fmnist_bad"].mkdir()
-    for name in ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz",
-                 "t10k-labels-idx1-ubyte.gz"):
+    for name in (
+        "train-images-idx3-ubyte.gz",
+        "train-labels-idx1-ubyte.gz",
+        "t10k-images-idx3-ubyte.gz",
+        "t10k-labels-idx1-ubyte.gz",
+    ):
         (paths["fmnist_bad"] / name).write_bytes(b"not gzip at all")
     return {k: str(v) for k, v in paths.items()}
 
@@ -193,10 +218,19 @@ CASES = [
     ("unknown-command", ["frobnicate"]),
     # profile
     ("profile-unknown-device", ["profile", "--device", "pixel99", "--space", "mbv3-tiny", "--out", "{root}/t1"]),
-    ("profile-unknown-key", ["profile", "--device", "{profile_unknown-key}", "--space", "mbv3-tiny", "--out", "{root}/t2"]),
-    ("profile-wrong-type", ["profile", "--device", "{profile_wrong-type}", "--space", "mbv3-tiny", "--out", "{root}/t3"]),
+    (
+        "profile-unknown-key",
+        ["profile", "--device", "{profile_unknown-key}", "--space", "mbv3-tiny", "--out", "{root}/t2"],
+    ),
+    (
+        "profile-wrong-type",
+        ["profile", "--device", "{profile_wrong-type}", "--space", "mbv3-tiny", "--out", "{root}/t3"],
+    ),
     ("profile-yaml-syntax", ["profile", "--device", "{profile_syntax}", "--space", "mbv3-tiny", "--out", "{root}/t4"]),
-    ("profile-python-tag", ["profile", "--device", "{profile_python-tag}", "--space", "mbv3-tiny", "--out", "{root}/t5"]),
+    (
+        "profile-python-tag",
+        ["profile", "--device", "{profile_python-tag}", "--space", "mbv3-tiny", "--out", "{root}/t5"],
+    ),
     ("profile-unknown-space", ["profile", "--space", "resnet", "--out", "{root}/t6"]),
     ("profile-bad-resolution", ["profile", "--space", "mbv3-tiny", "--resolutions", "100", "--out", "{root}/t7"]),
     ("profile-import-missing", ["profile", "--import", "{root}/nope.csv", "--device", "phone", "--out", "{root}/t8"]),
@@ -222,7 +256,10 @@ CASES = [
     ("bundle-unknown-device", ["bundle", "--device", "pixel99", "--space", "mbv3-tiny", "--out", "{root}/b1"]),
     # train
     ("train-unknown-dataset", ["train", "--dataset", "imagenet", "--out", "{root}/r1"]),
-    ("train-missing-data-dir", ["train", "--dataset", "fashion-mnist", "--data-dir", "{root}/nowhere", "--out", "{root}/r2"]),
+    (
+        "train-missing-data-dir",
+        ["train", "--dataset", "fashion-mnist", "--data-dir", "{root}/nowhere", "--out", "{root}/r2"],
+    ),
     ("train-corrupt-data", ["train", "--dataset", "fashion-mnist", "--data-dir", "{fmnist_bad}", "--out", "{root}/r3"]),
     ("train-unknown-mode", ["train", "--dataset", "synthetic", "--mode", "magic", "--out", "{root}/r4"]),
     ("train-negative-epochs", ["train", "--dataset", "synthetic", "--epochs", "-1", "--out", "{root}/r5"]),
@@ -236,20 +273,54 @@ CASES = [
     ("search-negative-budget", ["search", "--run", "{run}", "--lut", "{lut}", "--budget-ms", "-1"]),
     ("search-zero-budget", ["search", "--run", "{run}", "--lut", "{lut}", "--budget-ms", "0"]),
     ("search-text-budget", ["search", "--run", "{run}", "--lut", "{lut}", "--budget-ms", "fast"]),
-    ("search-infeasible-budget", ["search", "--run", "{run}", "--lut", "{lut}", "--budget-ms", "0.001", "--out", "{root}/s1"]),
-    ("search-lut-other-space", ["search", "--run", "{run}", "--lut", "{mbv3_lut}", "--budget-ms", "5", "--out", "{root}/s2"]),
+    (
+        "search-infeasible-budget",
+        ["search", "--run", "{run}", "--lut", "{lut}", "--budget-ms", "0.001", "--out", "{root}/s1"],
+    ),
+    (
+        "search-lut-other-space",
+        ["search", "--run", "{run}", "--lut", "{mbv3_lut}", "--budget-ms", "5", "--out", "{root}/s2"],
+    ),
     ("search-bad-lut", ["search", "--run", "{run}", "--lut", "{lut_nan}", "--budget-ms", "1", "--out", "{root}/s3"]),
-    ("search-existing-out", ["search", "--run", "{run}", "--lut", "{lut}", "--budget-ms", "5", "--out", "{existing_out}"]),
-    ("search-resume-no-journal", ["search", "--run", "{run}", "--lut", "{lut}", "--budget-ms", "5", "--out", "{root}/s4",
-                                  "--resume"]),
-    ("search-resume-other-journal", ["search", "--run", "{run}", "--lut", "{lut}", "--budget-ms", "5", "--out",
-                                     "{journal_other}", "--resume"]),
-    ("search-resume-garbage-journal", ["search", "--run", "{run}", "--lut", "{lut}", "--budget-ms", "5", "--out",
-                                       "{journal_garbage}", "--resume"]),
-    ("search-journal-without-resume", ["search", "--run", "{run}", "--lut", "{lut}", "--budget-ms", "5", "--out",
-                                       "{journal_other}"]),
-    ("search-resume-scale", ["search", "--run", "{run}", "--lut", "{lut}", "--budget-ms", "5", "--strategy", "scale",
-                             "--arch", TINY_ARCH, "--out", "{root}/s5", "--resume"]),
+    (
+        "search-existing-out",
+        ["search", "--run", "{run}", "--lut", "{lut}", "--budget-ms", "5", "--out", "{existing_out}"],
+    ),
+    (
+        "search-resume-no-journal",
+        ["search", "--run", "{run}", "--lut", "{lut}", "--budget-ms", "5", "--out", "{root}/s4", "--resume"],
+    ),
+    (
+        "search-resume-other-journal",
+        ["search", "--run", "{run}", "--lut", "{lut}", "--budget-ms", "5", "--out", "{journal_other}", "--resume"],
+    ),
+    (
+        "search-resume-garbage-journal",
+        ["search", "--run", "{run}", "--lut", "{lut}", "--budget-ms", "5", "--out", "{journal_garbage}", "--resume"],
+    ),
+    (
+        "search-journal-without-resume",
+        ["search", "--run", "{run}", "--lut", "{lut}", "--budget-ms", "5", "--out", "{journal_other}"],
+    ),
+    (
+        "search-resume-scale",
+        [
+            "search",
+            "--run",
+            "{run}",
+            "--lut",
+            "{lut}",
+            "--budget-ms",
+            "5",
+            "--strategy",
+            "scale",
+            "--arch",
+            TINY_ARCH,
+            "--out",
+            "{root}/s5",
+            "--resume",
+        ],
+    ),
     # export
     ("export-garbage-arch", ["export", "--run", "{run}", "--arch", "garbage", "--out", "{root}/e1"]),
     ("export-arch-not-in-space", ["export", "--run", "{run}", "--arch", "r224/k3e3", "--out", "{root}/e2"]),
@@ -259,10 +330,22 @@ CASES = [
     ("export-bad-search-json", ["export", "--run", "{run}", "--search", "{bad_search}", "--out", "{root}/e6"]),
     ("export-search-other-space", ["export", "--run", "{run}", "--search", "{other_search}", "--out", "{root}/e7"]),
     ("export-existing-out", ["export", "--run", "{run}", "--arch", TINY_ARCH, "--out", "{existing_out}"]),
-    ("export-unknown-device", ["export", "--run", "{run}", "--arch", TINY_ARCH, "--device", "pixel99", "--out", "{root}/e8"]),
-    ("export-kd-weight-above-1", ["export", "--run", "{run}", "--arch", TINY_ARCH, "--kd-weight", "1.5", "--out", "{root}/e10"]),
-    ("export-negative-finetune-lr", ["export", "--run", "{run}", "--arch", TINY_ARCH, "--finetune-lr", "-0.1", "--out", "{root}/e11"]),
-    ("export-arch-and-search", ["export", "--run", "{run}", "--arch", TINY_ARCH, "--search", "{bad_search}", "--out", "{root}/e9"]),
+    (
+        "export-unknown-device",
+        ["export", "--run", "{run}", "--arch", TINY_ARCH, "--device", "pixel99", "--out", "{root}/e8"],
+    ),
+    (
+        "export-kd-weight-above-1",
+        ["export", "--run", "{run}", "--arch", TINY_ARCH, "--kd-weight", "1.5", "--out", "{root}/e10"],
+    ),
+    (
+        "export-negative-finetune-lr",
+        ["export", "--run", "{run}", "--arch", TINY_ARCH, "--finetune-lr", "-0.1", "--out", "{root}/e11"],
+    ),
+    (
+        "export-arch-and-search",
+        ["export", "--run", "{run}", "--arch", TINY_ARCH, "--search", "{bad_search}", "--out", "{root}/e9"],
+    ),
     # report
     ("report-missing-run", ["report", "{root}/norun"]),
     # import-ofa and imported runs
@@ -271,21 +354,86 @@ CASES = [
     ("import-ofa-resnet", ["import-ofa", "{ofa_resnet}", "--out", "{root}/i3"]),
     ("import-width-mismatch", ["import-ofa", "{ofa_ckpt}", "--width", "1.2", "--out", "{root}/i4"]),
     ("import-width-unpublished", ["import-ofa", "{ofa_ckpt}", "--width", "0.75", "--out", "{root}/i5"]),
-    ("import-predictor-other-space", ["import-ofa", "{ofa_ckpt}", "--predictor", "{ofa_acc_224}", "--out", "{root}/i6"]),
-    ("import-predictor-not-a-predictor", ["import-ofa", "{ofa_ckpt}", "--predictor", "{ofa_ckpt}", "--out", "{root}/i7"]),
+    (
+        "import-predictor-other-space",
+        ["import-ofa", "{ofa_ckpt}", "--predictor", "{ofa_acc_224}", "--out", "{root}/i6"],
+    ),
+    (
+        "import-predictor-not-a-predictor",
+        ["import-ofa", "{ofa_ckpt}", "--predictor", "{ofa_ckpt}", "--out", "{root}/i7"],
+    ),
     ("import-malicious-pickle", ["import-ofa", "{ofa_evil}", "--out", "{root}/i8"]),
     ("import-malicious-predictor", ["import-ofa", "{ofa_ckpt}", "--predictor", "{ofa_evil}", "--out", "{root}/i9"]),
     ("import-existing-run", ["import-ofa", "{ofa_ckpt}", "--out", "{ofa_run}"]),
-    ("search-imported-measured-no-data", ["search", "--run", "{ofa_run}", "--lut", "{mbv3_lut}", "--budget-ms", "2",
-                                          "--scorer", "measured", "--out", "{root}/s6"]),
-    ("search-imported-class-mismatch", ["search", "--run", "{ofa_run}", "--lut", "{mbv3_lut}", "--budget-ms", "2",
-                                        "--scorer", "measured", "--data-dir", "{tiny_imagenet}", "--out", "{root}/s7"]),
-    ("search-run-without-predictor", ["search", "--run", "{run}", "--lut", "{lut}", "--budget-ms", "5", "--scorer",
-                                      "predictor", "--out", "{root}/s8"]),
-    ("search-predictor-resume", ["search", "--run", "{ofa_run}", "--lut", "{mbv3_lut}", "--budget-ms", "2", "--resume",
-                                 "--out", "{journal_other}"]),
-    ("search-lut-of-other-width", ["search", "--run", "{ofa_run_w12}", "--lut", "{mbv3_lut}", "--budget-ms", "2",
-                                   "--out", "{root}/s9"]),
+    (
+        "search-imported-measured-no-data",
+        [
+            "search",
+            "--run",
+            "{ofa_run}",
+            "--lut",
+            "{mbv3_lut}",
+            "--budget-ms",
+            "2",
+            "--scorer",
+            "measured",
+            "--out",
+            "{root}/s6",
+        ],
+    ),
+    (
+        "search-imported-class-mismatch",
+        [
+            "search",
+            "--run",
+            "{ofa_run}",
+            "--lut",
+            "{mbv3_lut}",
+            "--budget-ms",
+            "2",
+            "--scorer",
+            "measured",
+            "--data-dir",
+            "{tiny_imagenet}",
+            "--out",
+            "{root}/s7",
+        ],
+    ),
+    (
+        "search-run-without-predictor",
+        [
+            "search",
+            "--run",
+            "{run}",
+            "--lut",
+            "{lut}",
+            "--budget-ms",
+            "5",
+            "--scorer",
+            "predictor",
+            "--out",
+            "{root}/s8",
+        ],
+    ),
+    (
+        "search-predictor-resume",
+        [
+            "search",
+            "--run",
+            "{ofa_run}",
+            "--lut",
+            "{mbv3_lut}",
+            "--budget-ms",
+            "2",
+            "--resume",
+            "--out",
+            "{journal_other}",
+        ],
+    ),
+    (
+        "search-lut-of-other-width",
+        ["search", "--run", "{ofa_run_w12}", "--lut", "{mbv3_lut}", "--budget-ms", "2", "--out", "{root}/s9"],
+    ),
     ("train-resume-imported", ["train", "--dataset", "synthetic", "--out", "{ofa_run}", "--resume"]),
     ("export-imported-no-data", ["export", "--run", "{ofa_run}", "--arch", MBV3_ARCH, "--out", "{root}/e12"]),
 ]
@@ -322,8 +470,9 @@ def test_case_table_is_big_enough():
     assert len(CASES) >= 40
 
 
-@pytest.mark.parametrize("argv", [["arch", "info", "garbage"], ["search", "--run", "/nonexistent", "--lut", "x.csv",
-                                                                 "--budget-ms", "1"]])
+@pytest.mark.parametrize(
+    "argv", [["arch", "info", "garbage"], ["search", "--run", "/nonexistent", "--lut", "x.csv", "--budget-ms", "1"]]
+)
 def test_bad_input_as_a_real_process(argv):
     """The same contract through the console entry point: one line on stderr, exit 2, no traceback."""
     proc = subprocess.run([sys.executable, "-m", "hwnas", *argv], capture_output=True, text=True, timeout=120)
@@ -341,7 +490,7 @@ def test_library_warnings_add_no_lines(monkeypatch, capsys, fails):
     from hwnas.errors import HwnasError
 
     def noisy(args):
-        warnings.warn("torch.jit.script is deprecated", FutureWarning)
+        warnings.warn("torch.jit.script is deprecated", FutureWarning, stacklevel=2)
         if fails:
             raise HwnasError("run folder x not found")
         print("wrote x/pareto.png")

@@ -25,7 +25,9 @@ from bench_baselines import fingerprint, parse_args  # noqa: E402
 
 
 def test_six_baselines() -> None:
-    assert [b.name for b in BASELINES] == [f"mobilenet_v3_{f}_x{w}" for f in ("small", "large") for w in ("0.5", "0.75", "1")]
+    assert [b.name for b in BASELINES] == [
+        f"mobilenet_v3_{f}_x{w}" for f in ("small", "large") for w in ("0.5", "0.75", "1")
+    ]
 
 
 @pytest.mark.parametrize("spec", [BaselineSpec("small", 0.5), BaselineSpec("large", 0.75)])
@@ -45,12 +47,14 @@ def test_baseline_is_adapted_like_the_tiny_space(spec: BaselineSpec) -> None:
 
 def test_training_is_a_function_of_the_seed_and_leaves_the_global_rng_alone() -> None:
     data = load_dataset("synthetic", val_size=64, seed=0, image_size=28, synthetic_size=256)
-    plan = TrainPlan(recipe=TrainConfig(dataset="synthetic", batch_size=16), steps=3, resolution=32, seed=5,
-                     batch_size=16)
+    plan = TrainPlan(
+        recipe=TrainConfig(dataset="synthetic", batch_size=16), steps=3, resolution=32, seed=5, batch_size=16
+    )
 
     def trained() -> torch.Tensor:
-        model = build_baseline(BaselineSpec("small", 0.5), in_channels=data.channels, num_classes=data.num_classes,
-                               seed=1)
+        model = build_baseline(
+            BaselineSpec("small", 0.5), in_channels=data.channels, num_classes=data.num_classes, seed=1
+        )
         train_baseline(model, data, plan, desc="test", progress=False)
         assert not model.training
         return torch.cat([p.detach().flatten() for p in model.parameters()])
@@ -59,7 +63,9 @@ def test_training_is_a_function_of_the_seed_and_leaves_the_global_rng_alone() ->
     first, second = trained(), trained()
     assert torch.equal(state, torch.get_rng_state())
     assert torch.equal(first, second)
-    untrained = build_baseline(BaselineSpec("small", 0.5), in_channels=data.channels, num_classes=data.num_classes, seed=1)
+    untrained = build_baseline(
+        BaselineSpec("small", 0.5), in_channels=data.channels, num_classes=data.num_classes, seed=1
+    )
     assert not torch.equal(first, torch.cat([p.detach().flatten() for p in untrained.parameters()]))
 
 
@@ -82,8 +88,10 @@ def test_win_needs_to_beat_every_baseline_at_or_below_its_latency() -> None:
 
 
 def test_budgets_matched_to_baselines_then_filled_up_with_fractions() -> None:
-    probe = {"ratio_measured_to_lut": 0.5,  # -> 0.2, 2.0, 2.04, 18 LUT ms; range [1, 3]: b and c share one budget
-             "baselines_untrained_ms": {"a": 0.1, "b": 1.0, "c": 1.02, "d": 9.0}}
+    probe = {
+        "ratio_measured_to_lut": 0.5,  # -> 0.2, 2.0, 2.04, 18 LUT ms; range [1, 3]: b and c share one budget
+        "baselines_untrained_ms": {"a": 0.1, "b": 1.0, "c": 1.02, "d": 9.0},
+    }
     args = argparse.Namespace(budgets=None, fractions="0.5,0.0,1.0", min_budgets=3)
     budgets = choose_budgets(1.0, 3.0, args, probe)
     assert [b["budget_ms"] for b in budgets] == [1.0, 2.0, 3.0]  # fraction 0.5 (= 2.0) is skipped: b/c are there

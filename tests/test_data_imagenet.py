@@ -10,8 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from hwnas.data import (IMAGENET_MEAN, IMAGENET_STD, batches, imagenet_classes, imagenet_preprocess,
-                        load_imagenet_folder)
+from hwnas.data import IMAGENET_MEAN, IMAGENET_STD, batches, imagenet_classes, imagenet_preprocess, load_imagenet_folder
 from hwnas.errors import HwnasError
 
 CLASSES = ("n01440764", "n01443537", "n01484850")  # synset-like names, written out of order below on purpose
@@ -102,9 +101,15 @@ def test_asking_for_more_than_available_gives_all(tree: Path) -> None:
 
 
 def test_imagenet_preprocess_for_model_cards() -> None:
-    assert imagenet_preprocess(224) == {"resolution": 224, "channels": 3, "mean": [0.485, 0.456, 0.406],
-                                        "std": [0.229, 0.224, 0.225], "resize": "bilinear", "resize_shorter": 256,
-                                        "center_crop": 224}
+    assert imagenet_preprocess(224) == {
+        "resolution": 224,
+        "channels": 3,
+        "mean": [0.485, 0.456, 0.406],
+        "std": [0.229, 0.224, 0.225],
+        "resize": "bilinear",
+        "resize_shorter": 256,
+        "center_crop": 224,
+    }
     assert imagenet_preprocess(160)["resize_shorter"] == 183  # ceil(182.86)
 
 

@@ -12,7 +12,12 @@ import torch.nn.functional as F
 from hwnas.supernet.depthwise import depthwise_conv, grad_weight_reference, native_grad_weight
 
 CASES = [  # (batch, channels, size, kernel, stride)
-    (4, 16, 16, 7, 1), (4, 24, 16, 7, 2), (3, 40, 8, 5, 1), (3, 40, 9, 5, 2), (2, 8, 4, 3, 1), (2, 12, 5, 3, 2),
+    (4, 16, 16, 7, 1),
+    (4, 24, 16, 7, 2),
+    (3, 40, 8, 5, 1),
+    (3, 40, 9, 5, 2),
+    (2, 8, 4, 3, 1),
+    (2, 12, 5, 3, 2),
     (1, 7, 6, 7, 1),
 ]
 

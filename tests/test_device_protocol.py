@@ -37,8 +37,16 @@ remeasure: 0
 calib_subnets: 2
 calib_passes: 2
 """
-SETTINGS = {"warmup_s": 0.0, "warmup": 1, "rounds": 2, "repeats": 2, "max_cv": 10.0, "remeasure": 0,
-            "calib_passes": 2, "clock": "thread"}
+SETTINGS = {
+    "warmup_s": 0.0,
+    "warmup": 1,
+    "rounds": 2,
+    "repeats": 2,
+    "max_cv": 10.0,
+    "remeasure": 0,
+    "calib_passes": 2,
+    "clock": "thread",
+}
 # Runs a script as __main__ in an interpreter where importing torch or hwnas fails, as on a device without them.
 WITHOUT_TORCH_AND_HWNAS = """
 import importlib.abc, runpy, sys
@@ -64,37 +72,86 @@ def bundle(tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("device")
     (tmp / "tiny-device.yaml").write_text(PROFILE)
     out = tmp / "bundle"
-    assert main(["bundle", "--device", str(tmp / "tiny-device.yaml"), "--space", "mbv3-tiny", "--resolutions", str(RES),
-                 "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "bundle",
+                "--device",
+                str(tmp / "tiny-device.yaml"),
+                "--space",
+                "mbv3-tiny",
+                "--resolutions",
+                str(RES),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     return out
 
 
 def test_bundle_carries_the_protocol_the_harness_runs(bundle):
     assert Path(protocol.__file__) == ROOT / "hwnas" / "latency" / "protocol.py"
     assert (bundle / "protocol.py").read_bytes() == Path(protocol.__file__).read_bytes()
-    for name in ("TimingStats", "PassRecord", "Protocol", "pass_speeds", "stats_from_passes", "split_half_p50",
-                 "run_protocol", "run_table_protocol", "MIN_ITEMS_PER_PASS_SPEED"):
+    for name in (
+        "TimingStats",
+        "PassRecord",
+        "Protocol",
+        "pass_speeds",
+        "stats_from_passes",
+        "split_half_p50",
+        "run_protocol",
+        "run_table_protocol",
+        "MIN_ITEMS_PER_PASS_SPEED",
+    ):
         assert getattr(harness, name) is getattr(protocol, name), name
     manifest = json.loads((bundle / "manifest.json").read_text())
     assert manifest["protocol"] == SETTINGS and manifest["script"] == "measure_bundle.py"
-    imported = {alias.name.split(".")[0] for node in ast.walk(ast.parse(Path(protocol.__file__).read_text()))
-                if isinstance(node, ast.Import) for alias in node.names}
-    imported |= {node.module.split(".")[0] for node in ast.walk(ast.parse(Path(protocol.__file__).read_text()))
-                 if isinstance(node, ast.ImportFrom) and node.module}
+    imported = {
+        alias.name.split(".")[0]
+        for node in ast.walk(ast.parse(Path(protocol.__file__).read_text()))
+        if isinstance(node, ast.Import)
+        for alias in node.names
+    }
+    imported |= {
+        node.module.split(".")[0]
+        for node in ast.walk(ast.parse(Path(protocol.__file__).read_text()))
+        if isinstance(node, ast.ImportFrom) and node.module
+    }
     assert imported - set(sys.stdlib_module_names) <= {"numpy", "tqdm"}  # tqdm: optional, a stderr counter without
 
 
 def test_device_script_runs_without_torch_or_hwnas(bundle, tmp_path, capsys):
     probe = tmp_path / "probe.py"
     probe.write_text("import torch\n")
-    proc = subprocess.run([sys.executable, "-c", WITHOUT_TORCH_AND_HWNAS, str(probe)], capture_output=True, text=True,
-                          cwd=tmp_path, env=_env(), timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-c", WITHOUT_TORCH_AND_HWNAS, str(probe)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=_env(),
+        timeout=60,
+    )
     assert proc.returncode != 0 and "torch is not installed on this device" in proc.stderr  # the blocker works
 
     results = tmp_path / "results.csv"
-    proc = subprocess.run([sys.executable, "-c", WITHOUT_TORCH_AND_HWNAS, str(bundle / "measure_bundle.py"),
-                           str(bundle), "--out", str(results)], capture_output=True, text=True, cwd=tmp_path,
-                          env=_env(), timeout=120)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            WITHOUT_TORCH_AND_HWNAS,
+            str(bundle / "measure_bundle.py"),
+            str(bundle),
+            "--out",
+            str(results),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=_env(),
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     meta = json.loads((tmp_path / "results.meta.json").read_text())
     assert meta["protocol"] == SETTINGS  # the manifest's settings, no options given
@@ -120,22 +177,30 @@ def test_table_protocol_times_subnets_with_the_blocks_then_alone():
         def run() -> None:
             calls.append(key)
             now[0] += int(ms * 1e6)
+
         return run
 
     blocks = {f"b{i}": model(f"b{i}", 1.0 + i) for i in range(8)}
     subnets = {"s0": model("s0", 20.0), "s1": model("s1", 30.0)}
     settings = protocol.Protocol(warmup_s=0.0, warmup=0, rounds=3, repeats=2, max_cv=1.0, remeasure=0, calib_passes=2)
     saved = []
-    stats = protocol.run_table_protocol(blocks, subnets, settings, rng=random.Random(0), timer=lambda: now[0],
-                                        checkpoint=lambda p: saved.append({k: list(v) for k, v in p.items()}))
+    stats = protocol.run_table_protocol(
+        blocks,
+        subnets,
+        settings,
+        rng=random.Random(0),
+        timer=lambda: now[0],
+        checkpoint=lambda p: saved.append({k: list(v) for k, v in p.items()}),
+    )
     assert set(calls[10:30]) == set(blocks) | set(subnets)  # after one warm-up sweep, one pass over all of them
-    assert set(calls[-(2 + 2 * 4):]) == set(subnets)  # then warm-up + 2 passes of 1 + 3 runs among the subnets
+    assert set(calls[-(2 + 2 * 4) :]) == set(subnets)  # then warm-up + 2 passes of 1 + 3 runs among the subnets
     assert all(stats[k].n == 3 * 2 for k in blocks) and all(stats[k].n == 3 * 2 + 2 * 3 for k in subnets)
     assert stats["b3"].p50_ms == pytest.approx(4.0) and stats["s1"].p50_ms == pytest.approx(30.0)
     assert {k: len(v) for k, v in saved[-1].items()} == {**{k: 3 for k in blocks}, "s0": 5, "s1": 5}
     calls.clear()  # resumed with every pass done: nothing runs, the same stats come back
-    again = protocol.run_table_protocol(blocks, subnets, settings, rng=random.Random(1), timer=lambda: now[0],
-                                        done=saved[-1])
+    again = protocol.run_table_protocol(
+        blocks, subnets, settings, rng=random.Random(1), timer=lambda: now[0], done=saved[-1]
+    )
     assert calls == [] and again == stats
 
 
@@ -149,8 +214,19 @@ def test_installed_wheel_writes_bundles(tmp_path):
     shutil.copytree(ROOT / "hwnas", src / "hwnas", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(ROOT / name, src / name)
-    run(sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-index", "--no-build-isolation", "-w",
-        tmp_path / "wheels", src)
+    run(
+        sys.executable,
+        "-m",
+        "pip",
+        "wheel",
+        "-q",
+        "--no-deps",
+        "--no-index",
+        "--no-build-isolation",
+        "-w",
+        tmp_path / "wheels",
+        src,
+    )
     wheel = next((tmp_path / "wheels").glob("hwnas-*.whl"))
     venv = tmp_path / "venv"
     run(sys.executable, "-m", "venv", "--without-pip", venv)
@@ -162,12 +238,37 @@ def test_installed_wheel_writes_bundles(tmp_path):
     assert package.is_relative_to(site)  # the wheel's copy, not the checkout
 
     (tmp_path / "tiny-device.yaml").write_text(PROFILE)
-    run(python, "-m", "hwnas", "bundle", "--device", tmp_path / "tiny-device.yaml", "--space", "mbv3-tiny",
-        "--resolutions", RES, "--calib-subnets", "0", "--out", "bundle", cwd=tmp_path)
+    run(
+        python,
+        "-m",
+        "hwnas",
+        "bundle",
+        "--device",
+        tmp_path / "tiny-device.yaml",
+        "--space",
+        "mbv3-tiny",
+        "--resolutions",
+        RES,
+        "--calib-subnets",
+        "0",
+        "--out",
+        "bundle",
+        cwd=tmp_path,
+    )
     bundle = tmp_path / "bundle"
     for name, shipped in (("measure_bundle.py", "device/measure_bundle.py"), ("protocol.py", "protocol.py")):
         assert (bundle / name).read_bytes() == (package / "latency" / shipped).read_bytes()
         assert (bundle / name).read_bytes() == (ROOT / "hwnas" / "latency" / shipped).read_bytes()
-    run(python, bundle / "measure_bundle.py", bundle, "--out", "results.csv", "--rounds", "1", "--repeats", "1",
-        cwd=tmp_path)
+    run(
+        python,
+        bundle / "measure_bundle.py",
+        bundle,
+        "--out",
+        "results.csv",
+        "--rounds",
+        "1",
+        "--repeats",
+        "1",
+        cwd=tmp_path,
+    )
     assert len(pd.read_csv(tmp_path / "results.csv")) == len(distinct_blocks(SPACE, (RES,))[RES])

@@ -34,16 +34,28 @@ def _hide_executorch(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setitem(sys.modules, name, None)  # `import executorch...` now raises ImportError
 
 
-def test_missing_extra_names_the_extra(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                       capsys: pytest.CaptureFixture[str]) -> None:
+def test_missing_extra_names_the_extra(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     from hwnas.cli.main import main
     from hwnas.latency.runtime import make_runner
 
     _hide_executorch(monkeypatch)
     with pytest.raises(HwnasError, match=r"pip install 'hwnas\[mobile\]'"):
         make_runner(load_profile("cpu-et-xnnpack-1t"))
-    rc = main(["profile", "--device", "cpu-et-xnnpack-1t", "--space", "mbv3-tiny", "--out", str(tmp_path),
-               "--resolutions", "28"])
+    rc = main(
+        [
+            "profile",
+            "--device",
+            "cpu-et-xnnpack-1t",
+            "--space",
+            "mbv3-tiny",
+            "--out",
+            str(tmp_path),
+            "--resolutions",
+            "28",
+        ]
+    )
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert rc == 2
     assert err.startswith("hwnas: error:") and "pip install 'hwnas[mobile]'" in err
@@ -84,7 +96,7 @@ def test_pte_export_parity_and_latency(tmp_path: Path, fashion_images: torch.Ten
     model.train()
     with torch.no_grad():  # realistic BN statistics, so logits are not all alike
         for i in range(0, 64, 16):
-            model(fashion_images[i: i + 16])
+            model(fashion_images[i : i + 16])
     model.eval()
     path = export_pte(model, tmp_path / "model.pte", space=SPACE, arch=arch)
     assert path.stat().st_size > 1000
@@ -100,13 +112,13 @@ def test_pte_export_parity_and_latency(tmp_path: Path, fashion_images: torch.Ten
 
 @pytest.mark.slow  # lowers 2 blocks in 2 worker processes + starts the standalone script: ~35 s CPU
 def test_lut_and_bundle_round_trip(tmp_path: Path) -> None:
+    from hwnas.blocks import build_block
     from hwnas.latency.bundle import import_results
     from hwnas.latency.executorch_runner import ExecuTorchRunner
     from hwnas.latency.harness import Protocol, run_protocol
     from hwnas.latency.lut import LatencyTable, load_lut, save_lut
     from hwnas.latency.predictor import raw_sum_ms
     from hwnas.latency.profiler import table_meta
-    from hwnas.blocks import build_block
 
     specs = distinct_blocks(SPACE, (RES,))[RES]
     picked = [specs[0], next(s for s in specs if s.se)]  # the stem and an SE MBConv (lowering costs seconds each)
@@ -118,8 +130,12 @@ def test_lut_and_bundle_round_trip(tmp_path: Path) -> None:
     assert len(list(cache.glob("*.pte"))) == 2 and runner.prepare(list(models.values()), workers=2) == 0
     loaded = {k: runner.load(m, shape) for k, (m, shape) in models.items()}  # from the cache
     try:
-        stats = run_protocol({k: ld.run for k, ld in loaded.items()}, Protocol.from_profile(profile),
-                             rng=random.Random(0), timer=time.thread_time_ns)
+        stats = run_protocol(
+            {k: ld.run for k, ld in loaded.items()},
+            Protocol.from_profile(profile),
+            rng=random.Random(0),
+            timer=time.thread_time_ns,
+        )
     finally:
         for ld in loaded.values():
             ld.release()
@@ -137,13 +153,29 @@ def test_lut_and_bundle_round_trip(tmp_path: Path) -> None:
     out = tmp_path / "bundle"
     from hwnas.latency.bundle_pte import write_pte_bundle
 
-    manifest = write_pte_bundle(SPACE, profile, out, resolutions=(RES,), calib_subnets=0,
-                                keys=[s.key for s in picked], cache_dir=cache)
+    manifest = write_pte_bundle(
+        SPACE, profile, out, resolutions=(RES,), calib_subnets=0, keys=[s.key for s in picked], cache_dir=cache
+    )
     assert manifest["format"] == "pte" and not manifest["complete"] and len(manifest["items"]) == 2
     assert (out / "measure_bundle_pte.py").is_file()
-    proc = subprocess.run([sys.executable, str(out / "measure_bundle_pte.py"), str(out), "--out",
-                           str(tmp_path / "results.csv"), "--warmup-s", "0.05", "--rounds", "2", "--repeats", "3"],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(out / "measure_bundle_pte.py"),
+            str(out),
+            "--out",
+            str(tmp_path / "results.csv"),
+            "--warmup-s",
+            "0.05",
+            "--rounds",
+            "2",
+            "--repeats",
+            "3",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     lines = (tmp_path / "results.csv").read_text().splitlines()
     assert lines[0] == "key,ms_p50,ms_p90,cv,n"

@@ -38,8 +38,13 @@ def test_finetune_kd_trains_the_student_and_leaves_it_in_eval_mode(fashion_dir: 
         def epoch_batches(epoch: int):  # type: ignore[no-untyped-def]
             return batches(data.train, batch_size=16, resolution=28, limit=3)
 
-        losses = finetune_kd(student, lambda x: supernet(x, teacher_arch), epoch_batches,
-                             cfg=FinetuneConfig(epochs=2, lr=0.05), steps_per_epoch=3)
+        losses = finetune_kd(
+            student,
+            lambda x: supernet(x, teacher_arch),
+            epoch_batches,
+            cfg=FinetuneConfig(epochs=2, lr=0.05),
+            steps_per_epoch=3,
+        )
         assert len(losses) == 2 and all(torch.isfinite(torch.tensor(losses)))
         assert not student.training
         assert any(not torch.equal(a, b) for a, b in zip(start, student.parameters()))
@@ -52,7 +57,9 @@ def test_finetune_kd_trains_the_student_and_leaves_it_in_eval_mode(fashion_dir: 
         FinetuneConfig(kd_weight=2.0)
 
 
-def test_kd_teacher_is_the_largest_subnet_at_the_largest_resolution_with_its_own_bn_statistics(fashion_dir: Path) -> None:
+def test_kd_teacher_is_the_largest_subnet_at_the_largest_resolution_with_its_own_bn_statistics(
+    fashion_dir: Path,
+) -> None:
     from hwnas.data import resize
     from hwnas.export.pipeline import kd_teacher
 

@@ -10,13 +10,21 @@ import numpy as np
 import onnx
 import pytest
 import torch
-
 from archs import TINY_ARCHS
+
 from hwnas.blocks import build_model
 from hwnas.data import batches, load_dataset
 from hwnas.errors import HwnasError
-from hwnas.export import (check_onnx, check_parity, export_onnx, make_preprocess, onnx_accuracy, onnx_logits,
-                          quantize_int8, read_onnx_metadata)
+from hwnas.export import (
+    check_onnx,
+    check_parity,
+    export_onnx,
+    make_preprocess,
+    onnx_accuracy,
+    onnx_logits,
+    quantize_int8,
+    read_onnx_metadata,
+)
 from hwnas.space import Arch, get_space, sample, space_hash
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
@@ -64,8 +72,9 @@ def _briefly_trained(arch: Arch, fashion, *, seed: int, steps: int = 40) -> torc
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     gen = torch.Generator().manual_seed(seed)
     model.train()
-    for step, (x, y) in enumerate(batches(fashion.train, batch_size=64, resolution=arch.resolution, shuffle=True,
-                                          generator=gen)):
+    for step, (x, y) in enumerate(
+        batches(fashion.train, batch_size=64, resolution=arch.resolution, shuffle=True, generator=gen)
+    ):
         if step == steps:
             break
         opt.zero_grad()

@@ -38,6 +38,7 @@ class FakeRunner:
     def load(self, model: torch.nn.Module, input_shape: tuple[int, ...]) -> Loaded:
         def run() -> None:
             self.clock += int(0.01e6 * input_shape[1])
+
         return Loaded(run, lambda: None)
 
 
@@ -47,8 +48,19 @@ def trained(tmp_path_factory, fashion_dir: Path):  # type: ignore[no-untyped-def
     before = torch.get_num_threads()
     torch.set_num_threads(1)  # 2 OpenMP threads on a loaded 2-core machine were ~30x slower here
     root = tmp_path_factory.mktemp("export")
-    cfg = TrainConfig(space="mbv3-tiny", dataset="fashion-mnist", data_dir=str(fashion_dir), mode="bignas", epochs=1.0,
-                      max_steps=2, batch_size=8, val_size=64, recal_batches=1, eval_batch_size=64, checkpoint_every=10)
+    cfg = TrainConfig(
+        space="mbv3-tiny",
+        dataset="fashion-mnist",
+        data_dir=str(fashion_dir),
+        mode="bignas",
+        epochs=1.0,
+        max_steps=2,
+        batch_size=8,
+        val_size=64,
+        recal_batches=1,
+        eval_batch_size=64,
+        checkpoint_every=10,
+    )
     train(cfg, root / "run", progress=False)
     profile_yaml = root / "quick.yaml"
     profile_yaml.write_text(yaml.safe_dump({"name": "quick", "calib_subnets": 0, **QUICK}))
@@ -64,8 +76,15 @@ def trained(tmp_path_factory, fashion_dir: Path):  # type: ignore[no-untyped-def
 def test_export_run_writes_verified_files_and_a_real_card(trained) -> None:  # type: ignore[no-untyped-def]
     root, profile_yaml, lut = trained
     out = root / "out"
-    cfg = ExportConfig(int8=True, device=str(profile_yaml), lut=lut, parity_images=300, calib_images=64,
-                       recalib_batches=2, test_images=1000)
+    cfg = ExportConfig(
+        int8=True,
+        device=str(profile_yaml),
+        lut=lut,
+        parity_images=300,
+        calib_images=64,
+        recalib_batches=2,
+        test_images=1000,
+    )
     r = export_run(root / "run", ARCH, out, cfg=cfg)
     assert r.parity.n_images == 300 and r.parity.max_abs_diff <= 1e-4 and r.parity.top1_agreement == 1.0
     assert sorted(p.name for p in out.iterdir()) == ["model.int8.onnx", "model.onnx", "model_card.json"]
@@ -97,8 +116,12 @@ def test_export_run_writes_verified_files_and_a_real_card(trained) -> None:  # t
     assert card["parity"]["top1_agreement"] == 1.0
 
     # The standalone deployer script (numpy + onnxruntime, no hwnas) reproduces the card's accuracy.
-    done = subprocess.run([sys.executable, str(REPO / "tools" / "classify_onnx.py"), str(r.card)],
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, str(REPO / "tools" / "classify_onnx.py"), str(r.card)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     assert f"{acc['onnx_test_acc']:.4f}" in done.stdout
 
@@ -108,8 +131,24 @@ def test_cli_export_json_and_bad_inputs(trained, capsys) -> None:  # type: ignor
     out = root / "cli"
     search = root / "search.json"
     search.write_text(json.dumps({"arch": str(ARCH), "lut": str(lut)}))
-    argv = ["export", "--run", str(root / "run"), "--search", str(search), "--out", str(out), "--device",
-            str(profile_yaml), "--lut", str(lut), "--parity-images", "100", "--test-images", "500", "--json"]
+    argv = [
+        "export",
+        "--run",
+        str(root / "run"),
+        "--search",
+        str(search),
+        "--out",
+        str(out),
+        "--device",
+        str(profile_yaml),
+        "--lut",
+        str(lut),
+        "--parity-images",
+        "100",
+        "--test-images",
+        "500",
+        "--json",
+    ]
     assert main(argv) == 0
     payload = json.loads(capsys.readouterr().out)
     assert {"onnx", "max_abs_diff", "top1_agreement", "test_acc", "predicted_ms", "measured_ms", "int8"} <= set(payload)
@@ -121,15 +160,17 @@ def test_cli_export_json_and_bad_inputs(trained, capsys) -> None:  # type: ignor
         err = capsys.readouterr().err
         assert err.startswith("hwnas: error:") and needle in err and "Traceback" not in err
 
-    fails(argv, "already exists")                                            # no --force
+    fails(argv, "already exists")  # no --force
     base = ["export", "--out", str(root / "x"), "--device", str(profile_yaml)]
     fails(base + ["--run", str(root / "nope"), "--arch", str(ARCH)], "not found")
     fails(base + ["--run", str(root / "run"), "--arch", "r28/k4e3"], "kernel")
-    fails(base + ["--run", str(root / "run"), "--arch", "r224/k3e3,k3e3/k3e3,k3e3/k3e3,k3e3/k3e3,k3e3/k3e3,k3e3"],
-          "not in space")
+    fails(
+        base + ["--run", str(root / "run"), "--arch", "r224/k3e3,k3e3/k3e3,k3e3/k3e3,k3e3/k3e3,k3e3/k3e3,k3e3"],
+        "not in space",
+    )
     fails(base + ["--run", str(root / "run"), "--search", str(root / "missing.json")], "not found")
     fails(base + ["--run", str(root / "run"), "--arch", str(ARCH), "--device", "no-such-device"], "unknown device")
-    fails(base + ["--run", str(root), "--arch", str(ARCH)], "checkpoint")   # a folder without checkpoint.pt
+    fails(base + ["--run", str(root), "--arch", str(ARCH)], "checkpoint")  # a folder without checkpoint.pt
     fails(["export", "--run", str(root / "run"), "--arch", str(ARCH)], "--out")
 
 

@@ -16,10 +16,12 @@ from hwnas.space import GRAPH_REVISION, get_space, space_hash
 
 def _meta(**over: object) -> dict[str, object]:
     space = get_space("mbv3-tiny")
-    meta: dict[str, object] = {"space": {"name": space.name, "hash": space_hash(space),
-                                         "block_graph_revision": GRAPH_REVISION},
-                               "profile": load_profile("cpu-ort-1t").to_dict(), "cpu": cpu_model(),
-                               "versions": package_versions()}
+    meta: dict[str, object] = {
+        "space": {"name": space.name, "hash": space_hash(space), "block_graph_revision": GRAPH_REVISION},
+        "profile": load_profile("cpu-ort-1t").to_dict(),
+        "cpu": cpu_model(),
+        "versions": package_versions(),
+    }
     meta.update(over)
     return meta
 
@@ -36,13 +38,15 @@ def test_committed_lut_is_reused_only_on_the_same_machine_profile_and_space() ->
     ok, why = lut_matches_machine(_meta(versions={"onnxruntime": "0.0.1"}), space=space, profile=profile)
     assert not ok and "onnxruntime" in why
     # blocks timed when they exported to other operators (tables from before the revision was recorded count as 1)
-    ok, why = lut_matches_machine(_meta(space={"name": space.name, "hash": space_hash(space)}), space=space,
-                                  profile=profile)
+    ok, why = lut_matches_machine(
+        _meta(space={"name": space.name, "hash": space_hash(space)}), space=space, profile=profile
+    )
     assert not ok and "block graph revision" in why and f"(1 vs {GRAPH_REVISION})" in why
     # same marketing name, another CPU generation: the signature tells them apart; tables without one match by name
     assert lut_matches_machine(_meta(cpu_signature=cpu_signature()), space=space, profile=profile)[0]
-    ok, why = lut_matches_machine(_meta(cpu_signature="AuthenticAMD family 23 model 49 [avx2]"), space=space,
-                                  profile=profile)
+    ok, why = lut_matches_machine(
+        _meta(cpu_signature="AuthenticAMD family 23 model 49 [avx2]"), space=space, profile=profile
+    )
     assert not ok and "cpu signature" in why and "family 23" in why
 
 
@@ -76,9 +80,19 @@ def test_ensure_lut_reuses_a_table_it_profiled_earlier_when_asked(tmp_path: Path
     space, profile = get_space("mbv3-tiny"), load_profile("cpu-ort-1t")
     earlier = lut_path(tmp_path / "tables", profile.name, space)
     earlier.parent.mkdir(parents=True)
-    save_lut(LatencyTable({"8x8x16:ir_k3_e3_c24_s2_re": TimingStats(0.01, 0.011, 0.01, 50)}, {**_meta(), "device": profile.name}),
-             earlier)
+    save_lut(
+        LatencyTable(
+            {"8x8x16:ir_k3_e3_c24_s2_re": TimingStats(0.01, 0.011, 0.01, 50)}, {**_meta(), "device": profile.name}
+        ),
+        earlier,
+    )
     stamp = earlier.stat().st_mtime_ns
-    path, committed = ensure_lut(space, profile, committed_dir=tmp_path / "none", out_dir=tmp_path / "tables",
-                                 progress=False, reuse_profiled=True)
+    path, committed = ensure_lut(
+        space,
+        profile,
+        committed_dir=tmp_path / "none",
+        out_dir=tmp_path / "tables",
+        progress=False,
+        reuse_profiled=True,
+    )
     assert (path, committed) == (earlier, False) and earlier.stat().st_mtime_ns == stamp  # not profiled again

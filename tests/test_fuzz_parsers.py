@@ -65,8 +65,9 @@ def test_lut_loader_total(tmp_path_factory, data):
         row = data.draw(st.integers(0, len(lines) - 1))
         cells = lines[row].split(",")
         col = data.draw(st.integers(0, len(cells) - 1))
-        cells[col] = data.draw(st.sampled_from(["", "nan", "-1", "0", "inf", "1e309", "abc", "8x8x1:ir", '"', "1,2"])
-                               | st.text(max_size=8))
+        cells[col] = data.draw(
+            st.sampled_from(["", "nan", "-1", "0", "inf", "1e309", "abc", "8x8x1:ir", '"', "1,2"]) | st.text(max_size=8)
+        )
         lines[row] = ",".join(cells)
         csv_text = "\n".join(lines) + "\n"
     elif kind == "cut":
@@ -75,8 +76,13 @@ def test_lut_loader_total(tmp_path_factory, data):
         pos = data.draw(st.integers(0, len(csv_text)))
         csv_text = csv_text[:pos] + data.draw(st.text(max_size=20)) + csv_text[pos:]
     else:
-        meta_text = meta_text[: data.draw(st.integers(0, len(meta_text)))] if data.draw(st.booleans()) else \
-            meta_text.replace('"schema": 1', data.draw(st.sampled_from(['"schema": 2', '"schema": null', '"x": 1'])))
+        meta_text = (
+            meta_text[: data.draw(st.integers(0, len(meta_text)))]
+            if data.draw(st.booleans())
+            else meta_text.replace(
+                '"schema": 1', data.draw(st.sampled_from(['"schema": 2', '"schema": null', '"x": 1']))
+            )
+        )
     folder = tmp_path_factory.mktemp("lut")
     (folder / "t.csv").write_text(csv_text)
     (folder / "t.meta.json").write_text(meta_text)

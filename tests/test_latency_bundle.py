@@ -18,8 +18,24 @@ ROOT = Path(__file__).parents[1]
 @pytest.mark.slow
 def test_bundle_measure_import_round_trip(tmp_path, capsys):
     bundle = tmp_path / "bundle"
-    assert main(["bundle", "--device", "remote-template", "--space", "mbv3-tiny", "--resolutions", "28",
-                 "--calib-subnets", "3", "--out", str(bundle)]) == 0
+    assert (
+        main(
+            [
+                "bundle",
+                "--device",
+                "remote-template",
+                "--space",
+                "mbv3-tiny",
+                "--resolutions",
+                "28",
+                "--calib-subnets",
+                "3",
+                "--out",
+                str(bundle),
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     manifest = json.loads((bundle / "manifest.json").read_text())
     space = get_space("mbv3-tiny")
@@ -32,11 +48,35 @@ def test_bundle_measure_import_round_trip(tmp_path, capsys):
 
     # on the "device": a fresh interpreter that must not import hwnas
     results = tmp_path / "results.csv"
-    code = ("import sys, runpy; sys.modules['hwnas'] = None; sys.argv = sys.argv[1:]; "
-            "runpy.run_path(sys.argv[0], run_name='__main__')")
-    proc = subprocess.run([sys.executable, "-c", code, str(bundle / "measure_bundle.py"), str(bundle), "--out",
-                           str(results), "--rounds", "2", "--repeats", "2", "--warmup-s", "0", "--threads", "1",
-                           "--clock", "thread"], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    code = (
+        "import sys, runpy; sys.modules['hwnas'] = None; sys.argv = sys.argv[1:]; "
+        "runpy.run_path(sys.argv[0], run_name='__main__')"
+    )
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            code,
+            str(bundle / "measure_bundle.py"),
+            str(bundle),
+            "--out",
+            str(results),
+            "--rounds",
+            "2",
+            "--repeats",
+            "2",
+            "--warmup-s",
+            "0",
+            "--threads",
+            "1",
+            "--clock",
+            "thread",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     measured = pd.read_csv(results)
     assert list(measured.columns) == ["key", "ms_p50", "ms_p90", "cv", "n"]
@@ -68,9 +108,17 @@ def test_import_rejects_incomplete_results(tmp_path, capsys):
     space = get_space("mbv3-tiny")
     from hwnas.latency.lut import space_meta
 
-    (tmp_path / "results.meta.json").write_text(json.dumps({
-        "kind": "hwnas-bundle-results", "space": space_meta(space), "resolutions": [28], "device": "x",
-        "profile": {"name": "x"}}))
+    (tmp_path / "results.meta.json").write_text(
+        json.dumps(
+            {
+                "kind": "hwnas-bundle-results",
+                "space": space_meta(space),
+                "resolutions": [28],
+                "device": "x",
+                "profile": {"name": "x"},
+            }
+        )
+    )
     assert main(["profile", "--import", str(results), "--device", "x", "--out", str(tmp_path / "t")]) == 2
     err = capsys.readouterr().err
     assert "blocks missing" in err and err.count("\n") == 1

@@ -35,6 +35,7 @@ class FakeDevice:
             self.calls.append(key)
             ms = self.latencies_ms[key] * (3.0 if self.slow(key, n) else 1.0)
             self.clock.now += int(ms * 1e6)
+
         return run
 
 
@@ -60,7 +61,9 @@ def test_one_slow_pass_does_not_move_the_median_and_high_cv_is_remeasured():
     clock = FakeClock()
     # item "a" is 3x slower during its whole second pass (drift while it ran); "b" is clean
     per_pass = 2 + 4  # warmup + repeats
-    device = FakeDevice(clock, {"a": 1.0, "b": 1.0}, slow=lambda key, n: key == "a" and per_pass <= n - 2 < 2 * per_pass)
+    device = FakeDevice(
+        clock, {"a": 1.0, "b": 1.0}, slow=lambda key, n: key == "a" and per_pass <= n - 2 < 2 * per_pass
+    )
     protocol = Protocol(warmup_s=0.0, warmup=2, rounds=3, repeats=4, max_cv=0.05, remeasure=2)
     stats = run_protocol({k: device.run_fn(k) for k in "ab"}, protocol, rng=random.Random(0), timer=clock)
     assert stats["a"].p50_ms == pytest.approx(1.0)  # median of passes ignores the slow one
@@ -83,12 +86,18 @@ def test_a_slow_phase_of_the_whole_machine_is_divided_out_per_pass():
             timed = index - n_items  # the global warm-up is one sweep over every item
             slow = n_items * repeats <= timed < n_items * repeats * 2 + 6 * repeats
             clock.now += int((2.0 if slow else 1.0) * 1e6)
+
         return run
 
     protocol = Protocol(warmup_s=0.0, warmup=0, rounds=3, repeats=repeats, max_cv=1.0, remeasure=0)
     raw_passes = {}
-    stats = run_protocol({k: run_fn(k) for k in range(n_items)}, protocol, rng=random.Random(0), timer=clock,
-                         checkpoint=raw_passes.update)  # the last checkpoint holds every pass as timed
+    stats = run_protocol(
+        {k: run_fn(k) for k in range(n_items)},
+        protocol,
+        rng=random.Random(0),
+        timer=clock,
+        checkpoint=raw_passes.update,
+    )  # the last checkpoint holds every pass as timed
     p50 = [s.p50_ms for s in stats.values()]
     assert max(p50) == pytest.approx(min(p50))  # one common scale: the ranking (all equal) survives
     raw = [stats_from_passes(recs).p50_ms for recs in raw_passes.values()]
@@ -117,8 +126,14 @@ def test_resume_keeps_done_passes_and_checkpoints():
     protocol = Protocol(warmup_s=0.0, warmup=0, rounds=3, repeats=2, max_cv=1.0, remeasure=0, checkpoint_s=0.0)
     done = {"a": [PassRecord(1.0, 1.0, 2)] * 3, "b": [PassRecord(2.0, 2.0, 2)]}
     saved = []
-    stats = run_protocol({k: device.run_fn(k) for k in "ab"}, protocol, rng=random.Random(0), timer=clock, done=done,
-                         checkpoint=lambda passes: saved.append({k: len(v) for k, v in passes.items()}))
+    stats = run_protocol(
+        {k: device.run_fn(k) for k in "ab"},
+        protocol,
+        rng=random.Random(0),
+        timer=clock,
+        done=done,
+        checkpoint=lambda passes: saved.append({k: len(v) for k, v in passes.items()}),
+    )
     timed_a = [c for c in device.calls if c == "a"]
     assert len(timed_a) == 1  # only the one-run global warm-up: its passes were all done
     assert stats["b"].n == 6 and stats["a"].n == 6
@@ -143,14 +158,17 @@ def test_shipped_profiles_load_and_validate():
     assert load_profile(root / "cpu-ort-2t.yaml") == load_profile("cpu-ort-2t")
 
 
-@pytest.mark.parametrize("bad,match", [
-    ({"name": "x", "threads": 0}, "threads"),
-    ({"name": "x", "runtime": "tflite"}, "runtime"),
-    ({"name": "x", "thread": 1}, "unknown field"),
-    ({"name": "x", "clock": "thread", "threads": 2}, "clock"),
-    ({"name": "x", "max_cv": float("nan")}, "max_cv"),
-    ({"name": "a/b"}, "name"),
-])
+@pytest.mark.parametrize(
+    "bad,match",
+    [
+        ({"name": "x", "threads": 0}, "threads"),
+        ({"name": "x", "runtime": "tflite"}, "runtime"),
+        ({"name": "x", "thread": 1}, "unknown field"),
+        ({"name": "x", "clock": "thread", "threads": 2}, "clock"),
+        ({"name": "x", "max_cv": float("nan")}, "max_cv"),
+        ({"name": "a/b"}, "name"),
+    ],
+)
 def test_bad_profiles_are_rejected(bad, match):
     with pytest.raises(HwnasError, match=match):
         profile_from_dict(bad, where="test")

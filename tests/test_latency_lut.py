@@ -12,15 +12,33 @@ import pytest
 from archs import TINY_ARCHS
 
 from hwnas.errors import HwnasError
-from hwnas.latency import (LatencyPredictor, LatencyTable, TimingStats, choice_latency_ms, latency_range_ms, load_lut,
-                           predict_ms, raw_sum_ms, save_lut)
+from hwnas.latency import (
+    LatencyPredictor,
+    LatencyTable,
+    TimingStats,
+    choice_latency_ms,
+    latency_range_ms,
+    load_lut,
+    predict_ms,
+    raw_sum_ms,
+    save_lut,
+)
 from hwnas.latency.lut import space_meta
 from hwnas.space import Arch, SpaceSpec, StageSpec, blocks_of, distinct_blocks, get_space, largest, sample, smallest
 
 DATA = Path(__file__).parent / "data"
-LUT3_SPACE = SpaceSpec(name="lut3", in_channels=1, num_classes=2, resolutions=(8,), stem_ch=8, stem_stride=1,
-                       first_ch=8, stages=(StageSpec(8, 1, "re", False, (1, 2), (3,), (1,)),), head_expand=1,
-                       head_feat_ch=8)
+LUT3_SPACE = SpaceSpec(
+    name="lut3",
+    in_channels=1,
+    num_classes=2,
+    resolutions=(8,),
+    stem_ch=8,
+    stem_stride=1,
+    first_ch=8,
+    stages=(StageSpec(8, 1, "re", False, (1, 2), (3,), (1,)),),
+    head_expand=1,
+    head_feat_ch=8,
+)
 
 
 def tiny_table(space=None, *, calibration=None) -> LatencyTable:
@@ -28,12 +46,17 @@ def tiny_table(space=None, *, calibration=None) -> LatencyTable:
     space = space or get_space("mbv3-tiny")
     rng = random.Random(3)
     rows = {}
-    for res, specs in distinct_blocks(space).items():
+    for specs in distinct_blocks(space).values():
         for s in specs:
             ms = 1e-4 * s.in_hw * s.in_hw * s.mid_ch * s.kernel / 50 + rng.uniform(0.001, 0.01)
             rows[s.key] = TimingStats(ms, ms * 1.1, 0.01, 50)
-    meta = {"device": "fake", "space": space_meta(space), "resolutions": list(space.resolutions),
-            "profile": {"name": "fake"}, "calibration": calibration}
+    meta = {
+        "device": "fake",
+        "space": space_meta(space),
+        "resolutions": list(space.resolutions),
+        "profile": {"name": "fake"},
+        "calibration": calibration,
+    }
     return LatencyTable(rows, meta)
 
 
@@ -52,8 +75,9 @@ def test_hand_made_three_row_table_predicts_sum_of_rows_plus_calibration():
 
 
 def test_round_trip_keeps_rows_and_meta(tmp_path):
-    table = tiny_table(calibration={"slope": 1.2, "offset_ms": 0.01, "per_resolution": {"32": {"slope": 1.3,
-                                                                                                "offset_ms": 0.0}}})
+    table = tiny_table(
+        calibration={"slope": 1.2, "offset_ms": 0.01, "per_resolution": {"32": {"slope": 1.3, "offset_ms": 0.0}}}
+    )
     path = save_lut(table, tmp_path / "fake" / "mbv3-tiny.csv")
     assert (tmp_path / "fake" / "mbv3-tiny.meta.json").is_file()
     loaded = load_lut(path, space=get_space("mbv3-tiny"))
@@ -65,7 +89,8 @@ def test_round_trip_keeps_rows_and_meta(tmp_path):
     assert loaded.space() == get_space("mbv3-tiny")
     arch = Arch.parse(TINY_ARCHS[2])  # r32: uses the per-resolution line
     assert predict_ms(loaded, get_space("mbv3-tiny"), arch) == pytest.approx(
-        1.3 * raw_sum_ms(loaded, get_space("mbv3-tiny"), arch), rel=1e-9)
+        1.3 * raw_sum_ms(loaded, get_space("mbv3-tiny"), arch), rel=1e-9
+    )
 
 
 def test_missing_key_names_the_key_and_the_fix(tmp_path):
@@ -103,6 +128,7 @@ def test_bad_files_are_one_line_errors(tmp_path):
             rest[0] = new
             lines[1] = ",".join([key, *rest])
             path.write_text("\n".join(lines) + "\n")
+
         return edit
 
     assert "NaN" in _corrupt(tmp_path / "a", replace_first_value("nan"))
@@ -131,8 +157,9 @@ def test_table_for_another_space_is_rejected(tmp_path):
 
 def test_predict_many_equals_predict_and_raw_sum_calibration():
     space = get_space("mbv3-tiny")
-    table = tiny_table(calibration={"slope": 1.15, "offset_ms": 0.02,
-                                    "per_resolution": {"28": {"slope": 1.2, "offset_ms": 0.05}}})
+    table = tiny_table(
+        calibration={"slope": 1.15, "offset_ms": 0.02, "per_resolution": {"28": {"slope": 1.2, "offset_ms": 0.05}}}
+    )
     predictor = LatencyPredictor(table, space)
     rng = random.Random(0)
     archs = [sample(space, rng) for _ in range(100)] + [Arch.parse(t) for t in TINY_ARCHS]
@@ -161,8 +188,11 @@ def test_choice_latency_arrays_reproduce_predictions():
         arch = Arch.parse(text)
         stage_ms, fixed_ms = choice_latency_ms(table, space, arch.resolution)
         assert [a.shape for a in stage_ms] == [(4, 9)] * 5
-        total = fixed_ms + sum(stage_ms[s][p, layer_choices(space.stages[s]).index(layer)]
-                               for s, layers in enumerate(arch.stages) for p, layer in enumerate(layers))
+        total = fixed_ms + sum(
+            stage_ms[s][p, layer_choices(space.stages[s]).index(layer)]
+            for s, layers in enumerate(arch.stages)
+            for p, layer in enumerate(layers)
+        )
         assert total == pytest.approx(predictor.predict(arch), rel=1e-12)
 
 
@@ -199,12 +229,17 @@ def test_table_from_another_cpu_model_warns_but_loads(tmp_path, caplog):
     from hwnas.machine import cpu_model
 
     table = tiny_table()
-    elsewhere = save_lut(table.with_meta(cpu="Some Other CPU 9000", profile={"name": "fake", "provider": "cpu"}),
-                         tmp_path / "a" / "mbv3-tiny.csv")
-    here = save_lut(table.with_meta(cpu=cpu_model(), profile={"name": "fake", "provider": "cpu"}),
-                    tmp_path / "b" / "mbv3-tiny.csv")
-    remote = save_lut(table.with_meta(cpu="Phone SoC", profile={"name": "fake", "provider": "cpu", "remote": True}),
-                      tmp_path / "c" / "mbv3-tiny.csv")
+    elsewhere = save_lut(
+        table.with_meta(cpu="Some Other CPU 9000", profile={"name": "fake", "provider": "cpu"}),
+        tmp_path / "a" / "mbv3-tiny.csv",
+    )
+    here = save_lut(
+        table.with_meta(cpu=cpu_model(), profile={"name": "fake", "provider": "cpu"}), tmp_path / "b" / "mbv3-tiny.csv"
+    )
+    remote = save_lut(
+        table.with_meta(cpu="Phone SoC", profile={"name": "fake", "provider": "cpu", "remote": True}),
+        tmp_path / "c" / "mbv3-tiny.csv",
+    )
     with caplog.at_level("WARNING", logger="hwnas.latency.lut"):
         load_lut(here)
         load_lut(remote)  # measured on the device on purpose: nothing to warn about
@@ -220,10 +255,18 @@ def test_table_from_another_generation_with_the_same_cpu_name_warns(tmp_path, ca
     if cpu_signature() is None:
         pytest.skip("no /proc/cpuinfo: no CPU signature to compare")
     table = tiny_table()
-    same = save_lut(table.with_meta(cpu=cpu_model(), cpu_signature=cpu_signature(),
-                                    profile={"name": "fake", "provider": "cpu"}), tmp_path / "a" / "mbv3-tiny.csv")
-    older = save_lut(table.with_meta(cpu=cpu_model(), cpu_signature="GenuineIntel family 6 model 85 [avx2 avx512f]",
-                                     profile={"name": "fake", "provider": "cpu"}), tmp_path / "b" / "mbv3-tiny.csv")
+    same = save_lut(
+        table.with_meta(cpu=cpu_model(), cpu_signature=cpu_signature(), profile={"name": "fake", "provider": "cpu"}),
+        tmp_path / "a" / "mbv3-tiny.csv",
+    )
+    older = save_lut(
+        table.with_meta(
+            cpu=cpu_model(),
+            cpu_signature="GenuineIntel family 6 model 85 [avx2 avx512f]",
+            profile={"name": "fake", "provider": "cpu"},
+        ),
+        tmp_path / "b" / "mbv3-tiny.csv",
+    )
     with caplog.at_level("WARNING", logger="hwnas.latency.lut"):
         load_lut(same)
         assert not caplog.records
@@ -252,8 +295,13 @@ def test_shared_terms_are_recovered_and_used_by_every_prediction_path():
     """Whole-model times made by a known a_r·sum + b_r + c·E + w·P are fitted back exactly, and the predictor, the
     scalar calibration, compound scaling's path and the per-choice arrays (FBNet's E[LAT], the search's gene model)
     all apply the same c and w."""
-    from hwnas.latency.calibrate import (Calibration, CalibrationPoint, boundary_melems, final_stage_mweights,
-                                         fit_calibration)
+    from hwnas.latency.calibrate import (
+        Calibration,
+        CalibrationPoint,
+        boundary_melems,
+        final_stage_mweights,
+        fit_calibration,
+    )
     from hwnas.latency.predictor import choice_latency_ms
     from hwnas.search.scale import _scaled_ms
 
@@ -266,27 +314,33 @@ def test_shared_terms_are_recovered_and_used_by_every_prediction_path():
         res = (24, 28, 32)[i % 3]
         arch = sample(space, rng, resolution=res)
         raw, e, p = raw_sum_ms(table, space, arch), boundary_melems(space, arch), final_stage_mweights(space, arch)
-        points.append(CalibrationPoint(str(arch), res, raw, lines[res][0] * raw + lines[res][1] + c * e + w * p, 0.0,
-                                       e, p))
+        points.append(
+            CalibrationPoint(str(arch), res, raw, lines[res][0] * raw + lines[res][1] + c * e + w * p, 0.0, e, p)
+        )
     cal = fit_calibration(points)
     assert cal.ms_per_boundary_melem == pytest.approx(c, rel=1e-6)
     assert cal.ms_per_final_stage_mweight == pytest.approx(w, rel=1e-6)
-    assert [(r, a, b) for r, a, b in cal.per_resolution] == [(r, pytest.approx(a, rel=1e-6), pytest.approx(b, rel=1e-6))
-                                                             for r, (a, b) in lines.items()]
+    assert [(r, a, b) for r, a, b in cal.per_resolution] == [
+        (r, pytest.approx(a, rel=1e-6), pytest.approx(b, rel=1e-6)) for r, (a, b) in lines.items()
+    ]
     assert Calibration.from_meta(cal.to_meta()) == cal
     predictor = LatencyPredictor(table.with_meta(calibration=cal.to_meta()), space)
     archs = [sample(space, rng) for _ in range(20)]
-    expected = [cal.apply(raw_sum_ms(table, space, a), a.resolution, boundary_melems(space, a),
-                          final_stage_mweights(space, a)) for a in archs]
+    expected = [
+        cal.apply(raw_sum_ms(table, space, a), a.resolution, boundary_melems(space, a), final_stage_mweights(space, a))
+        for a in archs
+    ]
     assert list(predictor.predict_many(archs)) == pytest.approx(expected, rel=1e-9)
     assert [_scaled_ms(predictor.table, space, a)[0] for a in archs] == pytest.approx(expected, rel=1e-9)
     arrays = choice_latency_ms(table.with_meta(calibration=cal.to_meta()), space, 28)
     from hwnas.space import layer_choices
 
     a28 = sample(space, rng, resolution=28)
-    by_choice = arrays.fixed_ms + sum(arrays.stage_ms[s][p, layer_choices(stage).index(layer)]
-                                      for s, (stage, layers) in enumerate(zip(space.stages, a28.stages))
-                                      for p, layer in enumerate(layers))
+    by_choice = arrays.fixed_ms + sum(
+        arrays.stage_ms[s][p, layer_choices(stage).index(layer)]
+        for s, (stage, layers) in enumerate(zip(space.stages, a28.stages))
+        for p, layer in enumerate(layers)
+    )
     assert by_choice == pytest.approx(predictor.predict(a28), rel=1e-9)
     # each shared term needs 12 more subnets: 24 points (6 line parameters) carry c but not w (24 < 6 + 2 + 24) ...
     from_24 = fit_calibration(points[:24])
@@ -313,8 +367,9 @@ def test_block_weights_are_the_exported_parameters_with_batchnorm_folded():
     assert {s.expand == 1 for s in specs if s.op == "ir"} == {True, False}
     for spec in specs:
         module = build_block(spec)
-        expected = sum(m.weight.numel() + m.weight.shape[0] for m in module.modules()
-                       if isinstance(m, (nn.Conv2d, nn.Linear)))
+        expected = sum(
+            m.weight.numel() + m.weight.shape[0] for m in module.modules() if isinstance(m, (nn.Conv2d, nn.Linear))
+        )
         assert block_weight_melems(spec) * 1e6 == pytest.approx(expected, abs=0.5), spec.key
 
 

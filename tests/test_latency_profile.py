@@ -40,9 +40,13 @@ def test_profile_writes_a_calibrated_table_for_every_block(tiny_lut):
     archs = [Arch.parse(point["arch"]) for point in cal["subnets"]]
     predicted = [predictor.predict(a) for a in archs]
     # the predictor is exactly the stored fit applied to the block sums ...
-    assert predicted == pytest.approx([line.apply(p["raw_sum_ms"], a.resolution, boundary_melems(space, a),
-                                                  final_stage_mweights(space, a))
-                                       for p, a in zip(cal["subnets"], archs)], rel=1e-3)  # tables store 1 ns
+    assert predicted == pytest.approx(
+        [
+            line.apply(p["raw_sum_ms"], a.resolution, boundary_melems(space, a), final_stage_mweights(space, a))
+            for p, a in zip(cal["subnets"], archs)
+        ],
+        rel=1e-3,
+    )  # tables store 1 ns
     # ... and that fit is a least-squares line through its points (residuals sum to zero; the short protocol's
     # timings are too noisy on this shared machine for a bound on each residual)
     assert sum(p - point["measured_ms"] for p, point in zip(predicted, cal["subnets"])) == pytest.approx(0.0, abs=1e-4)
@@ -84,6 +88,7 @@ class FakeRunner:
             if self.fail_after is not None and self.runs > self.fail_after:
                 raise Interrupted
             self.clock += int(ms * 1e6)
+
         return Loaded(run, lambda: None)
 
 
@@ -113,8 +118,14 @@ def test_calibration_subnets_get_their_extra_passes_and_resume_in_them(tmp_path)
     space = get_space("mbv3-tiny")
     profile = DeviceProfile(name="fake", calib_subnets=2, calib_passes=4, **{**QUICK, "warmup_s": 0.0, "rounds": 3})
     whole = FakeRunner(profile)
-    profile_space(space, profile, out_path=tmp_path / "whole" / "mbv3-tiny.csv", resolutions=(32,), runner=whole,
-                  timer=whole.timer)
+    profile_space(
+        space,
+        profile,
+        out_path=tmp_path / "whole" / "mbv3-tiny.csv",
+        resolutions=(32,),
+        runner=whole,
+        timer=whole.timer,
+    )
     runs = whole.runs_per_model
     subnet_runs, block_runs = runs[-2:], runs[:-2]  # subnets are loaded after the blocks
     extra = 4 * (1 + 3)  # 4 more passes of 1 warm-up + max(3, repeats // 3) timed runs
@@ -146,9 +157,21 @@ def test_cli_predict_and_validate(tiny_lut, tmp_path, capsys):
     plot = tmp_path / "fid.png"
     assert main(["latency", "validate", "--lut", str(path), "--subnets", "4", "--json", "--plot", str(plot)]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert set(report) == {"subnets", "within_5pct", "within_10pct", "mape", "max_err", "kendall_tau",
-                           "raw_within_10pct", "flops_kendall_tau", "flops_mape", "retest_kendall_tau", "seconds",
-                           "speed_factor", "drift_corrected"}
+    assert set(report) == {
+        "subnets",
+        "within_5pct",
+        "within_10pct",
+        "mape",
+        "max_err",
+        "kendall_tau",
+        "raw_within_10pct",
+        "flops_kendall_tau",
+        "flops_mape",
+        "retest_kendall_tau",
+        "seconds",
+        "speed_factor",
+        "drift_corrected",
+    }
     assert report["subnets"] == 4 and 0 <= report["within_10pct"] <= 1 and report["mape"] >= 0
     drift = report["drift_corrected"]  # the table's 4 calibration subnets re-timed in the one chunk
     assert drift["references"] == 4 and len(drift["speed_factors"]) == 1 and report["speed_factor"] > 0
@@ -158,7 +181,9 @@ def test_cli_predict_and_validate(tiny_lut, tmp_path, capsys):
 
 def test_cli_errors_are_one_line(tiny_lut, capsys, tmp_path):
     path, _ = tiny_lut
-    assert main(["latency", "predict", "r32/k3e3,k3e3/k3e3,k3e3/k3e3,k3e3/k3e3,k3e3/k3e3,k3e3", "--lut", str(path)]) == 2
+    assert (
+        main(["latency", "predict", "r32/k3e3,k3e3/k3e3,k3e3/k3e3,k3e3/k3e3,k3e3/k3e3,k3e3", "--lut", str(path)]) == 2
+    )
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "LUT miss" in err and "--resolutions 32" in err
     assert main(["profile", "--device", "nope", "--space", "mbv3-tiny", "--out", str(tmp_path)]) == 2

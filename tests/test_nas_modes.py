@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from search_lut import synthetic_table
 
 from hwnas.data import load_dataset, make_batch
 from hwnas.latency import LatencyPredictor
@@ -21,7 +22,6 @@ from hwnas.train.expected_latency import decode_near_target, expected_latency_ms
 from hwnas.train.nas_config import NasConfig, temperature
 from hwnas.train.nas_loop import load_nas_checkpoint, mode_module, train_nas
 from hwnas.train.nas_state import NasState
-from search_lut import synthetic_table
 
 
 def _tiny_space():
@@ -108,8 +108,9 @@ def _state(space, table, cfg: NasConfig) -> NasState:
     torch.manual_seed(0)
     net = Supernet(space).train()
     opt = torch.optim.Adam([params.logits], lr=cfg.alpha_lr)
-    return NasState(net, params, latency_arrays(table, space, params), cfg, torch.Generator().manual_seed(0), opt,
-                    tau=1.0)
+    return NasState(
+        net, params, latency_arrays(table, space, params), cfg, torch.Generator().manual_seed(0), opt, tau=1.0
+    )
 
 
 @pytest.mark.parametrize("mode", ["fbnet", "proxyless", "darts"])
@@ -147,8 +148,9 @@ def test_enas_controller_moves_sampled_latency_toward_target(small) -> None:
     space, table, data = small
     pred = LatencyPredictor(table, space)
     low = pred.predict(Arch(28, tuple((LayerChoice(3, 3),) * 2 for _ in space.stages)))
-    cfg = NasConfig(mode="enas", target_ms=low * 1.05, latency_weight=8.0, alpha_lr=0.3, controller_samples=4,
-                    entropy_weight=0.0)
+    cfg = NasConfig(
+        mode="enas", target_ms=low * 1.05, latency_weight=8.0, alpha_lr=0.3, controller_samples=4, entropy_weight=0.0
+    )
     state = _state(space, table, cfg)
     x, y = make_batch(data.val, torch.arange(24), resolution=28)
     probe = torch.Generator().manual_seed(123)
@@ -165,8 +167,16 @@ def test_enas_controller_moves_sampled_latency_toward_target(small) -> None:
 
 
 def test_temperature_follows_schedule(small, tmp_path: Path) -> None:
-    cfg = NasConfig(mode="fbnet", target_ms=0.2, epochs=3, warmup_epochs=1, steps_per_epoch=2, batch_size=16,
-                    tau0=5.0, tau_decay=0.3)
+    cfg = NasConfig(
+        mode="fbnet",
+        target_ms=0.2,
+        epochs=3,
+        warmup_epochs=1,
+        steps_per_epoch=2,
+        batch_size=16,
+        tau0=5.0,
+        tau_decay=0.3,
+    )
     for epoch in (0.0, 1.0, 2.5, 10.0):
         assert temperature(cfg, epoch) == pytest.approx(5.0 * math.exp(-0.3 * epoch))
     space, table, data = small
@@ -182,8 +192,16 @@ def test_temperature_follows_schedule(small, tmp_path: Path) -> None:
 
 def test_resume_restores_alpha_exactly(small, tmp_path: Path) -> None:
     space, table, data = small
-    cfg = NasConfig(mode="proxyless", target_ms=0.2, epochs=2, warmup_epochs=0, steps_per_epoch=3, batch_size=16,
-                    alpha_lr=0.05, adapt_rate=0.1)
+    cfg = NasConfig(
+        mode="proxyless",
+        target_ms=0.2,
+        epochs=2,
+        warmup_epochs=0,
+        steps_per_epoch=3,
+        batch_size=16,
+        alpha_lr=0.05,
+        adapt_rate=0.1,
+    )
     straight = train_nas(space, data, table, cfg, out_dir=tmp_path / "a", progress=False)
     alpha_a = load_nas_checkpoint(tmp_path / "a" / "checkpoint.pt")["nas"]["alpha"]
 

@@ -22,8 +22,16 @@ from hwnas.ofa.run import import_ofa
 from hwnas.space import Arch, get_space
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
-from ofa_random import (OFA_RESOLUTIONS, arch_string, calibrate_bn, ofa_predictor, ofa_supernet,  # noqa: E402
-                        ofa_tutorial_predictor, random_arch_dict, save_released)
+from ofa_random import (
+    OFA_RESOLUTIONS,
+    arch_string,
+    calibrate_bn,
+    ofa_predictor,
+    ofa_supernet,  # noqa: E402
+    ofa_tutorial_predictor,
+    random_arch_dict,
+    save_released,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 MBV3_LUT = REPO / "latency_tables" / "cpu-ort-1t" / "mbv3.csv"
@@ -99,8 +107,10 @@ def _rename(state: dict[str, torch.Tensor], layout: str) -> dict[str, torch.Tens
 
 def test_every_ofa_layout_imports_the_same_weights(tmp_path):
     net = ofa_supernet(1.0, seed=2)
-    files = {"released": save_released(net, tmp_path / "released.pth"),
-             "current": save_released(net, tmp_path / "current.pth", layout="current")}
+    files = {
+        "released": save_released(net, tmp_path / "released.pth"),
+        "current": save_released(net, tmp_path / "current.pth", layout="current"),
+    }
     for layout in ("flat", "dataparallel"):
         files[layout] = tmp_path / f"{layout}.pth"
         torch.save(_rename(net.state_dict(), layout), files[layout])  # a bare state dict, no {"state_dict": ...}
@@ -152,8 +162,9 @@ def test_predictor_matches_ofa_predict_acc(tmp_path):
 def test_tutorial_predictor_matches_ofa(tmp_path):
     tutorial = ofa_tutorial_predictor(seed=2)
     torch.save(tutorial.model.state_dict(), tmp_path / "acc_predictor.pth")
-    ours = predictor_from_state(torch.load(tmp_path / "acc_predictor.pth", weights_only=True), get_space("mbv3"),
-                                where="test")
+    ours = predictor_from_state(
+        torch.load(tmp_path / "acc_predictor.pth", weights_only=True), get_space("mbv3"), where="test"
+    )
     archs = [random_arch_dict(random.Random(100 + s)) for s in range(100)]
     population = [{"ks": a["ks"], "e": a["e"], "d": a["d"], "r": [a["image_size"]]} for a in archs]
     theirs = tutorial.predict_accuracy(copy.deepcopy(population)).numpy()[:, 0]
@@ -188,8 +199,20 @@ def test_import_writes_a_run_folder(imported, capsys, tmp_path):
 def test_predictor_scored_search_on_the_mbv3_table(imported, tmp_path, capsys):
     """No data: the run's predictor scores candidates, every winner fits its budget, search.json says what scored."""
     out = tmp_path / "search"
-    code = main(["search", "--run", str(imported), "--lut", str(MBV3_LUT), "--budgets", "1.0,2.0,4.0", "--out", str(out),
-                 "--json"])
+    code = main(
+        [
+            "search",
+            "--run",
+            str(imported),
+            "--lut",
+            str(MBV3_LUT),
+            "--budgets",
+            "1.0,2.0,4.0",
+            "--out",
+            str(out),
+            "--json",
+        ]
+    )
     assert code == 0
     printed = json.loads(capsys.readouterr().out)
     payload = json.loads((out / "search.json").read_text())
@@ -223,8 +246,15 @@ def test_export_of_an_imported_subnet_on_an_imagenet_folder(imported, tmp_path):
 
     data = _imagenet_folder(tmp_path / "imagenet", 1000)
     arch = Arch.parse("r128/k3e3,k3e3/k3e3,k3e3/k3e3,k3e3/k3e3,k3e3/k3e3,k3e3")
-    cfg = ExportConfig(measure=False, data_dir=data, test_images=40, parity_images=40, recalib_batches=2,
-                       batch_size=32, calib_images=32)
+    cfg = ExportConfig(
+        measure=False,
+        data_dir=data,
+        test_images=40,
+        parity_images=40,
+        recalib_batches=2,
+        batch_size=32,
+        calib_images=32,
+    )
     result = export_run(imported, arch, tmp_path / "export", cfg=cfg)
     card = json.loads(result.card.read_text())
     assert card["preprocess"]["center_crop"] == 128 and card["preprocess"]["resize_shorter"] == 147
@@ -238,9 +268,32 @@ def test_measured_search_of_an_imported_run_on_an_imagenet_folder(imported, tmp_
     """`--scorer measured --data-dir`: candidates are extracted, BN-recalibrated on training images and scored on val/."""
     data = _imagenet_folder(tmp_path / "imagenet", 1000)
     out = tmp_path / "search"
-    code = main(["search", "--run", str(imported), "--lut", str(MBV3_LUT), "--budget-ms", "1.2", "--scorer", "measured",
-                 "--data-dir", str(data), "--evaluations", "3", "--population", "2", "--val-images", "24",
-                 "--calib-images", "32", "--out", str(out), "--json"])
+    code = main(
+        [
+            "search",
+            "--run",
+            str(imported),
+            "--lut",
+            str(MBV3_LUT),
+            "--budget-ms",
+            "1.2",
+            "--scorer",
+            "measured",
+            "--data-dir",
+            str(data),
+            "--evaluations",
+            "3",
+            "--population",
+            "2",
+            "--val-images",
+            "24",
+            "--calib-images",
+            "32",
+            "--out",
+            str(out),
+            "--json",
+        ]
+    )
     assert code == 0
     printed = json.loads(capsys.readouterr().out)
     payload = json.loads((out / "search.json").read_text())

@@ -16,8 +16,23 @@ TINY_LUT = REPO / "latency_tables" / "cpu-ort-1t" / "mbv3-tiny.csv"
 @pytest.mark.slow
 def test_quickstart_json_summary(tmp_path, capsys, fashion_dir):
     out = tmp_path / "qs"
-    code = main(["quickstart", "--out", str(out), "--steps", "12", "--evaluations", "2", "--finetune-epochs", "0",
-                 "--no-int8", "--lut", str(TINY_LUT), "--json"])
+    code = main(
+        [
+            "quickstart",
+            "--out",
+            str(out),
+            "--steps",
+            "12",
+            "--evaluations",
+            "2",
+            "--finetune-epochs",
+            "0",
+            "--no-int8",
+            "--lut",
+            str(TINY_LUT),
+            "--json",
+        ]
+    )
     assert code == 0
     summary = json.loads(capsys.readouterr().out)
     assert set(summary["seconds"]) == {"latency table", "train", "search", "export"}

@@ -17,10 +17,22 @@ import summarize  # noqa: E402
 from hwnas.space import get_space, largest  # noqa: E402
 
 RESULTS = REPO / "bench" / "results"
-HEADLINE = ("lut_within_10pct", "lut_kendall_tau", "lut_drift_corrected", "lut_build_s", "train_speedup_vs_ofa",
-            "search_speedup_vs_ofa", "pareto_wins", "pareto_budgets", "search_quality_evolution_wins_val",
-            "onnx_max_abs_diff_worst", "int8_speedup_mbv3_largest_224", "int8_acc_drop_pp_worst",
-            "ofa_specialize_speedup_vs_ofa", "ofa_specialize_all_within_budget")
+HEADLINE = (
+    "lut_within_10pct",
+    "lut_kendall_tau",
+    "lut_drift_corrected",
+    "lut_build_s",
+    "train_speedup_vs_ofa",
+    "search_speedup_vs_ofa",
+    "pareto_wins",
+    "pareto_budgets",
+    "search_quality_evolution_wins_val",
+    "onnx_max_abs_diff_worst",
+    "int8_speedup_mbv3_largest_224",
+    "int8_acc_drop_pp_worst",
+    "ofa_specialize_speedup_vs_ofa",
+    "ofa_specialize_all_within_budget",
+)
 
 
 def _read(name: str, folder: Path = RESULTS) -> dict:
@@ -99,7 +111,10 @@ def test_missing_baselines_leave_pareto_keys_null_with_the_reason(results_copy: 
         assert key in summary["missing"]
         assert summary["reasons"][key] == "bench/results/baselines.json missing"
     # the evolution-vs-random comparison is its own key and does not stand in for pareto_wins
-    assert summary["search_quality_evolution_wins_val"] == summarize.summarize(RESULTS)["search_quality_evolution_wins_val"]
+    assert (
+        summary["search_quality_evolution_wins_val"]
+        == summarize.summarize(RESULTS)["search_quality_evolution_wins_val"]
+    )
     assert summary["lut_kendall_tau"] is not None and "lut_kendall_tau" not in summary["reasons"]
     assert "baselines.json" not in summary["sources"]
 
@@ -121,8 +136,10 @@ def test_absent_field_names_the_field_and_file(results_copy: Path) -> None:
     (results_copy / "ofa_specialize.json").write_text(json.dumps(specialize))
     summary = summarize.summarize(results_copy)
     assert summary["ofa_specialize_speedup_vs_ofa"] is None
-    assert summary["reasons"]["ofa_specialize_speedup_vs_ofa"] == \
-        "speedup_min not found in bench/results/ofa_specialize.json"
+    assert (
+        summary["reasons"]["ofa_specialize_speedup_vs_ofa"]
+        == "speedup_min not found in bench/results/ofa_specialize.json"
+    )
     assert summary["ofa_specialize_all_within_budget"] is True
 
 
@@ -141,8 +158,9 @@ def test_write_summary_writes_both_files_with_missing_keys_explained(results_cop
     assert cells[1] == f"{summary['lut_within_10pct']:.4g}"
     assert "lut_fidelity.json" in cells[2] and "pooled.224.lut_calibrated.within_10pct" in cells[2]
     machines = _machine_records(_read("lut_fidelity.json", results_copy))
-    assert any(cells[3].startswith(m["cpu"]) and cells[4] == f"{m['date'][:10]} {m['date'][11:16]} UTC"
-               for m in machines)
+    assert any(
+        cells[3].startswith(m["cpu"]) and cells[4] == f"{m['date'][:10]} {m['date'][11:16]} UTC" for m in machines
+    )
     sections = [line[3:] for line in text.splitlines() if line.startswith("## ")]
     assert sections[:2] == ["Latency tables", "Latency tables: other recorded runs"]
     assert {"Export", "OFA specialization", "Missing", "Result files"} <= set(sections)

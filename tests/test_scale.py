@@ -44,16 +44,20 @@ def _copy_lut(dest: Path, **profile: object) -> Path:
 def _idx_subset(src: Path, dest: Path, *, train: int, test: int) -> Path:
     """The first `train` / `test` images of Fashion-MNIST as idx .gz files (the run's val split takes 5,000)."""
     dest.mkdir()
-    for name, n in (("train-images-idx3-ubyte.gz", train), ("train-labels-idx1-ubyte.gz", train),
-                    ("t10k-images-idx3-ubyte.gz", test), ("t10k-labels-idx1-ubyte.gz", test)):
+    for name, n in (
+        ("train-images-idx3-ubyte.gz", train),
+        ("train-labels-idx1-ubyte.gz", train),
+        ("t10k-images-idx3-ubyte.gz", test),
+        ("t10k-labels-idx1-ubyte.gz", test),
+    ):
         raw = gzip.open(src / name).read()
         ndim = raw[3]
-        dims = [int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+        dims = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
         per_item = 1
         for d in dims[1:]:
             per_item *= d
-        header = raw[:4] + n.to_bytes(4, "big") + raw[8: 4 + 4 * ndim]
-        body = raw[4 + 4 * ndim: 4 + 4 * ndim + n * per_item]
+        header = raw[:4] + n.to_bytes(4, "big") + raw[8 : 4 + 4 * ndim]
+        body = raw[4 + 4 * ndim : 4 + 4 * ndim + n * per_item]
         with gzip.open(dest / name, "wb", compresslevel=1) as fh:
             fh.write(header + body)
     return dest
@@ -64,8 +68,27 @@ def env(tmp_path_factory, fashion_dir) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("scale")
     data = _idx_subset(fashion_dir, root / "fmnist", train=6024, test=512)
     run = root / "run"
-    assert main(["train", "--space", "mbv3-tiny", "--dataset", "fashion-mnist", "--data-dir", str(data), "--out",
-                 str(run), "--max-steps", "2", "--batch-size", "8", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--space",
+                "mbv3-tiny",
+                "--dataset",
+                "fashion-mnist",
+                "--data-dir",
+                str(data),
+                "--out",
+                str(run),
+                "--max-steps",
+                "2",
+                "--batch-size",
+                "8",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     return {"root": root, "run": run, "lut": _copy_lut(root / "luts" / "mbv3-tiny.csv", warmup_s=1.0)}
 
 
@@ -84,8 +107,22 @@ def _json_of(argv: list[str]) -> dict:
 def searched(env) -> dict:
     """Two scale searches with the same table: the first times the missing rows, the second finds them cached."""
     lut, out = env["lut"], env["root"] / "search"
-    argv = ["search", "--run", str(env["run"]), "--lut", str(lut), "--strategy", "scale", "--budget-ms",
-            str(BUDGET_MS), "--arch", BASE_ARCH, "--out", str(out), "--json"]
+    argv = [
+        "search",
+        "--run",
+        str(env["run"]),
+        "--lut",
+        str(lut),
+        "--strategy",
+        "scale",
+        "--budget-ms",
+        str(BUDGET_MS),
+        "--arch",
+        BASE_ARCH,
+        "--out",
+        str(out),
+        "--json",
+    ]
     lut_sha, committed_sha = _sha(lut), _sha(TINY_LUT)
     first = _json_of(argv)
     extra = lut.with_name("mbv3-tiny.extra.csv")
@@ -154,8 +191,9 @@ def test_scale_search_times_missing_rows_once_and_fits_the_budget(env, searched)
     assert search["strategy"] == "scale" and search["extra_rows"] == str(searched["extra"])
     assert scaled["base_space"]["name"] == "mbv3-tiny" and scaled["base_arch"] == BASE_ARCH
     assert scaled["phi"] == first["phi"] and scaled["resolution"] == Arch.parse(first["arch"]).resolution
-    assert scaled["added_depths"] == [len(s) - len(b) for s, b in zip(Arch.parse(first["arch"]).stages,
-                                                                     Arch.parse(BASE_ARCH).stages)]
+    assert scaled["added_depths"] == [
+        len(s) - len(b) for s, b in zip(Arch.parse(first["arch"]).stages, Arch.parse(BASE_ARCH).stages)
+    ]
     rebuilt = scaled_from_meta(scaled, table.space(), where="test")
     assert str(rebuilt.arch) == first["arch"] and rebuilt.space.width == scaled["width"] == first["width"]
     needed = missing_blocks(table, rebuilt.space, rebuilt.arch)
@@ -183,16 +221,42 @@ def test_a_stale_cache_is_ignored(env, searched, tmp_path) -> None:
 
 def test_a_remote_table_says_to_bundle(env, tmp_path, capsys) -> None:
     lut = _copy_lut(tmp_path / "remote.csv", remote=True, name="pixel-remote")
-    code = main(["search", "--run", str(env["run"]), "--lut", str(lut), "--strategy", "scale", "--budget-ms",
-                 str(BUDGET_MS), "--arch", BASE_ARCH, "--out", str(tmp_path / "s")])
+    code = main(
+        [
+            "search",
+            "--run",
+            str(env["run"]),
+            "--lut",
+            str(lut),
+            "--strategy",
+            "scale",
+            "--budget-ms",
+            str(BUDGET_MS),
+            "--arch",
+            BASE_ARCH,
+            "--out",
+            str(tmp_path / "s"),
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("hwnas: error:") and err.count("\n") == 1 and "hwnas bundle" in err
     assert not (tmp_path / "s").exists() and not (tmp_path / "remote.extra.csv").exists()
 
 
 def test_export_of_a_scaled_arch_needs_a_finetune(env, searched, capsys) -> None:
-    code = main(["export", "--run", str(env["run"]), "--search", str(searched["out"] / "search.json"), "--out",
-                 str(env["root"] / "refused"), "--finetune-epochs", "0"])
+    code = main(
+        [
+            "export",
+            "--run",
+            str(env["run"]),
+            "--search",
+            str(searched["out"] / "search.json"),
+            "--out",
+            str(env["root"] / "refused"),
+            "--finetune-epochs",
+            "0",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "--finetune-epochs" in err and "scaled" in err
     assert not (env["root"] / "refused").exists()
@@ -207,8 +271,24 @@ def test_export_of_a_scaled_arch(env, searched) -> None:
     from hwnas.export.onnx import read_onnx_metadata
 
     out = env["root"] / "export"
-    summary = _json_of(["export", "--run", str(env["run"]), "--search", str(searched["out"] / "search.json"), "--out",
-                        str(out), "--finetune-epochs", "1", "--test-images", "256", "--parity-images", "64", "--json"])
+    summary = _json_of(
+        [
+            "export",
+            "--run",
+            str(env["run"]),
+            "--search",
+            str(searched["out"] / "search.json"),
+            "--out",
+            str(out),
+            "--finetune-epochs",
+            "1",
+            "--test-images",
+            "256",
+            "--parity-images",
+            "64",
+            "--json",
+        ]
+    )
     arch = searched["first"]["arch"]
     assert Path(summary["onnx"]).is_file() and summary["max_abs_diff"] <= 1e-4 and summary["top1_agreement"] == 1.0
     assert summary["predicted_ms"] == pytest.approx(searched["second"]["predicted_ms"], rel=1e-5)

@@ -12,8 +12,20 @@ from search_lut import synthetic_table
 
 from hwnas.errors import HwnasError
 from hwnas.latency.predictor import LatencyPredictor, latency_range_ms
-from hwnas.search import (EvolutionConfig, RandomConfig, RLConfig, check_budget, evolve, fit_predictor,
-                          gene_latency_from_lut, genome_of, kendall_tau, one_hot, random_search, rl_search)
+from hwnas.search import (
+    EvolutionConfig,
+    RandomConfig,
+    RLConfig,
+    check_budget,
+    evolve,
+    fit_predictor,
+    gene_latency_from_lut,
+    genome_of,
+    kendall_tau,
+    one_hot,
+    random_search,
+    rl_search,
+)
 from hwnas.search.predictor import PredictorConfig
 from hwnas.space import Arch, get_space, sample
 
@@ -64,7 +76,9 @@ def test_gene_latency_equals_lut_predictor() -> None:
 def test_infeasible_budget_errors_fast_naming_the_minimum() -> None:
     t0 = time.perf_counter()
     with pytest.raises(HwnasError, match=rf"smallest achievable predicted latency is {MIN_MS:.4f} ms"):
-        evolve(SPACE, _score_fn(), LATENCY, budget_ms=MIN_MS * 0.99, cfg=EvolutionConfig(), rng=np.random.default_rng(0))
+        evolve(
+            SPACE, _score_fn(), LATENCY, budget_ms=MIN_MS * 0.99, cfg=EvolutionConfig(), rng=np.random.default_rng(0)
+        )
     assert time.perf_counter() - t0 < 1.0
 
 
@@ -93,12 +107,23 @@ def test_evolution_winner_and_every_candidate_fit_the_budget(frac: float) -> Non
 def test_search_is_deterministic_for_a_seed() -> None:
     budget = MIN_MS + 0.3 * (MAX_MS - MIN_MS)
     cfg = EvolutionConfig(population=30, generations=20)
-    runs = [evolve(SPACE, _score_fn(), LATENCY, budget_ms=budget, cfg=cfg, rng=np.random.default_rng(s)) for s in (7, 7, 8)]
+    runs = [
+        evolve(SPACE, _score_fn(), LATENCY, budget_ms=budget, cfg=cfg, rng=np.random.default_rng(s)) for s in (7, 7, 8)
+    ]
     assert str(runs[0].arch) == str(runs[1].arch)
     assert np.array_equal(runs[0].genes, runs[1].genes) and np.array_equal(runs[0].scores, runs[1].scores)
     assert not np.array_equal(runs[0].genes, runs[2].genes)
-    rs = [random_search(SPACE, _score_fn(), LATENCY, budget_ms=budget, cfg=RandomConfig(evaluations=50),
-                        rng=np.random.default_rng(5)) for _ in range(2)]
+    rs = [
+        random_search(
+            SPACE,
+            _score_fn(),
+            LATENCY,
+            budget_ms=budget,
+            cfg=RandomConfig(evaluations=50),
+            rng=np.random.default_rng(5),
+        )
+        for _ in range(2)
+    ]
     assert np.array_equal(rs[0].genes, rs[1].genes)
 
 
@@ -113,18 +138,25 @@ def test_evolution_beats_random_at_equal_evaluations_and_caches() -> None:
 
     cfg = EvolutionConfig(population=50, generations=1000, max_evaluations=1500)
     evo = evolve(SPACE, counted, LATENCY, budget_ms=budget, cfg=cfg, rng=np.random.default_rng(0))
-    assert evo.evaluated == sum(calls) == 1500          # duplicates never reach score_fn
-    assert len(calls) < 1500 / 10                       # whole generations per call
-    rnd = random_search(SPACE, base, LATENCY, budget_ms=budget, cfg=RandomConfig(evaluations=1500),
-                        rng=np.random.default_rng(0))
+    assert evo.evaluated == sum(calls) == 1500  # duplicates never reach score_fn
+    assert len(calls) < 1500 / 10  # whole generations per call
+    rnd = random_search(
+        SPACE, base, LATENCY, budget_ms=budget, cfg=RandomConfig(evaluations=1500), rng=np.random.default_rng(0)
+    )
     assert rnd.evaluated == 1500
     assert evo.accuracy > rnd.accuracy
 
 
 def test_rl_controller_fits_budget_and_counts_evaluations() -> None:
     budget = MIN_MS + 0.2 * (MAX_MS - MIN_MS)
-    res = rl_search(SPACE, _score_fn(), LATENCY, budget_ms=budget, cfg=RLConfig(evaluations=120, batch=12),
-                    rng=np.random.default_rng(0))
+    res = rl_search(
+        SPACE,
+        _score_fn(),
+        LATENCY,
+        budget_ms=budget,
+        cfg=RLConfig(evaluations=120, batch=12),
+        rng=np.random.default_rng(0),
+    )
     assert res.predicted_ms <= budget
     assert 120 <= res.evaluated <= 121
     assert res.notes["policy_updates"] >= 10
@@ -147,6 +179,12 @@ def test_partial_lut_only_yields_covered_resolutions() -> None:
     table = synthetic_table(SPACE, resolutions=(28, 32))
     lat = gene_latency_from_lut(table, SPACE)
     check_budget(lat, lat.min_ms()[0])
-    res = evolve(SPACE, _score_fn(), lat, budget_ms=lat.max_ms()[0], cfg=EvolutionConfig(population=20, generations=5),
-                 rng=np.random.default_rng(0))
+    res = evolve(
+        SPACE,
+        _score_fn(),
+        lat,
+        budget_ms=lat.max_ms()[0],
+        cfg=EvolutionConfig(population=20, generations=5),
+        rng=np.random.default_rng(0),
+    )
     assert {a.resolution for a in GENOME.decode(res.genes)} <= {28, 32}

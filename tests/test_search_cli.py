@@ -33,12 +33,15 @@ def test_infeasible_budget_is_a_fast_one_line_error(lut: Path, tmp_path: Path, c
     assert not (tmp_path / "search.json").exists()
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--budget-ms", "1"], "not found"),                 # run folder missing
-    ([], "give a latency budget"),
-    (["--budget-ms", "-3"], "positive"),
-    (["--budgets", "1,x"], "comma-separated"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--budget-ms", "1"], "not found"),  # run folder missing
+        ([], "give a latency budget"),
+        (["--budget-ms", "-3"], "positive"),
+        (["--budgets", "1,x"], "comma-separated"),
+    ],
+)
 def test_bad_search_arguments(lut: Path, tmp_path: Path, capsys, argv: list[str], message: str) -> None:
     run = tmp_path / "nope" if message == "not found" else tmp_path
     code = main(["search", "--run", str(run), "--lut", str(lut), *argv])
@@ -63,8 +66,26 @@ def test_search_json_contract_and_outputs(tiny_run: Path, lut: Path, capsys) -> 
     lat = gene_latency_from_lut(load_lut(lut), SPACE)
     lo, hi = lat.min_ms()[0], lat.max_ms()[0]
     budgets = [round(lo + 0.02 * (hi - lo), 5), round(lo + 0.05 * (hi - lo), 5)]
-    argv = ["search", "--run", str(tiny_run), "--lut", str(lut), "--budget-ms", str(budgets[0]), "--evaluations", "3",
-            "--population", "2", "--val-images", "16", "--calib-images", "32", "--seed", "3", "--json"]
+    argv = [
+        "search",
+        "--run",
+        str(tiny_run),
+        "--lut",
+        str(lut),
+        "--budget-ms",
+        str(budgets[0]),
+        "--evaluations",
+        "3",
+        "--population",
+        "2",
+        "--val-images",
+        "16",
+        "--calib-images",
+        "32",
+        "--seed",
+        "3",
+        "--json",
+    ]
     assert main(argv) == 0
     out = json.loads(capsys.readouterr().out)
     assert set(out) == {"arch", "predicted_ms", "accuracy", "budget_ms", "evaluated", "seconds", "scorer"}
@@ -72,9 +93,26 @@ def test_search_json_contract_and_outputs(tiny_run: Path, lut: Path, capsys) -> 
     assert out["scorer"] == "measured"  # a trained run has no imported predictor
     for name in ("search.json", "pareto.csv", "candidates.csv"):
         assert (tiny_run / name).is_file()
-    assert main(argv) == 2 and "--force" in capsys.readouterr().err       # never overwrites silently
-    multi = ["search", "--run", str(tiny_run), "--lut", str(lut), "--budgets", ",".join(map(str, budgets)),
-             "--strategy", "random", "--evaluations", "2", "--val-images", "16", "--calib-images", "32", "--force", "--json"]
+    assert main(argv) == 2 and "--force" in capsys.readouterr().err  # never overwrites silently
+    multi = [
+        "search",
+        "--run",
+        str(tiny_run),
+        "--lut",
+        str(lut),
+        "--budgets",
+        ",".join(map(str, budgets)),
+        "--strategy",
+        "random",
+        "--evaluations",
+        "2",
+        "--val-images",
+        "16",
+        "--calib-images",
+        "32",
+        "--force",
+        "--json",
+    ]
     assert main(multi) == 0
     both = json.loads(capsys.readouterr().out)
     assert [b["budget_ms"] for b in both] == budgets and all(b["predicted_ms"] <= b["budget_ms"] for b in both)

@@ -15,9 +15,9 @@ from hwnas.data.datasets import load_dataset
 from hwnas.search import EvolutionConfig, evolve, gene_latency_from_lut, genome_of
 from hwnas.search.output import write_search_outputs
 from hwnas.search.scorer import ScorerConfig, SupernetScorer
-from hwnas.train.evaluate import recalibrate_bn
 from hwnas.space import get_space, sample
 from hwnas.supernet.supernet import Supernet, extract
+from hwnas.train.evaluate import recalibrate_bn
 
 SPACE = get_space("mbv3-tiny")
 
@@ -57,8 +57,14 @@ def test_search_outputs_are_written_and_consistent(scorer: SupernetScorer, tmp_p
     lat = gene_latency_from_lut(table, SPACE)
     lo, hi = lat.min_ms()[0], lat.max_ms()[0]
     budget = lo + 0.05 * (hi - lo)  # small subnets: fast to measure
-    res = evolve(SPACE, scorer, lat, budget_ms=budget, cfg=EvolutionConfig(population=3, generations=50, max_evaluations=5),
-                 rng=np.random.default_rng(0))
+    res = evolve(
+        SPACE,
+        scorer,
+        lat,
+        budget_ms=budget,
+        cfg=EvolutionConfig(population=3, generations=50, max_evaluations=5),
+        rng=np.random.default_rng(0),
+    )
     assert res.evaluated == 5 and res.predicted_ms <= budget
     write_search_outputs([res], tmp_path, context={"seed": 0})
     payload = json.loads((tmp_path / "search.json").read_text())

@@ -60,7 +60,9 @@ def test_extract_has_build_model_structure(tiny_net: Supernet) -> None:
     static = extract(tiny_net, arch)
     reference = build_model(tiny_net.space, arch)
     assert [type(m) for m in static] == [type(m) for m in reference]
-    assert {k: v.shape for k, v in static.state_dict().items()} == {k: v.shape for k, v in reference.state_dict().items()}
+    assert {k: v.shape for k, v in static.state_dict().items()} == {
+        k: v.shape for k, v in reference.state_dict().items()
+    }
 
 
 def test_extract_matches_on_mbv3_channels_last() -> None:

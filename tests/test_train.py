@@ -25,8 +25,19 @@ def synthetic() -> Dataset:
 
 def _cfg(mode: str, **kw: object) -> TrainConfig:
     # width 0.5 keeps these CPU tests fast (and exercises the width multiplier end to end)
-    base: dict[str, object] = dict(dataset="synthetic", mode=mode, width=0.5, epochs=0.0, max_steps=2, batch_size=4,
-                                   val_size=64, checkpoint_every=2, log_every=1, recal_batches=1, eval_batch_size=64)
+    base: dict[str, object] = dict(
+        dataset="synthetic",
+        mode=mode,
+        width=0.5,
+        epochs=0.0,
+        max_steps=2,
+        batch_size=4,
+        val_size=64,
+        checkpoint_every=2,
+        log_every=1,
+        recal_batches=1,
+        eval_batch_size=64,
+    )
     base.update(kw)
     return TrainConfig(**base)  # type: ignore[arg-type]
 
@@ -104,8 +115,23 @@ def test_extracted_subnet_agrees_with_supernet_after_recalibration(synthetic: Da
 
 def test_cli_train_json_and_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "run"
-    args = ["train", "--dataset", "synthetic", "--mode", "spos", "--out", str(out), "--max-steps", "2",
-            "--batch-size", "4", "--width", "0.5", "--json", "--no-progress"]
+    args = [
+        "train",
+        "--dataset",
+        "synthetic",
+        "--mode",
+        "spos",
+        "--out",
+        str(out),
+        "--max-steps",
+        "2",
+        "--batch-size",
+        "4",
+        "--width",
+        "0.5",
+        "--json",
+        "--no-progress",
+    ]
     assert main(args) == 0
     summary = json.loads(capsys.readouterr().out)
     assert set(summary) == {"run", "steps", "epochs", "val_acc_max", "val_acc_min", "img_per_s"}

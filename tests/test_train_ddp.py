@@ -25,9 +25,34 @@ def _free_port() -> int:
 def test_torchrun_two_ranks_gloo(tmp_path: Path) -> None:
     out = tmp_path / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(_free_port()),
-           "-m", "hwnas", "train", "--dataset", "synthetic", "--mode", "bignas", "--out", str(out), "--max-steps", "3",
-           "--batch-size", "8", "--width", "0.5", "--threads", "1", "--json", "--no-progress"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc-per-node",
+        "2",
+        "--master-port",
+        str(_free_port()),
+        "-m",
+        "hwnas",
+        "train",
+        "--dataset",
+        "synthetic",
+        "--mode",
+        "bignas",
+        "--out",
+        str(out),
+        "--max-steps",
+        "3",
+        "--batch-size",
+        "8",
+        "--width",
+        "0.5",
+        "--threads",
+        "1",
+        "--json",
+        "--no-progress",
+    ]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     summary = json.loads(proc.stdout)  # exactly one JSON document: only rank 0 prints

@@ -30,8 +30,18 @@ class Stop(Exception):
 
 def _cfg(mode: str, **kw: object) -> TrainConfig:
     # the CLI loads the same synthetic dataset (2048 images), so a run made here resumes through `hwnas train`
-    base: dict[str, object] = dict(dataset="synthetic", mode=mode, width=0.25, epochs=0.0, max_steps=20, batch_size=4,
-                                   checkpoint_every=5, log_every=1, recal_batches=1, eval_batch_size=64)
+    base: dict[str, object] = dict(
+        dataset="synthetic",
+        mode=mode,
+        width=0.25,
+        epochs=0.0,
+        max_steps=20,
+        batch_size=4,
+        checkpoint_every=5,
+        log_every=1,
+        recal_batches=1,
+        eval_batch_size=64,
+    )
     base.update(kw)
     return TrainConfig(**base)  # type: ignore[arg-type]
 
@@ -89,8 +99,9 @@ def test_schedule_step_stretches_the_rest_of_the_schedule() -> None:
     assert _cosine_lr(ext, 20, 20) == pytest.approx(0.0, abs=1e-12)
 
 
-def test_resume_with_larger_max_steps_continues_a_finished_run(tmp_path: Path,
-                                                               capsys: pytest.CaptureFixture[str]) -> None:
+def test_resume_with_larger_max_steps_continues_a_finished_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     run = tmp_path / "run"
     train(_cfg("spos", max_steps=20), run, progress=False)
     before = _lr_rows(run)
@@ -116,13 +127,15 @@ def test_resume_with_larger_max_steps_continues_a_finished_run(tmp_path: Path,
 
 @pytest.mark.parametrize(("mode", "first", "cut", "longer"), [("spos", 12, 6, 24), ("bignas", 8, 4, 16)])
 def test_extension_mid_schedule_stretches_the_lr_and_survives_a_plain_resume(
-        mode: str, first: int, cut: int, longer: int, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    mode: str, first: int, cut: int, longer: int, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     run = tmp_path / "run"
     cfg = _cfg(mode, max_steps=first, checkpoint_every=cut // 2)
     with pytest.raises(Stop):
         train(cfg, run, progress=False, on_step=_stop_at(cut))
-    extended = dataclasses.replace(config_from_dict(torch.load(run / CHECKPOINT, weights_only=True)["config"]),
-                                   max_steps=longer)
+    extended = dataclasses.replace(
+        config_from_dict(torch.load(run / CHECKPOINT, weights_only=True)["config"]), max_steps=longer
+    )
     with pytest.raises(Stop):  # the extended run is interrupted too ...
         train(extended, run, resume=True, progress=False, on_step=_stop_at(cut + 3))
     rc, out, _ = _cli(capsys, "--resume", "--out", str(run), "--json", "--no-progress")  # ... and resumed plainly
@@ -155,8 +168,7 @@ def test_resume_with_larger_epochs(tmp_path: Path, capsys: pytest.CaptureFixture
     assert sorted(_lr_rows(run)) == list(range(1, 19))
 
 
-def test_resume_refuses_changed_options_and_writes_nothing(tmp_path: Path,
-                                                           capsys: pytest.CaptureFixture[str]) -> None:
+def test_resume_refuses_changed_options_and_writes_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     run = tmp_path / "run"
     train(_cfg("spos", max_steps=4), run, progress=False)
     files = _files(run)
@@ -176,7 +188,8 @@ def test_resume_refuses_changed_options_and_writes_nothing(tmp_path: Path,
         assert rc == 2 and out == "" and fragment in _error_line(err), (args, err)
         assert _files(run) == files, args  # nothing written
     assert "may change only --epochs, --max-steps" in _error_line(
-        _cli(capsys, "--resume", "--out", str(run), "--seed", "3")[2])
+        _cli(capsys, "--resume", "--out", str(run), "--seed", "3")[2]
+    )
 
 
 def test_new_run_refuses_options_its_mode_does_not_use(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -201,14 +214,35 @@ def tiny_lut(tmp_path: Path) -> tuple[Path, float]:
     return path, round((low + high) / 2, 3)
 
 
-def test_fbnet_max_steps_is_exact_and_resumable(tiny_lut: tuple[Path, float], tmp_path: Path,
-                                                capsys: pytest.CaptureFixture[str]) -> None:
+def test_fbnet_max_steps_is_exact_and_resumable(
+    tiny_lut: tuple[Path, float], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     lut, target = tiny_lut
     run = tmp_path / "run"
     t0 = time.perf_counter()
-    rc, out, _ = _cli(capsys, "--dataset", "synthetic", "--mode", "fbnet", "--width", "0.25", "--lut", str(lut),
-                      "--target-ms", str(target), "--max-steps", "5", "--batch-size", "16", "--warmup-epochs", "0",
-                      "--out", str(run), "--json", "--no-progress")
+    rc, out, _ = _cli(
+        capsys,
+        "--dataset",
+        "synthetic",
+        "--mode",
+        "fbnet",
+        "--width",
+        "0.25",
+        "--lut",
+        str(lut),
+        "--target-ms",
+        str(target),
+        "--max-steps",
+        "5",
+        "--batch-size",
+        "16",
+        "--warmup-epochs",
+        "0",
+        "--out",
+        str(run),
+        "--json",
+        "--no-progress",
+    )
     assert rc == 0 and time.perf_counter() - t0 < 60  # not an epoch of 112 steps, let alone 6
     summary = json.loads(out)
     assert summary["steps"] == 5 and summary["epochs"] == pytest.approx(5 / 112, abs=1e-4)
@@ -239,13 +273,35 @@ def test_fbnet_max_steps_is_exact_and_resumable(tiny_lut: tuple[Path, float], tm
     assert _files(run) == files
 
 
-def test_nas_resume_with_larger_epochs(tiny_lut: tuple[Path, float], tmp_path: Path,
-                                       capsys: pytest.CaptureFixture[str]) -> None:
+def test_nas_resume_with_larger_epochs(
+    tiny_lut: tuple[Path, float], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     lut, target = tiny_lut
     run = tmp_path / "run"
-    rc, _, _ = _cli(capsys, "--dataset", "synthetic", "--mode", "proxyless", "--width", "0.25", "--lut", str(lut),
-                    "--target-ms", str(target), "--epochs", "2", "--steps-per-epoch", "2", "--batch-size", "8",
-                    "--warmup-epochs", "0", "--out", str(run), "--no-progress")
+    rc, _, _ = _cli(
+        capsys,
+        "--dataset",
+        "synthetic",
+        "--mode",
+        "proxyless",
+        "--width",
+        "0.25",
+        "--lut",
+        str(lut),
+        "--target-ms",
+        str(target),
+        "--epochs",
+        "2",
+        "--steps-per-epoch",
+        "2",
+        "--batch-size",
+        "8",
+        "--warmup-epochs",
+        "0",
+        "--out",
+        str(run),
+        "--no-progress",
+    )
     assert rc == 0
     rc, out, _ = _cli(capsys, "--resume", "--out", str(run), "--epochs", "3", "--json", "--no-progress")
     assert rc == 0 and json.loads(out)["steps"] == 6 and json.loads(out)["epochs"] == 3

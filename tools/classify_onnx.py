@@ -84,8 +84,12 @@ def main() -> int:
     parser.add_argument("card", type=Path, help="model_card.json written by 'hwnas export'")
     parser.add_argument("--model", type=Path, default=None, help="ONNX file (default: the card's fp32 model)")
     parser.add_argument("--data", type=Path, default=Path("/usr/share/datasets/fashion-mnist"))
-    parser.add_argument("--limit", type=int, default=None,
-                        help="classify only the first N test images (default: as many as the card's accuracy used)")
+    parser.add_argument(
+        "--limit",
+        type=int,
+        default=None,
+        help="classify only the first N test images (default: as many as the card's accuracy used)",
+    )
     parser.add_argument("--batch-size", type=int, default=500)
     parser.add_argument("--tolerance", type=float, default=0.001, help="allowed |accuracy - card accuracy| (fraction)")
     args = parser.parse_args()
@@ -112,8 +116,10 @@ def main() -> int:
         logits = session.run(None, {input_name: x})[0]
         correct += int((logits.argmax(1) == labels[i : i + args.batch_size]).sum())
     acc = correct / len(labels)
-    print(f"{Path(model_path).name}: {correct}/{len(labels)} correct, accuracy {acc:.4f} "
-          f"(model card: {expected:.4f}, arch {card['arch']})")
+    print(
+        f"{Path(model_path).name}: {correct}/{len(labels)} correct, accuracy {acc:.4f} "
+        f"(model card: {expected:.4f}, arch {card['arch']})"
+    )
     if limit == n_card and abs(acc - expected) > args.tolerance:
         print(f"MISMATCH: accuracy differs from the model card by {abs(acc - expected):.4f}", file=sys.stderr)
         return 1

@@ -5,4 +5,17 @@ from hwnas.blocks.layers import Head, MBConv, SqueezeExcite, activation, build_b
 from hwnas.blocks.model import build_model, init_weights
 
 __all__ = [
-    "arch_macs", "arch_params", "block_macs", "block_params", "count_macs", "Head", "MBConv", "SqueezeExcite", "activation", "build_block", "conv_bn_act", "build_model", "init_weights"]
+    "arch_macs",
+    "arch_params",
+    "block_macs",
+    "block_params",
+    "count_macs",
+    "Head",
+    "MBConv",
+    "SqueezeExcite",
+    "activation",
+    "build_block",
+    "conv_bn_act",
+    "build_model",
+    "init_weights",
+]

@@ -20,7 +20,9 @@ def activation(act: Act | None) -> type[nn.Module] | None:
     return {"re": nn.ReLU, "hs": nn.Hardswish, None: None}[act]
 
 
-def conv_bn_act(in_ch: int, out_ch: int, kernel: int, *, stride: int = 1, groups: int = 1, act: Act | None) -> nn.Sequential:
+def conv_bn_act(
+    in_ch: int, out_ch: int, kernel: int, *, stride: int = 1, groups: int = 1, act: Act | None
+) -> nn.Sequential:
     """Conv (no bias, 'same' padding) → BatchNorm → activation; children named 0, 1, 2."""
     layers: list[nn.Module] = [
         nn.Conv2d(in_ch, out_ch, kernel, stride=stride, padding=kernel // 2, groups=groups, bias=False),

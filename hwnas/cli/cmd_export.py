@@ -20,34 +20,83 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--run", type=Path, required=True, metavar="RUN", help="training run directory (hwnas train --out)")
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("--arch", metavar="ARCH", help="canonical arch string")
-    which.add_argument("--search", type=Path, metavar="SEARCH_JSON", help="search.json from 'hwnas search' (its winner)")
+    which.add_argument(
+        "--search", type=Path, metavar="SEARCH_JSON", help="search.json from 'hwnas search' (its winner)"
+    )
     p.add_argument("--out", type=Path, required=True, metavar="DIR", help="output directory")
-    p.add_argument("--finetune-epochs", type=non_negative_int, default=None, metavar="E",
-                   help="fine-tune with distillation from the supernet for E epochs (default 0; for a compound-scaled "
-                        "arch from 'hwnas search --strategy scale' 3, and at least 1: its accuracy comes from it)")
+    p.add_argument(
+        "--finetune-epochs",
+        type=non_negative_int,
+        default=None,
+        metavar="E",
+        help="fine-tune with distillation from the supernet for E epochs (default 0; for a compound-scaled "
+        "arch from 'hwnas search --strategy scale' 3, and at least 1: its accuracy comes from it)",
+    )
     # defaults live in FinetuneConfig (not imported here: it pulls in torch, and --help stays fast)
-    p.add_argument("--finetune-lr", type=positive_float, default=None, metavar="LR",
-                   help="fine-tune learning rate, cosine to 0 (default 0.1)")
-    p.add_argument("--kd-weight", type=unit_float, default=None, metavar="W",
-                   help="share of the fine-tune loss from the supernet's largest subnet's soft labels, 0..1; 0 skips "
-                        "the teacher (default 0.5)")
-    p.add_argument("--format", choices=("onnx", "pte"), default="onnx",
-                   help="pte: also write model.pte for ExecuTorch + XNNPACK (Android/iOS), parity-checked and timed on "
-                        "--pte-device; needs pip install 'hwnas[mobile]' (default onnx)")
-    p.add_argument("--pte-device", default="cpu-et-xnnpack-1t", metavar="PROFILE",
-                   help="executorch profile for the .pte latency (default cpu-et-xnnpack-1t)")
+    p.add_argument(
+        "--finetune-lr",
+        type=positive_float,
+        default=None,
+        metavar="LR",
+        help="fine-tune learning rate, cosine to 0 (default 0.1)",
+    )
+    p.add_argument(
+        "--kd-weight",
+        type=unit_float,
+        default=None,
+        metavar="W",
+        help="share of the fine-tune loss from the supernet's largest subnet's soft labels, 0..1; 0 skips "
+        "the teacher (default 0.5)",
+    )
+    p.add_argument(
+        "--format",
+        choices=("onnx", "pte"),
+        default="onnx",
+        help="pte: also write model.pte for ExecuTorch + XNNPACK (Android/iOS), parity-checked and timed on "
+        "--pte-device; needs pip install 'hwnas[mobile]' (default onnx)",
+    )
+    p.add_argument(
+        "--pte-device",
+        default="cpu-et-xnnpack-1t",
+        metavar="PROFILE",
+        help="executorch profile for the .pte latency (default cpu-et-xnnpack-1t)",
+    )
     p.add_argument("--int8", action="store_true", help="also write a static int8 model (onnxruntime, QDQ per-channel)")
-    p.add_argument("--device", default="cpu-ort-1t", metavar="PROFILE",
-                   help="device profile for the measured latency (default cpu-ort-1t)")
-    p.add_argument("--lut", type=Path, default=None, metavar="PATH",
-                   help="LUT for the predicted latency (default latency_tables/<device>/<space>.csv)")
-    p.add_argument("--parity-images", type=positive_int, default=1000, metavar="N",
-                   help="test images for the ONNX-vs-torch check (default 1000)")
-    p.add_argument("--test-images", type=positive_int, default=None, metavar="N",
-                   help="report accuracy on the first N test images only (default: the whole test split)")
-    p.add_argument("--data-dir", type=Path, default=None, metavar="DIR",
-                   help="the run's dataset folder if not the one it recorded; required for runs from 'hwnas import-ofa' "
-                        "(an ImageNet-style folder with train/<class>/ and val/<class>/; test accuracy is on val/)")
+    p.add_argument(
+        "--device",
+        default="cpu-ort-1t",
+        metavar="PROFILE",
+        help="device profile for the measured latency (default cpu-ort-1t)",
+    )
+    p.add_argument(
+        "--lut",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="LUT for the predicted latency (default latency_tables/<device>/<space>.csv)",
+    )
+    p.add_argument(
+        "--parity-images",
+        type=positive_int,
+        default=1000,
+        metavar="N",
+        help="test images for the ONNX-vs-torch check (default 1000)",
+    )
+    p.add_argument(
+        "--test-images",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="report accuracy on the first N test images only (default: the whole test split)",
+    )
+    p.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="the run's dataset folder if not the one it recorded; required for runs from 'hwnas import-ofa' "
+        "(an ImageNet-style folder with train/<class>/ and val/<class>/; test accuracy is on val/)",
+    )
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--force", action="store_true", help="overwrite existing outputs in DIR")
     p.set_defaults(handler=_export)
@@ -86,17 +135,29 @@ def _export(args: argparse.Namespace) -> int:
         scaled = read_scaled(args.search)
         if lut is None and searched_lut is not None and searched_lut.parent.name == Path(args.device).stem:
             lut = searched_lut  # the table the search used, when it is for the device we measure on
-        elif lut is None and searched_lut is not None and scaled is not None and \
-                json.loads(args.search.read_text()).get("device") == Path(args.device).stem:
+        elif (
+            lut is None
+            and searched_lut is not None
+            and scaled is not None
+            and json.loads(args.search.read_text()).get("device") == Path(args.device).stem
+        ):
             lut = searched_lut  # a scaled arch is priced only by the table its extra rows were timed for
     arch = Arch.parse(arch_text)
     check_out_dir(args.out, force=args.force, produces=OUTPUT_FILES)
     given = {"lr": args.finetune_lr, "kd_weight": args.kd_weight}
     epochs = args.finetune_epochs if args.finetune_epochs is not None else SCALED_FINETUNE_EPOCHS if scaled else 0
     finetune = FinetuneConfig(epochs=epochs, **{k: v for k, v in given.items() if v is not None})
-    cfg = ExportConfig(finetune=finetune, int8=args.int8, device=args.device,
-                       lut=lut, parity_images=args.parity_images, test_images=args.test_images, pte=args.format == "pte",
-                       pte_device=args.pte_device, data_dir=args.data_dir)
+    cfg = ExportConfig(
+        finetune=finetune,
+        int8=args.int8,
+        device=args.device,
+        lut=lut,
+        parity_images=args.parity_images,
+        test_images=args.test_images,
+        pte=args.format == "pte",
+        pte_device=args.pte_device,
+        data_dir=args.data_dir,
+    )
     result = export_run(args.run, arch, args.out, cfg=cfg, progress=not args.json, scaled=scaled)
     if args.json:
         print_json(result.summary())
@@ -121,15 +182,19 @@ def print_summary(r: ExportResult) -> None:
     if (note := r.drift_note()) is not None:
         print(note)
     p = r.parity
-    print(f"ONNX parity on {p.n_images} test images: max |diff| {p.max_abs_diff:.2e}, "
-          f"top-1 agreement {100 * p.top1_agreement:.1f}%; onnx.checker passed")
+    print(
+        f"ONNX parity on {p.n_images} test images: max |diff| {p.max_abs_diff:.2e}, "
+        f"top-1 agreement {100 * p.top1_agreement:.1f}%; onnx.checker passed"
+    )
     if (tradeoff := r.int8_tradeoff()) is not None:
         speedup, drop, worth = tradeoff
         verdict = "worth it" if worth else "NOT worth it on this profile: ship fp32"
         print(f"int8: {speedup:.2f}x the fp32 speed, accuracy drop {drop:.2f} pp -> {verdict}")
     if r.pte is not None:
         pp, pl = r.pte["parity"], r.pte["latency"]
-        print(f".pte ({r.pte['runtime']}, XNNPACK): {r.out_dir / r.pte['file']['path']}; parity max |diff| "
-              f"{pp['max_abs_diff']:.2e}, top-1 agreement {100 * pp['top1_agreement']:.1f}%; on {pl['device']}: "
-              f"measured {_fmt(pl['measured_ms'], '.3f')} ms, predicted {_fmt(pl['predicted_ms'], '.3f')} ms")
+        print(
+            f".pte ({r.pte['runtime']}, XNNPACK): {r.out_dir / r.pte['file']['path']}; parity max |diff| "
+            f"{pp['max_abs_diff']:.2e}, top-1 agreement {100 * pp['top1_agreement']:.1f}%; on {pl['device']}: "
+            f"measured {_fmt(pl['measured_ms'], '.3f')} ms, predicted {_fmt(pl['predicted_ms'], '.3f')} ms"
+        )
     print(f"model card: {r.card}")

@@ -7,24 +7,44 @@ import time
 from pathlib import Path
 
 from hwnas.cli.common import check_out_dir, non_negative_int, positive_int
-from hwnas.cli.output import print_json
-from hwnas.cli.output import print_table
+from hwnas.cli.output import print_json, print_table
 from hwnas.errors import HwnasError
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("quickstart", help="the whole pipeline on this CPU and Fashion-MNIST, in minutes")
-    p.add_argument("--out", type=Path, default=Path("runs/quickstart"), metavar="DIR",
-                   help="output directory (default runs/quickstart)")
-    p.add_argument("--steps", type=positive_int, default=560, metavar="N",
-                   help="supernet training steps of 64 images (default 560, ~6 min on 2 idle cores)")
-    p.add_argument("--evaluations", type=positive_int, default=40, metavar="N",
-                   help="measured search evaluations (default 40)")
-    p.add_argument("--finetune-epochs", type=non_negative_int, default=1, metavar="E",
-                   help="KD fine-tune epochs of the winner before export (default 1; 0 ships the extracted weights)")
-    p.add_argument("--lut", type=Path, default=None, metavar="PATH",
-                   help="use this latency table as it is (default: the committed one if it was built on this kind of "
-                        "machine, else profile one)")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=Path("runs/quickstart"),
+        metavar="DIR",
+        help="output directory (default runs/quickstart)",
+    )
+    p.add_argument(
+        "--steps",
+        type=positive_int,
+        default=560,
+        metavar="N",
+        help="supernet training steps of 64 images (default 560, ~6 min on 2 idle cores)",
+    )
+    p.add_argument(
+        "--evaluations", type=positive_int, default=40, metavar="N", help="measured search evaluations (default 40)"
+    )
+    p.add_argument(
+        "--finetune-epochs",
+        type=non_negative_int,
+        default=1,
+        metavar="E",
+        help="KD fine-tune epochs of the winner before export (default 1; 0 ships the extracted weights)",
+    )
+    p.add_argument(
+        "--lut",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="use this latency table as it is (default: the committed one if it was built on this kind of "
+        "machine, else profile one)",
+    )
     p.add_argument("--no-int8", dest="int8", action="store_false", help="skip the int8 export")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--force", action="store_true", help="overwrite an earlier quickstart in DIR")
@@ -38,8 +58,14 @@ def _quickstart(args: argparse.Namespace) -> int:
     started = time.monotonic()
     if args.lut is not None and not args.lut.is_file():
         raise HwnasError(f"LUT {args.lut} not found; omit --lut to use or build the table for this machine")
-    cfg = QuickstartConfig(out=args.out, max_steps=args.steps, evaluations=args.evaluations, int8=args.int8,
-                           finetune_epochs=args.finetune_epochs, lut=args.lut)
+    cfg = QuickstartConfig(
+        out=args.out,
+        max_steps=args.steps,
+        evaluations=args.evaluations,
+        int8=args.int8,
+        finetune_epochs=args.finetune_epochs,
+        lut=args.lut,
+    )
     r = run_quickstart(cfg, progress=True)  # bars on stderr even when logged to a file: the run takes minutes
     if args.json:
         print_json(r.summary())
@@ -49,7 +75,9 @@ def _quickstart(args: argparse.Namespace) -> int:
     print()
     print(f"hwnas quickstart: {cfg.space} on Fashion-MNIST, device {cfg.device}, {total / 60:.1f} min")
     print(f"latency table  {r.lut} ({'committed, matches this machine' if r.lut_reused else 'profiled now'})")
-    print(f"budget         {r.budget_ms:.4f} ms (predicted subnet latencies span {r.range_ms[0]:.4f}-{r.range_ms[1]:.4f} ms)")
+    print(
+        f"budget         {r.budget_ms:.4f} ms (predicted subnet latencies span {r.range_ms[0]:.4f}-{r.range_ms[1]:.4f} ms)"
+    )
     print(f"winner         {e.arch}")
     print()
     err = "" if not (e.predicted_ms and e.measured_ms) else f"{100 * (e.measured_ms / e.predicted_ms - 1):+.1f}%"
@@ -61,12 +89,16 @@ def _quickstart(args: argparse.Namespace) -> int:
     if (note := e.drift_note()) is not None:
         print(note)
     p = e.parity
-    print(f"ONNX vs torch on {p.n_images} test images: max |diff| {p.max_abs_diff:.1e}, top-1 agreement "
-          f"{100 * p.top1_agreement:.1f}%; onnx.checker passed")
+    print(
+        f"ONNX vs torch on {p.n_images} test images: max |diff| {p.max_abs_diff:.1e}, top-1 agreement "
+        f"{100 * p.top1_agreement:.1f}%; onnx.checker passed"
+    )
     if (tradeoff := e.int8_tradeoff()) is not None:
         speedup, drop, worth = tradeoff
-        print(f"int8: {speedup:.2f}x the fp32 speed, accuracy drop {drop:.2f} pp -> "
-              + ("worth it on this profile" if worth else "not worth it on this profile: ship the fp32 model"))
+        print(
+            f"int8: {speedup:.2f}x the fp32 speed, accuracy drop {drop:.2f} pp -> "
+            + ("worth it on this profile" if worth else "not worth it on this profile: ship the fp32 model")
+        )
     print("stage times: " + ", ".join(f"{k} {v:.0f} s" for k, v in r.seconds.items()))
     print(f"files: {r.lut}, {r.run_dir}/, {r.search_json}, {e.onnx}, {e.card}")
     print(f"try it without hwnas: python tools/classify_onnx.py {e.card}")

@@ -46,8 +46,15 @@ def _space_show(args: argparse.Namespace) -> int:
         "num_classes": space.num_classes,
         "resolutions": list(space.resolutions),
         "stages": [
-            {"out_ch": s.out_ch, "stride": s.stride, "act": s.act, "se": s.se, "depths": list(s.depths),
-             "kernels": list(s.kernels), "expands": list(s.expands)}
+            {
+                "out_ch": s.out_ch,
+                "stride": s.stride,
+                "act": s.act,
+                "se": s.se,
+                "depths": list(s.depths),
+                "kernels": list(s.kernels),
+                "expands": list(s.expands),
+            }
             for s in space.stages
         ],
         "archs": space_size(space),
@@ -58,14 +65,29 @@ def _space_show(args: argparse.Namespace) -> int:
     if args.json:
         print_json(info)
         return 0
-    print(f"space {space.name} (hash {info['hash']}, width {space.width}, in_channels {space.in_channels}, "
-          f"classes {space.num_classes})")
-    print(f"resolutions {list(space.resolutions)}; stem 3x3 s{space.stem_stride} {space.stem_ch}ch; "
-          f"first block k3 e1 {space.first_ch}ch; head x{space.head_expand} -> {space.head_feat_ch}")
+    print(
+        f"space {space.name} (hash {info['hash']}, width {space.width}, in_channels {space.in_channels}, "
+        f"classes {space.num_classes})"
+    )
+    print(
+        f"resolutions {list(space.resolutions)}; stem 3x3 s{space.stem_stride} {space.stem_ch}ch; "
+        f"first block k3 e1 {space.first_ch}ch; head x{space.head_expand} -> {space.head_feat_ch}"
+    )
     print_table(
         ["stage", "out_ch", "stride", "act", "se", "depths", "kernels", "expands"],
-        [[i + 1, s.out_ch, s.stride, s.act, "yes" if s.se else "no", list(s.depths), list(s.kernels), list(s.expands)]
-         for i, s in enumerate(space.stages)],
+        [
+            [
+                i + 1,
+                s.out_ch,
+                s.stride,
+                s.act,
+                "yes" if s.se else "no",
+                list(s.depths),
+                list(s.kernels),
+                list(s.expands),
+            ]
+            for i, s in enumerate(space.stages)
+        ],
     )
     print(f"{info['archs']:.3e} archs; {info['distinct_blocks_per_resolution']} distinct blocks per resolution")
     print(f"smallest {info['smallest']}")
@@ -85,17 +107,28 @@ def _arch_info(args: argparse.Namespace) -> int:
     from hwnas.blocks import arch_macs, arch_params, block_macs, block_params  # torch: only once the input is valid
 
     blocks = blocks_of(space, arch)
-    rows: list[dict[str, Any]] = [{"key": b.key, "in_hw": b.in_hw, "out_hw": b.out_hw, "macs": block_macs(b),
-                                   "params": block_params(b)} for b in blocks]
+    rows: list[dict[str, Any]] = [
+        {"key": b.key, "in_hw": b.in_hw, "out_hw": b.out_hw, "macs": block_macs(b), "params": block_params(b)}
+        for b in blocks
+    ]
     macs, params = arch_macs(space, arch), arch_params(space, arch)
-    payload = {"arch": str(arch), "space": space.name, "resolution": arch.resolution, "depths": list(arch.depths),
-               "macs": macs, "params": params, "blocks": rows}
+    payload = {
+        "arch": str(arch),
+        "space": space.name,
+        "resolution": arch.resolution,
+        "depths": list(arch.depths),
+        "macs": macs,
+        "params": params,
+        "blocks": rows,
+    }
     if args.json:
         print_json(payload)
         return 0
     print(f"arch {arch}")
     print(f"space {space.name}, resolution {arch.resolution}, depths {list(arch.depths)}")
     print(f"MACs {macs / 1e6:.2f} M, params {params / 1e6:.3f} M")
-    print_table(["#", "block", "in", "out", "MMACs", "params"],
-                [[i, r["key"], r["in_hw"], r["out_hw"], f"{r['macs'] / 1e6:.3f}", r["params"]] for i, r in enumerate(rows)])
+    print_table(
+        ["#", "block", "in", "out", "MMACs", "params"],
+        [[i, r["key"], r["in_hw"], r["out_hw"], f"{r['macs'] / 1e6:.3f}", r["params"]] for i, r in enumerate(rows)],
+    )
     return 0

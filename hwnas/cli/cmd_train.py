@@ -24,8 +24,17 @@ from hwnas.space import SPACE_NAMES
 _DATASETS = ("fashion-mnist", "cifar10", "imagefolder", "synthetic")
 _OUTPUTS = ("checkpoint.pt", "config.json", "metrics.csv")
 # flag (argparse dest) -> TrainConfig field, for the options a resume may not change
-_FIXED = {"space": "space", "width": "width", "dataset": "dataset", "mode": "mode", "batch_size": "batch_size",
-          "lr": "lr", "augment": "augment", "num_random": "num_random", "seed": "seed"}
+_FIXED = {
+    "space": "space",
+    "width": "width",
+    "dataset": "dataset",
+    "mode": "mode",
+    "batch_size": "batch_size",
+    "lr": "lr",
+    "augment": "augment",
+    "num_random": "num_random",
+    "seed": "seed",
+}
 _SUPERNET_ONLY = ("augment", "num_random", "max_random_resolution", "checkpoint_every")
 # what a resume may change: hwnas.train.config.RESUME_CHANGEABLE (not imported here: it would import torch)
 _CHANGEABLE = ("epochs", "max_steps", "checkpoint_every", "threads", "data_dir")
@@ -37,12 +46,15 @@ def flag(name: str) -> str:
 
 def resume_conflict(name: str, stored: Any, given: Any, run: Path, *, changeable: tuple[str, ...]) -> HwnasError:
     """The one-line refusal of an option that differs from what a resumed run was trained with."""
+
     def show(value: Any) -> str:
         return f"{value:g}" if isinstance(value, float) else str(value)
 
     allowed = ", ".join(flag(c) for c in changeable[:-1]) + f" and {flag(changeable[-1])}"
-    return HwnasError(f"{flag(name)} {show(given)} differs from the {show(stored)} that {run} was trained with; "
-                      f"--resume may change only {allowed} (drop {flag(name)}, or train a new run with another --out)")
+    return HwnasError(
+        f"{flag(name)} {show(given)} differs from the {show(stored)} that {run} was trained with; "
+        f"--resume may change only {allowed} (drop {flag(name)}, or train a new run with another --out)"
+    )
 
 
 def _modes() -> tuple[str, ...]:
@@ -61,34 +73,62 @@ def _modes() -> tuple[str, ...]:
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    p = sub.add_parser("train", help="train a weight-sharing supernet",
-                       description="Train a weight-sharing supernet into RUN/ (checkpoint.pt, config.json, metrics.csv).")
+    p = sub.add_parser(
+        "train",
+        help="train a weight-sharing supernet",
+        description="Train a weight-sharing supernet into RUN/ (checkpoint.pt, config.json, metrics.csv).",
+    )
     p.add_argument("--space", default=None, help=f"search space ({', '.join(SPACE_NAMES)}; default mbv3-tiny)")
     p.add_argument("--width", type=positive_float, default=None, help="width multiplier (default 1.0)")
     p.add_argument("--dataset", default=None, choices=_DATASETS, help="dataset (required for a new run)")
     p.add_argument("--data-dir", type=Path, default=None, help="dataset folder (default: the system location)")
     p.add_argument("--mode", default=None, help="training mode: " + " | ".join(_modes()) + " (default bignas)")
     p.add_argument("--out", type=Path, required=True, metavar="RUN", help="run directory")
-    p.add_argument("--epochs", type=positive_float, default=None,
-                   help="epochs (default 3; the architecture-search modes: whole epochs, default 6)")
-    p.add_argument("--max-steps", type=positive_int, default=None,
-                   help="stop after N optimizer steps (the LR schedule spans them; with --epochs, the smaller wins)")
+    p.add_argument(
+        "--epochs",
+        type=positive_float,
+        default=None,
+        help="epochs (default 3; the architecture-search modes: whole epochs, default 6)",
+    )
+    p.add_argument(
+        "--max-steps",
+        type=positive_int,
+        default=None,
+        help="stop after N optimizer steps (the LR schedule spans them; with --epochs, the smaller wins)",
+    )
     p.add_argument("--batch-size", type=positive_int, default=None, help="per-process batch size (default 64)")
     p.add_argument("--lr", type=positive_float, default=None, help="peak learning rate (default 0.1)")
-    p.add_argument("--augment", choices=("none", "flip", "crop-flip"), default=None,
-                   help="batch augmentation (default crop-flip: pad-4 random crop + flip); none trains faster to a "
-                        "given accuracy in runs of a few epochs")
-    p.add_argument("--num-random", type=int, default=None,
-                   help="bignas: random subnets per step besides max and min (default 1); ofa: subnets per step")
-    p.add_argument("--max-random-resolution", action="store_true", default=None,
-                   help="bignas: train the largest subnet at a random resolution instead of the largest (cheaper)")
+    p.add_argument(
+        "--augment",
+        choices=("none", "flip", "crop-flip"),
+        default=None,
+        help="batch augmentation (default crop-flip: pad-4 random crop + flip); none trains faster to a "
+        "given accuracy in runs of a few epochs",
+    )
+    p.add_argument(
+        "--num-random",
+        type=int,
+        default=None,
+        help="bignas: random subnets per step besides max and min (default 1); ofa: subnets per step",
+    )
+    p.add_argument(
+        "--max-random-resolution",
+        action="store_true",
+        default=None,
+        help="bignas: train the largest subnet at a random resolution instead of the largest (cheaper)",
+    )
     p.add_argument("--checkpoint-every", type=positive_int, default=None, help="checkpoint every N steps (default 200)")
-    p.add_argument("--seed", type=int, default=None, help="seed of init, data order, augmentation and sampling (default 0)")
+    p.add_argument(
+        "--seed", type=int, default=None, help="seed of init, data order, augmentation and sampling (default 0)"
+    )
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    p.add_argument("--resume", action="store_true",
-                   help="continue RUN from its checkpoint with its options; --epochs / --max-steps set a new length "
-                        "(the schedule continues, stretched), --checkpoint-every, --threads and --data-dir may change, "
-                        "any other option must equal the stored one")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue RUN from its checkpoint with its options; --epochs / --max-steps set a new length "
+        "(the schedule continues, stretched), --checkpoint-every, --threads and --data-dir may change, "
+        "any other option must equal the stored one",
+    )
     p.add_argument("--force", action="store_true", help="overwrite an existing run")
     p.add_argument("--json", action="store_true", help="print a JSON summary at the end")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -101,12 +141,26 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 def _config(args: argparse.Namespace, mode: str) -> object:
     from hwnas.train import TrainConfig
 
-    values: dict[str, object] = {"space": args.space or "mbv3-tiny", "width": args.width or 1.0, "mode": mode,
-                                 "dataset": args.dataset,
-                                 "data_dir": str(args.data_dir.resolve()) if args.data_dir else None}
+    values: dict[str, object] = {
+        "space": args.space or "mbv3-tiny",
+        "width": args.width or 1.0,
+        "mode": mode,
+        "dataset": args.dataset,
+        "data_dir": str(args.data_dir.resolve()) if args.data_dir else None,
+    }
     if args.max_random_resolution:
         values["max_resolution_for_max"] = False
-    for name in ("epochs", "max_steps", "batch_size", "lr", "augment", "num_random", "checkpoint_every", "seed", "threads"):
+    for name in (
+        "epochs",
+        "max_steps",
+        "batch_size",
+        "lr",
+        "augment",
+        "num_random",
+        "checkpoint_every",
+        "seed",
+        "threads",
+    ):
         if getattr(args, name) is not None:
             values[name] = getattr(args, name)
     if args.max_steps is not None and args.epochs is None:
@@ -152,20 +206,24 @@ def _train(args: argparse.Namespace) -> int:
 
         payload = read_checkpoint(args.out / CHECKPOINT)
         if isinstance(payload.get("source"), dict):
-            raise HwnasError(f"run {args.out} was imported ({payload['source'].get('kind')} file "
-                             f"{payload['source'].get('file')}), not trained here: search or export it, or train a new "
-                             "run with another --out")
+            raise HwnasError(
+                f"run {args.out} was imported ({payload['source'].get('kind')} file "
+                f"{payload['source'].get('file')}), not trained here: search or export it, or train a new "
+                "run with another --out"
+            )
         mode = str(payload["config"].get("mode"))
         if args.mode is not None and args.mode != mode:
-            raise resume_conflict("mode", mode, args.mode, args.out,
-                                  changeable=NAS_CHANGEABLE if mode in NAS_MODES else _CHANGEABLE)
+            raise resume_conflict(
+                "mode", mode, args.mode, args.out, changeable=NAS_CHANGEABLE if mode in NAS_MODES else _CHANGEABLE
+            )
     else:
         mode = args.mode or "bignas"
         if mode not in _modes():
             raise HwnasError(f"unknown --mode {mode!r}; available: {', '.join(_modes())}")
         if args.dataset is None:
-            raise HwnasError(f"--dataset is required for a new run (one of {', '.join(_DATASETS)}); a --resume "
-                             "takes it from the run")
+            raise HwnasError(
+                f"--dataset is required for a new run (one of {', '.join(_DATASETS)}); a --resume takes it from the run"
+            )
     if mode in NAS_MODES:
         unused = [name for name in _SUPERNET_ONLY if getattr(args, name) is not None]
         if unused:
@@ -188,13 +246,20 @@ def _train(args: argparse.Namespace) -> int:
     result = train(cfg, args.out, resume=args.resume, progress=not args.no_progress)
     if rank != 0:
         return 0
-    summary = {"run": str(args.out), "steps": result.steps, "epochs": result.epochs,
-               "val_acc_max": round(result.val_acc_max, 4), "val_acc_min": round(result.val_acc_min, 4),
-               "img_per_s": round(result.img_per_s, 1)}
+    summary = {
+        "run": str(args.out),
+        "steps": result.steps,
+        "epochs": result.epochs,
+        "val_acc_max": round(result.val_acc_max, 4),
+        "val_acc_min": round(result.val_acc_min, 4),
+        "img_per_s": round(result.img_per_s, 1),
+    }
     if args.json:
         print_json(summary)
     else:
-        print(f"trained {result.steps} steps ({result.epochs} epochs) into {args.out}: val acc largest "
-              f"{result.val_acc_max:.4f}, smallest {result.val_acc_min:.4f} (BN recalibrated); "
-              f"{result.img_per_s:.0f} img/s")
+        print(
+            f"trained {result.steps} steps ({result.epochs} epochs) into {args.out}: val acc largest "
+            f"{result.val_acc_max:.4f}, smallest {result.val_acc_min:.4f} (BN recalibrated); "
+            f"{result.img_per_s:.0f} img/s"
+        )
     return 0

@@ -10,7 +10,15 @@ from pathlib import Path
 from hwnas.errors import HwnasError
 from hwnas.space import SPACE_NAMES, Arch, SpaceSpec, check_arch, get_space
 
-__all__ = ["add_space_args", "space_from_args", "parse_arch", "positive_float", "positive_int", "non_negative_int", "check_out_dir"]
+__all__ = [
+    "add_space_args",
+    "space_from_args",
+    "parse_arch",
+    "positive_float",
+    "positive_int",
+    "non_negative_int",
+    "check_out_dir",
+]
 
 
 def add_space_args(parser: argparse.ArgumentParser, *, default: str = "mbv3") -> None:

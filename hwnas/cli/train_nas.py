@@ -20,36 +20,69 @@ from hwnas.cli.output import print_json
 from hwnas.errors import HwnasError
 
 NAS_MODES = ("fbnet", "proxyless", "darts", "enas")
-NAS_ONLY = ("lut", "target_ms", "latency_loss", "latency_weight", "adapt_rate", "warmup_epochs", "steps_per_epoch",
-            "alpha_lr", "resolution", "init_from")  # options only these modes use
+NAS_ONLY = (
+    "lut",
+    "target_ms",
+    "latency_loss",
+    "latency_weight",
+    "adapt_rate",
+    "warmup_epochs",
+    "steps_per_epoch",
+    "alpha_lr",
+    "resolution",
+    "init_from",
+)  # options only these modes use
 NAS_CHANGEABLE = ("epochs", "max_steps", "threads", "data_dir")  # options a resume may change
 _LOSSES = ("fbnet", "linear", "mnas", "bisided", "none")
 _OUTPUTS = ("checkpoint.pt", "config.json", "metrics.csv", "arch.json", "alpha_history.json")
-_CONFIG_FLAGS = ("target_ms", "latency_loss", "latency_weight", "adapt_rate", "batch_size", "lr", "seed",
-                 "warmup_epochs", "steps_per_epoch", "alpha_lr", "resolution")  # flags that are NasConfig fields
+_CONFIG_FLAGS = (
+    "target_ms",
+    "latency_loss",
+    "latency_weight",
+    "adapt_rate",
+    "batch_size",
+    "lr",
+    "seed",
+    "warmup_epochs",
+    "steps_per_epoch",
+    "alpha_lr",
+    "resolution",
+)  # flags that are NasConfig fields
 
 
 def add_nas_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("architecture search (--mode fbnet | proxyless | darts | enas)")
     g.add_argument("--lut", type=Path, help="latency table, e.g. latency_tables/cpu-ort-1t/mbv3-tiny.csv")
     g.add_argument("--target-ms", type=positive_float, help="latency target in ms (on the LUT's device)")
-    g.add_argument("--latency-loss", choices=_LOSSES, default=None,
-                   help="fbnet: CE·a·log(LAT)^b; linear: CE+λ·LAT/T; mnas: CE·(LAT/T)^β over T; bisided: "
-                        "CE+λ·|LAT/T−1| (lands on the target); default: the mode's paper form")
+    g.add_argument(
+        "--latency-loss",
+        choices=_LOSSES,
+        default=None,
+        help="fbnet: CE·a·log(LAT)^b; linear: CE+λ·LAT/T; mnas: CE·(LAT/T)^β over T; bisided: "
+        "CE+λ·|LAT/T−1| (lands on the target); default: the mode's paper form",
+    )
     g.add_argument("--latency-weight", type=float, default=None, help="b (fbnet), λ (linear/bisided), β (mnas)")
-    g.add_argument("--adapt-rate", type=float, default=None,
-                   help="dual-ascent rate on the latency weight so the target acts as a budget (default 0: fixed)")
+    g.add_argument(
+        "--adapt-rate",
+        type=float,
+        default=None,
+        help="dual-ascent rate on the latency weight so the target acts as a budget (default 0: fixed)",
+    )
     g.add_argument("--warmup-epochs", type=int, default=None, help="weights-only epochs first (default 1)")
     g.add_argument("--steps-per-epoch", type=positive_int, default=None, help="cap weight steps per epoch")
     g.add_argument("--alpha-lr", type=positive_float, default=None, help="Adam LR of α / the controller (default 0.01)")
-    g.add_argument("--resolution", type=positive_int, default=None, help="input resolution searched (default: image size)")
+    g.add_argument(
+        "--resolution", type=positive_int, default=None, help="input resolution searched (default: image size)"
+    )
     g.add_argument("--init-from", type=Path, default=None, metavar="RUN", help="start weights from another run")
 
 
 def _whole_epochs(epochs: float | None, mode: str) -> int | None:
     if epochs is not None and epochs != int(epochs):
-        raise HwnasError(f"--mode {mode} trains whole epochs, got --epochs {epochs:g}; pass a whole number "
-                         "(or --max-steps for a part of an epoch)")
+        raise HwnasError(
+            f"--mode {mode} trains whole epochs, got --epochs {epochs:g}; pass a whole number "
+            "(or --max-steps for a part of an epoch)"
+        )
     return None if epochs is None else int(epochs)
 
 
@@ -77,13 +110,20 @@ def _same_file(a: Path, b: str | None) -> bool:
 
 def _check_resume_flags(args: argparse.Namespace, stored: dict[str, Any], cfg: Any) -> None:
     """Refuse any option given with --resume whose value differs from the stored run (defaults compare as resolved)."""
+
     def conflict(name: str, old: Any, new: Any) -> HwnasError:
         from hwnas.cli.cmd_train import resume_conflict
 
         return resume_conflict(name, old, new, args.out, changeable=NAS_CHANGEABLE)
 
-    effective = {"space": stored["space"]["name"], "width": stored["space"]["width"], "dataset": stored["dataset"],
-                 "latency_loss": cfg.loss_form, "latency_weight": cfg.weight, "resolution": stored["resolution"]}
+    effective = {
+        "space": stored["space"]["name"],
+        "width": stored["space"]["width"],
+        "dataset": stored["dataset"],
+        "latency_loss": cfg.loss_form,
+        "latency_weight": cfg.weight,
+        "resolution": stored["resolution"],
+    }
     for name in ("space", "width", "dataset", *_CONFIG_FLAGS):
         given = getattr(args, name, None)
         old = effective[name] if name in effective else getattr(cfg, name)
@@ -108,8 +148,10 @@ def run_nas(args: argparse.Namespace, mode: str) -> int:
         _whole_epochs(args.epochs, mode)
         _check_resume_flags(args, stored, nas_config_from_dict(stored["nas"]))
     elif args.lut is None or args.target_ms is None:
-        raise HwnasError(f"--mode {mode} needs --lut PATH and --target-ms T (e.g. --lut "
-                         "latency_tables/cpu-ort-1t/mbv3-tiny.csv --target-ms 2.0)")
+        raise HwnasError(
+            f"--mode {mode} needs --lut PATH and --target-ms T (e.g. --lut "
+            "latency_tables/cpu-ort-1t/mbv3-tiny.csv --target-ms 2.0)"
+        )
     else:
         _whole_epochs(args.epochs, mode)
     import torch
@@ -125,8 +167,12 @@ def run_nas(args: argparse.Namespace, mode: str) -> int:
     if args.resume:
         cfg = nas_config_from_dict(stored["nas"])
         data_dir = str(args.data_dir.resolve()) if args.data_dir else stored.get("data_dir")
-        space_name, width, dataset, lut = (stored["space"]["name"], stored["space"]["width"], stored["dataset"],
-                                           Path(args.lut or stored["lut"]))
+        space_name, width, dataset, lut = (
+            stored["space"]["name"],
+            stored["space"]["width"],
+            stored["dataset"],
+            Path(args.lut or stored["lut"]),
+        )
     else:
         values: dict[str, object] = {"mode": mode}
         for name in _CONFIG_FLAGS:
@@ -141,19 +187,38 @@ def run_nas(args: argparse.Namespace, mode: str) -> int:
     if not args.resume:
         low, high = latency_range_ms(LatencyPredictor(table, space))
         if not low <= cfg.target_ms <= high:
-            raise HwnasError(f"--target-ms {cfg.target_ms} is outside what {space.name} can reach on {table.device} "
-                             f"({low:.3f}–{high:.3f} ms); pick a target in that range")
+            raise HwnasError(
+                f"--target-ms {cfg.target_ms} is outside what {space.name} can reach on {table.device} "
+                f"({low:.3f}–{high:.3f} ms); pick a target in that range"
+            )
         check_out_dir(args.out, force=args.force, produces=_OUTPUTS)
     cfg = _length(cfg, args, mode, len(data.train))
-    result = train_nas(space, data, table, cfg, out_dir=args.out, resume=args.resume, progress=not args.no_progress,
-                       data_dir=data_dir, init_from=None if args.resume else args.init_from)
-    summary = {"run": str(args.out), "arch": result.arch, "predicted_ms": round(result.predicted_ms, 4),
-               "expected_ms": round(result.expected_ms, 4), "target_ms": result.target_ms, "epochs": result.epochs,
-               "steps": result.steps}
+    result = train_nas(
+        space,
+        data,
+        table,
+        cfg,
+        out_dir=args.out,
+        resume=args.resume,
+        progress=not args.no_progress,
+        data_dir=data_dir,
+        init_from=None if args.resume else args.init_from,
+    )
+    summary = {
+        "run": str(args.out),
+        "arch": result.arch,
+        "predicted_ms": round(result.predicted_ms, 4),
+        "expected_ms": round(result.expected_ms, 4),
+        "target_ms": result.target_ms,
+        "epochs": result.epochs,
+        "steps": result.steps,
+    }
     if args.json:
         print_json(summary)
     else:
-        print(f"searched {result.steps} steps ({result.epochs:g} epochs) into {args.out}: {result.arch} predicted "
-              f"{result.predicted_ms:.3f} ms (target {result.target_ms:g} ms, E[LAT] {result.expected_ms:.3f} ms); "
-              f"see {args.out}/arch.json")
+        print(
+            f"searched {result.steps} steps ({result.epochs:g} epochs) into {args.out}: {result.arch} predicted "
+            f"{result.predicted_ms:.3f} ms (target {result.target_ms:g} ms, E[LAT] {result.expected_ms:.3f} ms); "
+            f"see {args.out}/arch.json"
+        )
     return 0

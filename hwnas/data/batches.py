@@ -61,14 +61,24 @@ def epoch_order(n: int, *, seed: int, epoch: int) -> torch.Tensor:
     return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
 
 
-def make_batch(split: Split, index: torch.Tensor, *, resolution: int | None = None, augment: bool | str = False,
-               generator: torch.Generator | None = None, device: torch.device | None = None,
-               channels_last: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+def make_batch(
+    split: Split,
+    index: torch.Tensor,
+    *,
+    resolution: int | None = None,
+    augment: bool | str = False,
+    generator: torch.Generator | None = None,
+    device: torch.device | None = None,
+    channels_last: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
     images, labels = split.images[index], split.labels[index]
     mode = _augment_mode(augment)
     if mode != "none":
-        images = augment_uint8(images, generator=generator if generator is not None else torch.Generator(),
-                               pad=4 if mode == "crop-flip" else 0)
+        images = augment_uint8(
+            images,
+            generator=generator if generator is not None else torch.Generator(),
+            pad=4 if mode == "crop-flip" else 0,
+        )
     if device is not None:
         images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
     x = normalize(images, split)
@@ -79,10 +89,19 @@ def make_batch(split: Split, index: torch.Tensor, *, resolution: int | None = No
     return x, labels
 
 
-def batches(split: Split, *, batch_size: int, resolution: int | None = None, augment: bool | str = False,
-            generator: torch.Generator | None = None, shuffle: bool = False, drop_last: bool = False,
-            device: torch.device | None = None, channels_last: bool = False,
-            limit: int | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+def batches(
+    split: Split,
+    *,
+    batch_size: int,
+    resolution: int | None = None,
+    augment: bool | str = False,
+    generator: torch.Generator | None = None,
+    shuffle: bool = False,
+    drop_last: bool = False,
+    device: torch.device | None = None,
+    channels_last: bool = False,
+    limit: int | None = None,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Float NCHW batches normalised with the split's statistics; `limit` caps the number of batches."""
     n = len(split)
     order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
@@ -90,5 +109,12 @@ def batches(split: Split, *, batch_size: int, resolution: int | None = None, aug
     for count, start in enumerate(range(0, stop, batch_size)):
         if limit is not None and count >= limit:
             return
-        yield make_batch(split, order[start : start + batch_size], resolution=resolution, augment=augment,
-                         generator=generator, device=device, channels_last=channels_last)
+        yield make_batch(
+            split,
+            order[start : start + batch_size],
+            resolution=resolution,
+            augment=augment,
+            generator=generator,
+            device=device,
+            channels_last=channels_last,
+        )

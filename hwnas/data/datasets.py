@@ -56,8 +56,13 @@ class Dataset:
     @property
     def preprocess(self) -> dict[str, object]:
         """What a deployed model's caller must do to an image (stored in run config and model cards)."""
-        out: dict[str, object] = {"resolution": self.image_size, "channels": self.channels, "mean": list(self.train.mean),
-                                  "std": list(self.train.std), "resize": "bilinear"}
+        out: dict[str, object] = {
+            "resolution": self.image_size,
+            "channels": self.channels,
+            "mean": list(self.train.mean),
+            "std": list(self.train.std),
+            "resize": "bilinear",
+        }
         if self.center_crop:
             out["center_crop"] = self.image_size
         return out
@@ -74,8 +79,10 @@ def _read_idx(path: Path, *, ndim: int) -> np.ndarray:
         with gzip.open(path, "rb") as fh:
             raw = fh.read()
     except FileNotFoundError:
-        raise HwnasError(f"missing {path.name} in {path.parent}; pass --data-dir with the Fashion-MNIST idx .gz files "
-                         "or install dataset-fashion-mnist") from None
+        raise HwnasError(
+            f"missing {path.name} in {path.parent}; pass --data-dir with the Fashion-MNIST idx .gz files "
+            "or install dataset-fashion-mnist"
+        ) from None
     except (OSError, EOFError) as exc:
         raise HwnasError(f"cannot read {path}: {exc}; re-download the file") from None
     if len(raw) < 4 + 4 * ndim or raw[2] != 0x08 or raw[3] != ndim:
@@ -100,8 +107,10 @@ def _read_cifar_bin(path: Path) -> tuple[np.ndarray, np.ndarray]:
     try:
         raw = np.fromfile(path, dtype=np.uint8)
     except OSError:
-        raise HwnasError(f"missing {path.name} in {path.parent}; pass --data-dir with the CIFAR-10 binary version "
-                         "(cifar-10-batches-bin)") from None
+        raise HwnasError(
+            f"missing {path.name} in {path.parent}; pass --data-dir with the CIFAR-10 binary version "
+            "(cifar-10-batches-bin)"
+        ) from None
     if raw.size == 0 or raw.size % 3073:
         raise HwnasError(f"{path} is not a CIFAR-10 binary batch (size {raw.size} is not a multiple of 3073)")
     rec = raw.reshape(-1, 3073)
@@ -112,8 +121,10 @@ def _cifar10(root: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray
     if (root / "cifar-10-batches-bin").is_dir():
         root = root / "cifar-10-batches-bin"
     if (root / "data_batch_1").exists() or (root / "cifar-10-batches-py").is_dir():
-        raise HwnasError(f"{root} holds the pickled CIFAR-10 (python version), which hwnas refuses to unpickle; "
-                         "download the binary version (cifar-10-binary.tar.gz) and pass its folder as --data-dir")
+        raise HwnasError(
+            f"{root} holds the pickled CIFAR-10 (python version), which hwnas refuses to unpickle; "
+            "download the binary version (cifar-10-binary.tar.gz) and pass its folder as --data-dir"
+        )
     parts = [_read_cifar_bin(root / f"data_batch_{i}.bin") for i in range(1, 6)]
     xt, yt = _read_cifar_bin(root / "test_batch.bin")
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]), xt, yt
@@ -150,14 +161,18 @@ def _image_folder(root: Path, *, image_size: int) -> tuple[np.ndarray, np.ndarra
     return xs, ys, xt, yt, classes
 
 
-def _synthetic(seed: int, *, n_train: int, n_test: int, channels: int, size: int, classes: int) -> tuple[np.ndarray, ...]:
+def _synthetic(
+    seed: int, *, n_train: int, n_test: int, channels: int, size: int, classes: int
+) -> tuple[np.ndarray, ...]:
     """Learnable random data for tests: each class is a fixed random template plus noise."""
     rng = np.random.default_rng(seed)
     templates = rng.integers(0, 256, size=(classes, channels, size, size))
+
     def make(n: int) -> tuple[np.ndarray, np.ndarray]:
         y = rng.integers(0, classes, size=n)
         noise = rng.normal(0, 40, size=(n, channels, size, size))
         return np.clip(templates[y] + noise, 0, 255).astype(np.uint8), y.astype(np.int64)
+
     xs, ys = make(n_train)
     xt, yt = make(n_test)
     return xs, ys, xt, yt
@@ -168,8 +183,15 @@ def _stats(images: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
     return tuple(x.mean((0, 2, 3)).tolist()), tuple(x.std((0, 2, 3)).tolist())
 
 
-def load_dataset(name: str, data_dir: Path | None = None, *, val_size: int = 5000, seed: int = 0,
-                 image_size: int = 32, synthetic_size: int = 2048) -> Dataset:
+def load_dataset(
+    name: str,
+    data_dir: Path | None = None,
+    *,
+    val_size: int = 5000,
+    seed: int = 0,
+    image_size: int = 32,
+    synthetic_size: int = 2048,
+) -> Dataset:
     """Load a dataset fully into memory as uint8 tensors, with a seeded train/val split carved from train."""
     if name not in DATASET_NAMES:
         raise HwnasError(f"unknown dataset {name!r}; available: {', '.join(DATASET_NAMES)}")
@@ -189,8 +211,9 @@ def load_dataset(name: str, data_dir: Path | None = None, *, val_size: int = 500
         xs, ys, xt, yt, _ = _image_folder(root, image_size=image_size)
         mean, std = _stats(xs)
     else:
-        xs, ys, xt, yt = _synthetic(seed, n_train=synthetic_size, n_test=synthetic_size // 4, channels=1, size=28,
-                                    classes=10)
+        xs, ys, xt, yt = _synthetic(
+            seed, n_train=synthetic_size, n_test=synthetic_size // 4, channels=1, size=28, classes=10
+        )
         mean, std = _stats(xs)
         val_size = min(val_size, len(ys) // 8)  # tests and smoke runs keep the default val_size
     if not 0 < val_size < len(ys):

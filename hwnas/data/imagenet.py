@@ -23,8 +23,15 @@ import torch
 from hwnas.data.datasets import Dataset, Split
 from hwnas.errors import HwnasError
 
-__all__ = ["IMAGENET_DATASET", "IMAGENET_MEAN", "IMAGENET_STD", "CROP_FRACTION", "imagenet_classes",
-           "imagenet_preprocess", "load_imagenet_folder"]
+__all__ = [
+    "IMAGENET_DATASET",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "CROP_FRACTION",
+    "imagenet_classes",
+    "imagenet_preprocess",
+    "load_imagenet_folder",
+]
 
 IMAGENET_DATASET = "imagenet-folder"  # the dataset name runs record (imported ImageNet supernets); data via --data-dir
 
@@ -63,29 +70,42 @@ def imagenet_classes(root: Path) -> tuple[str, ...]:
     train_dir, val_dir = root / "train", root / "val"
     for folder in (train_dir, val_dir):
         if not folder.is_dir():
-            raise HwnasError(f"ImageNet folder {root} has no {folder.name}/ folder; it needs train/<class>/ and "
-                             "val/<class>/ image folders (the ImageFolder layout)")
+            raise HwnasError(
+                f"ImageNet folder {root} has no {folder.name}/ folder; it needs train/<class>/ and "
+                "val/<class>/ image folders (the ImageFolder layout)"
+            )
     classes = _class_dirs(train_dir)
     if not classes:
         raise HwnasError(f"{train_dir} has no class folders; put each class's images in {train_dir}/<class>/")
     val_classes = _class_dirs(val_dir)
     if not val_classes and any(Path(name).suffix.lower() in _SUFFIXES for name in os.listdir(val_dir)):
-        raise HwnasError(f"{val_dir} holds images directly; sort them into val/<class>/ folders named like the "
-                         "train/ class folders (for ILSVRC2012, e.g. with its valprep.sh script)")
+        raise HwnasError(
+            f"{val_dir} holds images directly; sort them into val/<class>/ folders named like the "
+            "train/ class folders (for ILSVRC2012, e.g. with its valprep.sh script)"
+        )
     if val_classes != classes:
         only_train = sorted(set(classes) - set(val_classes))
         only_val = sorted(set(val_classes) - set(classes))
-        raise HwnasError(f"class folders of {val_dir} differ from {train_dir} (only in train/: "
-                         f"{', '.join(only_train[:5]) or '-'}; only in val/: {', '.join(only_val[:5]) or '-'}); "
-                         "both need the same class folders")
+        raise HwnasError(
+            f"class folders of {val_dir} differ from {train_dir} (only in train/: "
+            f"{', '.join(only_train[:5]) or '-'}; only in val/: {', '.join(only_val[:5]) or '-'}); "
+            "both need the same class folders"
+        )
     return tuple(classes)
 
 
 def imagenet_preprocess(resolution: int) -> dict[str, object]:
     """What a deployed model's caller must do to an image, with the resize and centre crop spelled out (model cards)."""
     _check_resolution(resolution)
-    return {"resolution": resolution, "channels": 3, "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD),
-            "resize": "bilinear", "resize_shorter": _resize_shorter(resolution), "center_crop": resolution}
+    return {
+        "resolution": resolution,
+        "channels": 3,
+        "mean": list(IMAGENET_MEAN),
+        "std": list(IMAGENET_STD),
+        "resize": "bilinear",
+        "resize_shorter": _resize_shorter(resolution),
+        "center_crop": resolution,
+    }
 
 
 def _list_images(folder: Path, classes: Sequence[str]) -> list[list[str]]:
@@ -155,8 +175,16 @@ def _decode(paths: Sequence[Path], *, resolution: int, progress: bool, desc: str
     return out
 
 
-def load_imagenet_folder(root: Path, *, resolution: int, train_images: int, val_images: int, seed: int = 0,
-                         num_classes: int | None = None, progress: bool = False) -> Dataset:
+def load_imagenet_folder(
+    root: Path,
+    *,
+    resolution: int,
+    train_images: int,
+    val_images: int,
+    seed: int = 0,
+    num_classes: int | None = None,
+    progress: bool = False,
+) -> Dataset:
     """Decode a seeded sample of an ImageNet-style folder at `resolution` (eval transform), as a `Dataset`.
 
     `root` holds `train/<class>/*.jpg` and `val/<class>/*.jpg` (also .jpeg, .png, .bmp, any case); labels are the
@@ -178,14 +206,32 @@ def load_imagenet_folder(root: Path, *, resolution: int, train_images: int, val_
         raise HwnasError(f"ImageNet folder {root} not found; pass the folder that holds train/ and val/")
     classes = imagenet_classes(root)
     if num_classes is not None and num_classes != len(classes):
-        raise HwnasError(f"ImageNet folder {root} has {len(classes)} class folders in train/, but the model has "
-                         f"{num_classes} outputs; class folders must map to the outputs in sorted order")
+        raise HwnasError(
+            f"ImageNet folder {root} has {len(classes)} class folders in train/, but the model has "
+            f"{num_classes} outputs; class folders must map to the outputs in sorted order"
+        )
     train_rng, val_rng = np.random.default_rng(seed).spawn(2)
     train_paths, train_labels = _pick(root / "train", classes, train_images, train_rng)  # list both folders
     val_paths, val_labels = _pick(root / "val", classes, val_images, val_rng)  # before decoding either
-    train = Split(torch.from_numpy(_decode(train_paths, resolution=resolution, progress=progress, desc="train")),
-                  torch.from_numpy(train_labels), IMAGENET_MEAN, IMAGENET_STD)
-    val = Split(torch.from_numpy(_decode(val_paths, resolution=resolution, progress=progress, desc="val")),
-                torch.from_numpy(val_labels), IMAGENET_MEAN, IMAGENET_STD)
-    return Dataset(name=IMAGENET_DATASET, train=train, val=val, test=val, num_classes=len(classes), channels=3,
-                   image_size=resolution, center_crop=True)
+    train = Split(
+        torch.from_numpy(_decode(train_paths, resolution=resolution, progress=progress, desc="train")),
+        torch.from_numpy(train_labels),
+        IMAGENET_MEAN,
+        IMAGENET_STD,
+    )
+    val = Split(
+        torch.from_numpy(_decode(val_paths, resolution=resolution, progress=progress, desc="val")),
+        torch.from_numpy(val_labels),
+        IMAGENET_MEAN,
+        IMAGENET_STD,
+    )
+    return Dataset(
+        name=IMAGENET_DATASET,
+        train=train,
+        val=val,
+        test=val,
+        num_classes=len(classes),
+        channels=3,
+        image_size=resolution,
+        center_crop=True,
+    )

@@ -10,8 +10,18 @@ from hwnas.errors import HwnasError
 __all__ = ["load_run_dataset"]
 
 
-def load_run_dataset(name: str, data_dir: Path | None, *, val_size: int, seed: int, resolution: int, num_classes: int,
-                     train_images: int, val_images: int, progress: bool = False) -> Dataset:
+def load_run_dataset(
+    name: str,
+    data_dir: Path | None,
+    *,
+    val_size: int,
+    seed: int,
+    resolution: int,
+    num_classes: int,
+    train_images: int,
+    val_images: int,
+    progress: bool = False,
+) -> Dataset:
     """The run's dataset with its own train/val split (same `val_size` and `seed`: no leakage into training data).
 
     Small datasets load whole. An ImageNet-style folder (`imagenet-folder`, imported supernets) is far too large for
@@ -22,12 +32,23 @@ def load_run_dataset(name: str, data_dir: Path | None, *, val_size: int, seed: i
 
     if name == IMAGENET_DATASET:
         if data_dir is None:
-            raise HwnasError("this run's data is an ImageNet-style folder that the run does not record: pass --data-dir DIR "
-                             "holding train/<class>/ and val/<class>/")
-        return load_imagenet_folder(data_dir, resolution=resolution, train_images=train_images, val_images=val_images,
-                                    seed=seed, num_classes=num_classes, progress=progress)
+            raise HwnasError(
+                "this run's data is an ImageNet-style folder that the run does not record: pass --data-dir DIR "
+                "holding train/<class>/ and val/<class>/"
+            )
+        return load_imagenet_folder(
+            data_dir,
+            resolution=resolution,
+            train_images=train_images,
+            val_images=val_images,
+            seed=seed,
+            num_classes=num_classes,
+            progress=progress,
+        )
     data = load_dataset(name, data_dir, val_size=val_size, seed=seed)
     if data.num_classes > num_classes:
-        raise HwnasError(f"dataset {name} has {data.num_classes} classes, the run's model {num_classes} outputs; "
-                         "pass the run's own dataset")
+        raise HwnasError(
+            f"dataset {name} has {data.num_classes} classes, the run's model {num_classes} outputs; "
+            "pass the run's own dataset"
+        )
     return data

@@ -20,8 +20,15 @@ from hwnas.errors import HwnasError
 from hwnas.machine import machine_info, package_versions
 from hwnas.space import Arch, SpaceSpec, space_hash
 
-__all__ = ["CARD_SCHEMA", "PREPROCESS_KEYS", "file_sha256", "make_preprocess", "build_model_card", "write_model_card",
-           "load_model_card"]
+__all__ = [
+    "CARD_SCHEMA",
+    "PREPROCESS_KEYS",
+    "file_sha256",
+    "make_preprocess",
+    "build_model_card",
+    "write_model_card",
+    "load_model_card",
+]
 
 CARD_SCHEMA = "hwnas.model_card/1"
 PREPROCESS_KEYS = ("resolution", "channels", "mean", "std", "resize")
@@ -49,7 +56,9 @@ def make_preprocess(dataset_preprocess: Mapping[str, Any], *, resolution: int) -
     mean = [float(v) for v in _as_list(dataset_preprocess["mean"])]
     std = [float(v) for v in _as_list(dataset_preprocess["std"])]
     if len(mean) != channels or len(std) != channels or any(s <= 0 for s in std):
-        raise HwnasError(f"dataset preprocess has {channels} channels but mean {mean} / std {std}; fix the dataset stats")
+        raise HwnasError(
+            f"dataset preprocess has {channels} channels but mean {mean} / std {std}; fix the dataset stats"
+        )
     native = dataset_preprocess.get("resolution")
     method = str(dataset_preprocess.get("resize", "bilinear"))
     if native is not None and int(native) == resolution and method == "none":
@@ -64,11 +73,20 @@ def make_preprocess(dataset_preprocess: Mapping[str, Any], *, resolution: int) -
         from hwnas.data.imagenet import CROP_FRACTION
 
         shorter = int(math.ceil(resolution / CROP_FRACTION))
-        return {"resolution": resolution, "channels": channels, "mean": mean, "std": std, "resize": resize,
-                "resize_shorter": shorter, "center_crop": resolution, "native_resolution": None,
-                "scale": "divide uint8 pixels by 255 before subtracting mean", "layout": "NCHW float32",
-                "recipe": f"resize the shorter side to {shorter} px ({resize}), centre-crop {resolution}x{resolution}; "
-                          "x = img / 255; x = (x - mean) / std; feed x[None] (N, C, H, W) as 'input'"}
+        return {
+            "resolution": resolution,
+            "channels": channels,
+            "mean": mean,
+            "std": std,
+            "resize": resize,
+            "resize_shorter": shorter,
+            "center_crop": resolution,
+            "native_resolution": None,
+            "scale": "divide uint8 pixels by 255 before subtracting mean",
+            "layout": "NCHW float32",
+            "recipe": f"resize the shorter side to {shorter} px ({resize}), centre-crop {resolution}x{resolution}; "
+            "x = img / 255; x = (x - mean) / std; feed x[None] (N, C, H, W) as 'input'",
+        }
     return {
         "resolution": resolution,
         "channels": channels,
@@ -111,11 +129,19 @@ def build_model_card(
     return {
         "schema": CARD_SCHEMA,
         "arch": str(arch),
-        "space": {"name": space.name, "hash": space_hash(space), "width": space.width,
-                  "in_channels": space.in_channels, "num_classes": space.num_classes},
+        "space": {
+            "name": space.name,
+            "hash": space_hash(space),
+            "width": space.width,
+            "in_channels": space.in_channels,
+            "num_classes": space.num_classes,
+        },
         "dataset": dataset,
-        "input": {"name": "input", "shape": ["batch", space.in_channels, arch.resolution, arch.resolution],
-                  "dtype": "float32"},
+        "input": {
+            "name": "input",
+            "shape": ["batch", space.in_channels, arch.resolution, arch.resolution],
+            "dtype": "float32",
+        },
         "output": {"name": "logits", "shape": ["batch", space.num_classes], "meaning": "unnormalised class scores"},
         "preprocess": dict(preprocess),
         "accuracy": dict(accuracy),
@@ -126,8 +152,12 @@ def build_model_card(
         "training": dict(training or {}),
         "files": file_info,
         "versions": package_versions(),
-        "machine": {"cpu": info["cpu"], "cpu_signature": info["cpu_signature"], "cores": info["cores"],
-                    "platform": info["platform"]},
+        "machine": {
+            "cpu": info["cpu"],
+            "cpu_signature": info["cpu_signature"],
+            "cores": info["cores"],
+            "platform": info["platform"],
+        },
         "date": info["date"],
     }
 

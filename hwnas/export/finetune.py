@@ -39,7 +39,7 @@ class FinetuneConfig:
     lr: float = 0.1
     momentum: float = 0.9
     weight_decay: float = 3e-5
-    kd_weight: float = 0.5       # share of the loss from the teacher's soft labels
+    kd_weight: float = 0.5  # share of the loss from the teacher's soft labels
     temperature: float = 1.0
 
     def __post_init__(self) -> None:
@@ -51,8 +51,14 @@ class FinetuneConfig:
             raise HwnasError(f"kd_weight must be in 0..1, got {self.kd_weight!r}")
 
 
-def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor, *,
-            kd_weight: float, temperature: float) -> torch.Tensor:
+def kd_loss(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    kd_weight: float,
+    temperature: float,
+) -> torch.Tensor:
     """(1 - w)·CE(labels) + w·T²·KL(teacher_T ‖ student_T) (Hinton et al.)."""
     ce = F.cross_entropy(student_logits, labels)
     if kd_weight == 0.0:
@@ -81,10 +87,16 @@ def finetune_kd(
     params = [p for p in student.parameters() if p.requires_grad]
     decay = [p for p in params if p.ndim > 1]
     no_decay = [p for p in params if p.ndim <= 1]
-    opt = torch.optim.SGD([{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-                          lr=cfg.lr, momentum=cfg.momentum, nesterov=True)
+    opt = torch.optim.SGD(
+        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=cfg.lr,
+        momentum=cfg.momentum,
+        nesterov=True,
+    )
     total = max(1, cfg.epochs * steps_per_epoch)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total) / total)))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total) / total))
+    )
     losses = []
     bar = tqdm(total=total, desc="fine-tune (KD)", unit="step", disable=not progress, leave=False, dynamic_ncols=True)
     try:

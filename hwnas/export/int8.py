@@ -130,7 +130,9 @@ def quantize_int8(
         with atomic_path(dst_path, suffix=".onnx") as out:
             onnx.save(proto, str(out))
             check_onnx(out)
-    log.debug("wrote %s (%.1f KiB, fp32 %.1f KiB)", dst_path, dst_path.stat().st_size / 1024, src_path.stat().st_size / 1024)
+    log.debug(
+        "wrote %s (%.1f KiB, fp32 %.1f KiB)", dst_path, dst_path.stat().st_size / 1024, src_path.stat().st_size / 1024
+    )
     return dst_path
 
 
@@ -147,7 +149,9 @@ def quantize_block_int8(
     batch of the block's static input shape. Calibrated on these, the block gets the same QDQ layout as a whole exported
     int8 model, so its timing matches what ships.
     """
-    arrays = [np.asarray(calib_inputs)] if isinstance(calib_inputs, np.ndarray) else [np.asarray(a) for a in calib_inputs]
+    arrays = (
+        [np.asarray(calib_inputs)] if isinstance(calib_inputs, np.ndarray) else [np.asarray(a) for a in calib_inputs]
+    )
     if not arrays:
         raise HwnasError("quantize_block_int8 needs at least one calibration input")
     # A static-shape block takes exactly its profiled batch; feed one batch per get_next().

@@ -59,7 +59,9 @@ def export_onnx(
     try:
         proto = _to_onnx_proto(model, shape, dynamic_batch=dynamic_batch)
     except RuntimeError as exc:
-        raise HwnasError(f"cannot export arch {arch} to ONNX: {str(exc).splitlines()[0]}; check the model matches the arch") from None
+        raise HwnasError(
+            f"cannot export arch {arch} to ONNX: {str(exc).splitlines()[0]}; check the model matches the arch"
+        ) from None
     props = {
         "hwnas.arch": str(arch),
         "hwnas.space": space.name,
@@ -91,7 +93,9 @@ def read_onnx_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
     return {prop.key: prop.value for prop in proto.metadata_props}
 
 
-def ort_session(path: str | os.PathLike[str], *, threads: int = 1, providers: tuple[str, ...] = ("CPUExecutionProvider",)):  # type: ignore[no-untyped-def]
+def ort_session(
+    path: str | os.PathLike[str], *, threads: int = 1, providers: tuple[str, ...] = ("CPUExecutionProvider",)
+):  # type: ignore[no-untyped-def]
     """An onnxruntime session with a fixed thread count (the default, 1 intra-op thread, times most stably)."""
     import onnxruntime as ort
 

@@ -30,7 +30,9 @@ class ParityResult:
 def _as_batch(images: torch.Tensor | np.ndarray) -> np.ndarray:
     arr = images.detach().cpu().numpy() if isinstance(images, torch.Tensor) else np.asarray(images)
     if arr.ndim != 4 or arr.shape[0] == 0:
-        raise HwnasError(f"expected a non-empty NCHW image batch, got shape {tuple(arr.shape)}; pass preprocessed images")
+        raise HwnasError(
+            f"expected a non-empty NCHW image batch, got shape {tuple(arr.shape)}; pass preprocessed images"
+        )
     return np.ascontiguousarray(arr, dtype=np.float32)
 
 
@@ -42,14 +44,20 @@ def onnx_logits(
     session = ort_session(path, threads=threads)
     expected = session.get_inputs()[0].shape
     if len(expected) != 4 or any(isinstance(e, int) and e != a for e, a in zip(expected[1:], arr.shape[1:])):
-        raise HwnasError(f"{path} expects input {expected}, got images of shape {tuple(arr.shape)}; check the resolution")
+        raise HwnasError(
+            f"{path} expects input {expected}, got images of shape {tuple(arr.shape)}; check the resolution"
+        )
     outs = [session.run(None, {INPUT_NAME: arr[i : i + batch_size]})[0] for i in range(0, len(arr), batch_size)]
     return np.concatenate(outs)
 
 
 def onnx_accuracy(
-    path: str | os.PathLike[str], images: torch.Tensor | np.ndarray, labels: torch.Tensor | np.ndarray, *,
-    batch_size: int = 256, threads: int = 1,
+    path: str | os.PathLike[str],
+    images: torch.Tensor | np.ndarray,
+    labels: torch.Tensor | np.ndarray,
+    *,
+    batch_size: int = 256,
+    threads: int = 1,
 ) -> float:
     """Top-1 accuracy (0..1) of an ONNX classifier on preprocessed images."""
     y = labels.detach().cpu().numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)
@@ -60,7 +68,11 @@ def onnx_accuracy(
 
 
 def check_parity(
-    model: nn.Module, path: str | os.PathLike[str], images: torch.Tensor | np.ndarray, *, batch_size: int = 256,
+    model: nn.Module,
+    path: str | os.PathLike[str],
+    images: torch.Tensor | np.ndarray,
+    *,
+    batch_size: int = 256,
     threads: int = 1,
 ) -> ParityResult:
     """Compare eval-mode torch logits with onnxruntime logits on the same images."""

@@ -24,8 +24,16 @@ from hwnas.errors import HwnasError
 from hwnas.export.parity import ParityResult
 from hwnas.space import Arch, SpaceSpec, check_arch
 
-__all__ = ["PTE_DEVICE", "PTE_MAX_ABS_DIFF", "PteResult", "export_pte", "pte_logits", "check_pte_parity",
-           "measure_pte_ms", "export_pte_checked"]
+__all__ = [
+    "PTE_DEVICE",
+    "PTE_MAX_ABS_DIFF",
+    "PteResult",
+    "export_pte",
+    "pte_logits",
+    "check_pte_parity",
+    "measure_pte_ms",
+    "export_pte_checked",
+]
 
 log = logging.getLogger(__name__)
 PTE_DEVICE = "cpu-et-xnnpack-1t"
@@ -46,14 +54,30 @@ class PteResult:
         from hwnas.export.card import file_sha256
         from hwnas.latency.executorch_runner import executorch_version
 
-        err = None if not (self.predicted_ms and self.measured_ms) else round(self.predicted_ms / self.measured_ms - 1, 4)
-        return {"file": {"path": self.path.name, "bytes": self.path.stat().st_size, "sha256": file_sha256(self.path)},
-                "runtime": f"executorch {executorch_version()}", "delegate": "XnnpackPartitioner", "batch": 1,
-                "input": "input (1, C, H, W) float32, same preprocess as the ONNX model", "output": "logits (1, classes)",
-                "parity": {"max_abs_diff": self.parity.max_abs_diff, "mean_abs_diff": self.parity.mean_abs_diff,
-                           "top1_agreement": self.parity.top1_agreement, "n_images": self.parity.n_images},
-                "latency": {"device": self.device, "measured_ms": self.measured_ms, "predicted_ms": self.predicted_ms,
-                            "predicted_error": err, "lut": self.lut}}
+        err = (
+            None if not (self.predicted_ms and self.measured_ms) else round(self.predicted_ms / self.measured_ms - 1, 4)
+        )
+        return {
+            "file": {"path": self.path.name, "bytes": self.path.stat().st_size, "sha256": file_sha256(self.path)},
+            "runtime": f"executorch {executorch_version()}",
+            "delegate": "XnnpackPartitioner",
+            "batch": 1,
+            "input": "input (1, C, H, W) float32, same preprocess as the ONNX model",
+            "output": "logits (1, classes)",
+            "parity": {
+                "max_abs_diff": self.parity.max_abs_diff,
+                "mean_abs_diff": self.parity.mean_abs_diff,
+                "top1_agreement": self.parity.top1_agreement,
+                "n_images": self.parity.n_images,
+            },
+            "latency": {
+                "device": self.device,
+                "measured_ms": self.measured_ms,
+                "predicted_ms": self.predicted_ms,
+                "predicted_error": err,
+                "lut": self.lut,
+            },
+        }
 
 
 def export_pte(model: nn.Module, path: str | os.PathLike[str], *, space: SpaceSpec, arch: Arch) -> Path:
@@ -68,7 +92,9 @@ def export_pte(model: nn.Module, path: str | os.PathLike[str], *, space: SpaceSp
         raise
     except Exception as exc:  # torch.export / exir raise many types; the user can only report it
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise HwnasError(f"cannot lower arch {arch} to ExecuTorch: {first}; export ONNX only (drop --format pte)") from None
+        raise HwnasError(
+            f"cannot lower arch {arch} to ExecuTorch: {first}; export ONNX only (drop --format pte)"
+        ) from None
     dest = atomic_write_bytes(Path(path), data)
     log.info("wrote %s (%.1f KiB)", dest, len(data) / 1024)
     return dest
@@ -81,12 +107,17 @@ def pte_logits(path: str | os.PathLike[str], images: torch.Tensor | np.ndarray) 
     require_executorch("running a .pte")
     from executorch.runtime import Runtime
 
-    arr = torch.as_tensor(np.ascontiguousarray(images, dtype=np.float32)) if isinstance(images, np.ndarray) \
+    arr = (
+        torch.as_tensor(np.ascontiguousarray(images, dtype=np.float32))
+        if isinstance(images, np.ndarray)
         else images.detach().float().contiguous()
+    )
     if arr.ndim != 4 or len(arr) == 0:
-        raise HwnasError(f"expected a non-empty NCHW image batch, got shape {tuple(arr.shape)}; pass preprocessed images")
+        raise HwnasError(
+            f"expected a non-empty NCHW image batch, got shape {tuple(arr.shape)}; pass preprocessed images"
+        )
     method = Runtime.get().load_program(str(path)).load_method("forward")
-    return np.concatenate([method.execute((arr[i: i + 1],))[0].numpy() for i in range(len(arr))])
+    return np.concatenate([method.execute((arr[i : i + 1],))[0].numpy() for i in range(len(arr))])
 
 
 def check_pte_parity(model: nn.Module, path: str | os.PathLike[str], images: torch.Tensor | np.ndarray) -> ParityResult:
@@ -96,8 +127,12 @@ def check_pte_parity(model: nn.Module, path: str | os.PathLike[str], images: tor
         ref = model.eval()(x).numpy()
     got = pte_logits(path, x)
     diff = np.abs(ref - got)
-    return ParityResult(max_abs_diff=float(diff.max()), mean_abs_diff=float(diff.mean()),
-                        top1_agreement=float((ref.argmax(1) == got.argmax(1)).mean()), n_images=len(x))
+    return ParityResult(
+        max_abs_diff=float(diff.max()),
+        mean_abs_diff=float(diff.mean()),
+        top1_agreement=float((ref.argmax(1) == got.argmax(1)).mean()),
+        n_images=len(x),
+    )
 
 
 def measure_pte_ms(path: str | os.PathLike[str], input_shape: tuple[int, ...], profile: Any) -> float:
@@ -106,34 +141,56 @@ def measure_pte_ms(path: str | os.PathLike[str], input_shape: tuple[int, ...], p
     from hwnas.latency.harness import time_loaded
 
     if profile.runtime != "executorch":
-        raise HwnasError(f"profile {profile.name} times runtime {profile.runtime}, not a .pte; use an executorch "
-                         f"profile such as {PTE_DEVICE}")
+        raise HwnasError(
+            f"profile {profile.name} times runtime {profile.runtime}, not a .pte; use an executorch "
+            f"profile such as {PTE_DEVICE}"
+        )
     ExecuTorchRunner(profile)  # validates the profile and sets the threadpool before the program is loaded
     return time_loaded(load_pte(Path(path), input_shape), profile).p50_ms
 
 
-def export_pte_checked(model: nn.Module, out_dir: Path, *, space: SpaceSpec, arch: Arch, images: torch.Tensor,
-                       device: str | None = PTE_DEVICE, lut: Path | None = None) -> PteResult:
+def export_pte_checked(
+    model: nn.Module,
+    out_dir: Path,
+    *,
+    space: SpaceSpec,
+    arch: Arch,
+    images: torch.Tensor,
+    device: str | None = PTE_DEVICE,
+    lut: Path | None = None,
+) -> PteResult:
     """`model.pte` in `out_dir`: lower, parity-check on `images`, time on `device` next to its LUT prediction."""
     from hwnas.latency.profiles import load_profile
 
     profile = load_profile(device) if device is not None else None
     if profile is not None and profile.runtime != "executorch":
-        raise HwnasError(f"--pte-device {profile.name} uses runtime {profile.runtime}; choose an executorch profile "
-                         f"such as {PTE_DEVICE}")
+        raise HwnasError(
+            f"--pte-device {profile.name} uses runtime {profile.runtime}; choose an executorch profile "
+            f"such as {PTE_DEVICE}"
+        )
     path = export_pte(model, out_dir / "model.pte", space=space, arch=arch)
     parity = check_pte_parity(model, path, images)
-    log.info(".pte parity on %d images: max |diff| %.2e, top-1 agreement %.2f%%", parity.n_images,
-             parity.max_abs_diff, 100 * parity.top1_agreement)
+    log.info(
+        ".pte parity on %d images: max |diff| %.2e, top-1 agreement %.2f%%",
+        parity.n_images,
+        parity.max_abs_diff,
+        100 * parity.top1_agreement,
+    )
     if parity.max_abs_diff > PTE_MAX_ABS_DIFF or parity.top1_agreement < 1.0:
-        raise HwnasError(f".pte parity failed for {arch}: max |diff| {parity.max_abs_diff:.2e} (limit "
-                         f"{PTE_MAX_ABS_DIFF:.0e}), top-1 agreement {parity.top1_agreement:.4f}; report this as a bug")
+        raise HwnasError(
+            f".pte parity failed for {arch}: max |diff| {parity.max_abs_diff:.2e} (limit "
+            f"{PTE_MAX_ABS_DIFF:.0e}), top-1 agreement {parity.top1_agreement:.4f}; report this as a bug"
+        )
     measured = predicted = lut_used = None
     if profile is not None:
         from hwnas.export.pipeline import predicted_ms_for
 
         measured = measure_pte_ms(path, (1, space.in_channels, arch.resolution, arch.resolution), profile)
         predicted, lut_used = predicted_ms_for(space, arch, lut=lut, device=profile.name)
-        log.info(".pte latency on %s: measured %.4f ms, predicted %s ms", profile.name, measured,
-                 "n/a" if predicted is None else f"{predicted:.4f}")
+        log.info(
+            ".pte latency on %s: measured %.4f ms, predicted %s ms",
+            profile.name,
+            measured,
+            "n/a" if predicted is None else f"{predicted:.4f}",
+        )
     return PteResult(path, parity, None if profile is None else profile.name, measured, predicted, lut_used)

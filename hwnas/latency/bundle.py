@@ -27,8 +27,16 @@ from hwnas.latency.profiler import SUBNET_PREFIX, calibrate_table
 from hwnas.latency.profiles import DeviceProfile, profile_from_dict
 from hwnas.space import Arch, BlockSpec, SpaceSpec, distinct_blocks, get_space, space_hash, with_io
 
-__all__ = ["write_bundle", "import_results", "measure_script_path", "device_script_path", "protocol_settings",
-           "copy_device_files", "SCRIPT", "PROTOCOL_FILE"]
+__all__ = [
+    "write_bundle",
+    "import_results",
+    "measure_script_path",
+    "device_script_path",
+    "protocol_settings",
+    "copy_device_files",
+    "SCRIPT",
+    "PROTOCOL_FILE",
+]
 
 log = logging.getLogger(__name__)
 BUNDLE_SCHEMA = 1
@@ -40,8 +48,9 @@ def device_script_path(name: str) -> Path:
     """A device script shipped with the package (`hwnas/latency/device/<name>`)."""
     path = Path(__file__).resolve().parent / "device" / name
     if not path.is_file():
-        raise HwnasError(f"{path} is missing from this hwnas installation; reinstall hwnas "
-                         "(pip install --force-reinstall)")
+        raise HwnasError(
+            f"{path} is missing from this hwnas installation; reinstall hwnas (pip install --force-reinstall)"
+        )
     return path
 
 
@@ -64,14 +73,22 @@ def copy_device_files(out_dir: Path, scripts: Sequence[str]) -> None:
         atomic_write_bytes(out_dir / name, path.read_bytes())
 
 
-def write_bundle(space: SpaceSpec, profile: DeviceProfile, out_dir: Path, *, resolutions: Sequence[int] | None = None,
-                 calib_subnets: int | None = None, progress: bool = False) -> dict[str, Any]:
+def write_bundle(
+    space: SpaceSpec,
+    profile: DeviceProfile,
+    out_dir: Path,
+    *,
+    resolutions: Sequence[int] | None = None,
+    calib_subnets: int | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
     """Export every distinct block (+ calibration subnets) to `out_dir` and return the manifest."""
     if profile.runtime == "executorch":  # .pte programs + measure_bundle_pte.py (hwnas.latency.bundle_pte)
         from hwnas.latency.bundle_pte import write_pte_bundle
 
-        return write_pte_bundle(space, profile, out_dir, resolutions=resolutions, calib_subnets=calib_subnets,
-                                progress=progress)
+        return write_pte_bundle(
+            space, profile, out_dir, resolutions=resolutions, calib_subnets=calib_subnets, progress=progress
+        )
     from tqdm import tqdm
 
     from hwnas.blocks import build_model
@@ -82,7 +99,8 @@ def write_bundle(space: SpaceSpec, profile: DeviceProfile, out_dir: Path, *, res
     k = profile.calib_subnets if calib_subnets is None else calib_subnets
     archs = calibration_archs(space, k, resolutions=resolutions)
     jobs: list[tuple[str, BlockSpec | Arch, tuple[int, ...]]] = [
-        (key, s, (profile.batch, s.in_ch, s.in_hw, s.in_hw)) for key, s in specs.items()]
+        (key, s, (profile.batch, s.in_ch, s.in_hw, s.in_hw)) for key, s in specs.items()
+    ]
     jobs += [(SUBNET_PREFIX + str(a), a, (profile.batch, space.in_channels, a.resolution, a.resolution)) for a in archs]
     items = []
     for n, (key, obj, shape) in enumerate(tqdm(jobs, desc="bundle", unit="model", disable=not progress, leave=False)):
@@ -91,29 +109,49 @@ def write_bundle(space: SpaceSpec, profile: DeviceProfile, out_dir: Path, *, res
         rel = f"{kind}s/{n:04d}.onnx"
         atomic_write_bytes(out_dir / rel, data)
         items.append({"key": key, "kind": kind, "file": rel, "input_shape": list(shape)})
-    manifest = {"schema": BUNDLE_SCHEMA, "kind": "hwnas-latency-bundle", "format": "onnx", "device": profile.name,
-                "space": space_meta(space), "resolutions": list(resolutions), "profile": profile.to_dict(),
-                "protocol": protocol_settings(profile), "script": SCRIPT, "items": items}
+    manifest = {
+        "schema": BUNDLE_SCHEMA,
+        "kind": "hwnas-latency-bundle",
+        "format": "onnx",
+        "device": profile.name,
+        "space": space_meta(space),
+        "resolutions": list(resolutions),
+        "profile": profile.to_dict(),
+        "protocol": protocol_settings(profile),
+        "script": SCRIPT,
+        "items": items,
+    }
     copy_device_files(out_dir, [SCRIPT])
     atomic_write_json(out_dir / "manifest.json", manifest)
-    atomic_write_text(out_dir / "README.txt", (
-        f"hwnas latency bundle: {len(specs)} blocks + {len(archs)} calibration subnets of space {space.name} "
-        f"for device profile {profile.name}.\n\nOn the device (python3 with numpy and onnxruntime):\n"
-        f"    python3 {SCRIPT} . --out results.csv\n\nThen copy results.csv and results.meta.json back and run:\n"
-        f"    hwnas profile --import results.csv --device {profile.name}\n"))
+    atomic_write_text(
+        out_dir / "README.txt",
+        (
+            f"hwnas latency bundle: {len(specs)} blocks + {len(archs)} calibration subnets of space {space.name} "
+            f"for device profile {profile.name}.\n\nOn the device (python3 with numpy and onnxruntime):\n"
+            f"    python3 {SCRIPT} . --out results.csv\n\nThen copy results.csv and results.meta.json back and run:\n"
+            f"    hwnas profile --import results.csv --device {profile.name}\n"
+        ),
+    )
     return manifest
 
 
 def _space_from_results(meta: dict[str, Any], csv_path: Path) -> SpaceSpec:
     info = meta.get("space", {})
     try:
-        space = with_io(get_space(str(info["name"]), width=float(info.get("width", 1.0))),
-                        in_channels=int(info["in_channels"]), num_classes=int(info["num_classes"]))
+        space = with_io(
+            get_space(str(info["name"]), width=float(info.get("width", 1.0))),
+            in_channels=int(info["in_channels"]),
+            num_classes=int(info["num_classes"]),
+        )
     except (KeyError, TypeError, ValueError):
-        raise HwnasError(f"{csv_path}: results metadata names no space; re-run measure_bundle.py from the bundle") from None
+        raise HwnasError(
+            f"{csv_path}: results metadata names no space; re-run measure_bundle.py from the bundle"
+        ) from None
     if space_hash(space) != info.get("hash"):
-        raise HwnasError(f"{csv_path}: bundle was made for another version of space {space.name!r} "
-                         f"(hash {info.get('hash')}, current {space_hash(space)}); make a new bundle with 'hwnas bundle'")
+        raise HwnasError(
+            f"{csv_path}: bundle was made for another version of space {space.name!r} "
+            f"(hash {info.get('hash')}, current {space_hash(space)}); make a new bundle with 'hwnas bundle'"
+        )
     return space
 
 
@@ -124,8 +162,9 @@ def import_results(csv_path: Path, *, device: str, out_dir: Path) -> tuple[Laten
     from hwnas.latency.profiler import table_meta
 
     csv_path = Path(csv_path)
-    meta_file = csv_path.with_name(csv_path.name[:-4] + ".meta.json" if csv_path.name.endswith(".csv")
-                                   else csv_path.name + ".meta.json")
+    meta_file = csv_path.with_name(
+        csv_path.name[:-4] + ".meta.json" if csv_path.name.endswith(".csv") else csv_path.name + ".meta.json"
+    )
     if not csv_path.is_file():
         raise HwnasError(f"results file {csv_path} not found; run measure_bundle.py on the device first")
     try:
@@ -152,7 +191,7 @@ def import_results(csv_path: Path, *, device: str, out_dir: Path) -> tuple[Laten
         if not stats.p50_ms > 0:
             raise HwnasError(f"{csv_path}: row {rec.key!r} has a non-positive latency; re-run measure_bundle.py")
         if rec.key.startswith(SUBNET_PREFIX):
-            subnets[Arch.parse(rec.key[len(SUBNET_PREFIX):])] = (stats.p50_ms, stats.cv)
+            subnets[Arch.parse(rec.key[len(SUBNET_PREFIX) :])] = (stats.p50_ms, stats.cv)
         elif rec.key in wanted:
             rows[rec.key] = stats
         else:
@@ -160,16 +199,21 @@ def import_results(csv_path: Path, *, device: str, out_dir: Path) -> tuple[Laten
             raise HwnasError(f"{csv_path}: key {rec.key!r} is not a block of space {space.name}; wrong results file?")
     missing = sorted(wanted - set(rows))
     if missing:
-        raise HwnasError(f"{csv_path}: {len(missing)} blocks missing, e.g. {missing[0]!r}; re-run measure_bundle.py "
-                         "on the whole bundle")
+        raise HwnasError(
+            f"{csv_path}: {len(missing)} blocks missing, e.g. {missing[0]!r}; re-run measure_bundle.py "
+            "on the whole bundle"
+        )
     prof = {**meta["profile"], "name": device}
     profile = profile_from_dict(prof, where=f"results {meta_file}")
     base = table_meta(space, profile, resolutions, imported_from=str(csv_path))
     base["space"]["block_graph_revision"] = graph_revision(meta)  # what the bundle's files were, not today's
-    base.update(machine=meta.get("machine"), versions=meta.get("machine", {}).get("versions"),
-                cpu=meta.get("machine", {}).get("machine"), date=meta.get("date"))
+    base.update(
+        machine=meta.get("machine"),
+        versions=meta.get("machine", {}).get("versions"),
+        cpu=meta.get("machine", {}).get("machine"),
+        date=meta.get("date"),
+    )
     out_path = lut_path(out_dir, device, space)
     table = calibrate_table(LatencyTable(rows, base, source=str(out_path)), space, subnets)
     save_lut(table, out_path)
     return table, out_path
-

@@ -42,15 +42,28 @@ import numpy as np
 from hwnas.errors import HwnasError
 from hwnas.space import Arch, BlockSpec, SpaceSpec, blocks_of, largest, sample, smallest
 
-__all__ = ["Calibration", "IDENTITY", "CalibrationPoint", "fit_linear", "fit_calibration", "calibration_archs",
-           "CORRECTS", "MIN_PER_RESOLUTION", "block_input_melems", "boundary_melems", "block_weight_melems",
-           "final_stage_mweights"]
+__all__ = [
+    "Calibration",
+    "IDENTITY",
+    "CalibrationPoint",
+    "fit_linear",
+    "fit_calibration",
+    "calibration_archs",
+    "CORRECTS",
+    "MIN_PER_RESOLUTION",
+    "block_input_melems",
+    "boundary_melems",
+    "block_weight_melems",
+    "final_stage_mweights",
+]
 
-CORRECTS = ("whole-model latency minus the sum of isolated block latencies: the per-run overhead of one session "
-            "(offset b) and the cache/memory-traffic slowdown of blocks inside a network (slope a), per resolution, "
-            "and the input/output traffic an isolated block pays per element of the tensors passed between blocks "
-            "(c, shared by all resolutions), and the cache misses of the final stage's weight-heavy blocks inside a "
-            "network (w per million weights of the final stage, shared by all resolutions)")
+CORRECTS = (
+    "whole-model latency minus the sum of isolated block latencies: the per-run overhead of one session "
+    "(offset b) and the cache/memory-traffic slowdown of blocks inside a network (slope a), per resolution, "
+    "and the input/output traffic an isolated block pays per element of the tensors passed between blocks "
+    "(c, shared by all resolutions), and the cache misses of the final stage's weight-heavy blocks inside a "
+    "network (w per million weights of the final stage, shared by all resolutions)"
+)
 MIN_PER_RESOLUTION = 5
 # the boundary term is fitted only when this many calibration subnets are left over beyond the fitted parameters:
 # with only a handful of spare subnets it overfits and ranks held-out subnets worse than the lines alone, with a few
@@ -74,11 +87,12 @@ def block_weight_melems(spec: BlockSpec) -> float:
     """Elements (millions) of a block's weights and biases as exported (BatchNorm folded into the convolutions)."""
     mid = spec.mid_ch
     if spec.op == "conv":
-        return (spec.in_ch * spec.out_ch * spec.kernel ** 2 + spec.out_ch) / 1e6
+        return (spec.in_ch * spec.out_ch * spec.kernel**2 + spec.out_ch) / 1e6
     if spec.op == "head":
-        return (spec.in_ch * mid + mid + mid * spec.feat_ch + spec.feat_ch + spec.feat_ch * spec.out_ch
-                + spec.out_ch) / 1e6
-    n = mid * spec.kernel ** 2 + mid + mid * spec.out_ch + spec.out_ch  # depthwise, project
+        return (
+            spec.in_ch * mid + mid + mid * spec.feat_ch + spec.feat_ch + spec.feat_ch * spec.out_ch + spec.out_ch
+        ) / 1e6
+    n = mid * spec.kernel**2 + mid + mid * spec.out_ch + spec.out_ch  # depthwise, project
     if spec.expand != 1:
         n += spec.in_ch * mid + mid
     if spec.se:
@@ -89,7 +103,7 @@ def block_weight_melems(spec: BlockSpec) -> float:
 def final_stage_mweights(space: SpaceSpec, arch: Arch) -> float:
     """P of the calibration: weight elements (millions) of the arch's final-stage layers."""
     blocks = blocks_of(space, arch)  # stem, first block, the stages' layers in order, head
-    return float(sum(block_weight_melems(b) for b in blocks[-1 - len(arch.stages[-1]):-1]))
+    return float(sum(block_weight_melems(b) for b in blocks[-1 - len(arch.stages[-1]) : -1]))
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,31 +135,51 @@ class Calibration:
                 return slope, offset
         return self.slope, self.offset_ms
 
-    def apply(self, raw_ms: float, resolution: int, boundary_melems: float = 0.0,
-              final_stage_mweights: float = 0.0) -> float:
+    def apply(
+        self, raw_ms: float, resolution: int, boundary_melems: float = 0.0, final_stage_mweights: float = 0.0
+    ) -> float:
         slope, offset = self.coef(resolution)
-        return (slope * raw_ms + offset + self.ms_per_boundary_melem * boundary_melems
-                + self.ms_per_final_stage_mweight * final_stage_mweights)
+        return (
+            slope * raw_ms
+            + offset
+            + self.ms_per_boundary_melem * boundary_melems
+            + self.ms_per_final_stage_mweight * final_stage_mweights
+        )
 
     def to_meta(self) -> dict[str, Any]:
-        return {"form": "ms = slope * raw_sum_ms + offset_ms (per resolution when listed, else global) "
-                        "+ ms_per_boundary_melem * boundary_melems + ms_per_final_stage_mweight * final_stage_mweights",
-                "corrects": CORRECTS, "slope": self.slope, "offset_ms": self.offset_ms,
-                "per_resolution": {str(r): {"slope": a, "offset_ms": b} for r, a, b in self.per_resolution},
-                "ms_per_boundary_melem": self.ms_per_boundary_melem,
-                "ms_per_final_stage_mweight": self.ms_per_final_stage_mweight}
+        return {
+            "form": "ms = slope * raw_sum_ms + offset_ms (per resolution when listed, else global) "
+            "+ ms_per_boundary_melem * boundary_melems + ms_per_final_stage_mweight * final_stage_mweights",
+            "corrects": CORRECTS,
+            "slope": self.slope,
+            "offset_ms": self.offset_ms,
+            "per_resolution": {str(r): {"slope": a, "offset_ms": b} for r, a, b in self.per_resolution},
+            "ms_per_boundary_melem": self.ms_per_boundary_melem,
+            "ms_per_final_stage_mweight": self.ms_per_final_stage_mweight,
+        }
 
     @classmethod
     def from_meta(cls, meta: Mapping[str, Any] | None) -> Calibration:
         if not meta:
             return IDENTITY
         if float(meta.get("final_stage_extra_slope", 0.0)) != 0.0:  # an older form of the final-stage term (rows' ms)
-            raise HwnasError("this LUT's calibration has the final-stage term of an earlier hwnas "
-                             "(final_stage_extra_slope); rebuild the table with 'hwnas profile --fresh'")
-        per = tuple(sorted((int(r), float(v["slope"]), float(v["offset_ms"]))
-                           for r, v in dict(meta.get("per_resolution", {})).items()))
-        return cls(float(meta.get("slope", 1.0)), float(meta.get("offset_ms", 0.0)), per,
-                   float(meta.get("ms_per_boundary_melem", 0.0)), float(meta.get("ms_per_final_stage_mweight", 0.0)))
+            raise HwnasError(
+                "this LUT's calibration has the final-stage term of an earlier hwnas "
+                "(final_stage_extra_slope); rebuild the table with 'hwnas profile --fresh'"
+            )
+        per = tuple(
+            sorted(
+                (int(r), float(v["slope"]), float(v["offset_ms"]))
+                for r, v in dict(meta.get("per_resolution", {})).items()
+            )
+        )
+        return cls(
+            float(meta.get("slope", 1.0)),
+            float(meta.get("offset_ms", 0.0)),
+            per,
+            float(meta.get("ms_per_boundary_melem", 0.0)),
+            float(meta.get("ms_per_final_stage_mweight", 0.0)),
+        )
 
 
 IDENTITY = Calibration()
@@ -168,8 +202,11 @@ def fit_calibration(points: Sequence[CalibrationPoint], *, min_per_resolution: i
     shared boundary term `c` are fitted jointly by least squares, and with `MIN_SPARE_POINTS` more also the final
     stage's weights term `w`."""
     slope, offset = fit_linear([p.raw_sum_ms for p in points], [p.measured_ms for p in points])
-    own = [res for res in sorted({p.resolution for p in points})
-           if sum(p.resolution == res for p in points) >= min_per_resolution]
+    own = [
+        res
+        for res in sorted({p.resolution for p in points})
+        if sum(p.resolution == res for p in points) >= min_per_resolution
+    ]
     per = []
     for res in own:
         sub = [p for p in points if p.resolution == res]
@@ -178,12 +215,17 @@ def fit_calibration(points: Sequence[CalibrationPoint], *, min_per_resolution: i
     plain = Calibration(slope, offset, tuple(per))
     groups = own + ([None] if any(p.resolution not in own for p in points) else [])  # None: the global line
     n_lines = 2 * len(groups)
-    shared = [np.array([p.boundary_melems for p in points], dtype=np.float64),
-              np.array([p.final_stage_mweights for p in points], dtype=np.float64)]
+    shared = [
+        np.array([p.boundary_melems for p in points], dtype=np.float64),
+        np.array([p.final_stage_mweights for p in points], dtype=np.float64),
+    ]
     # terms in order of evidence, each MIN_SPARE_POINTS more subnets; a term with no spread ends the list
     n_shared = 0
-    while (n_shared < len(shared) and float(np.ptp(shared[n_shared])) > 0.0
-           and len(points) >= n_lines + n_shared + 1 + MIN_SPARE_POINTS * (n_shared + 1)):
+    while (
+        n_shared < len(shared)
+        and float(np.ptp(shared[n_shared])) > 0.0
+        and len(points) >= n_lines + n_shared + 1 + MIN_SPARE_POINTS * (n_shared + 1)
+    ):
         n_shared += 1
     for k in range(n_shared, 0, -1):
         fitted = _fit_shared(points, groups, shared[:k])
@@ -195,8 +237,9 @@ def fit_calibration(points: Sequence[CalibrationPoint], *, min_per_resolution: i
     return plain
 
 
-def _fit_shared(points: Sequence[CalibrationPoint], groups: list[int | None],
-                shared: list[np.ndarray]) -> tuple[dict[int | None, tuple[float, float]], list[float]] | None:
+def _fit_shared(
+    points: Sequence[CalibrationPoint], groups: list[int | None], shared: list[np.ndarray]
+) -> tuple[dict[int | None, tuple[float, float]], list[float]] | None:
     """Least squares of one line per group (a resolution, or None: all other points) and the shared terms jointly;
     None when a line would not rise with the block sum or the final stage's weights would come out cheaper cold than
     hot (w < 0) — then fewer terms are tried."""

@@ -35,8 +35,11 @@ def reference_archs(table: LatencyTable, *, resolutions: Sequence[int], n: int =
     Spread, not the fastest: a slow phase of the machine may hit small (overhead-bound) and large (cache-bound) models
     differently, and the median over a spread is robust to one noisy reference.
     """
-    points = [p for p in (table.meta.get("calibration") or {}).get("subnets", [])
-              if Arch.parse(p["arch"]).resolution in set(resolutions) and p.get("measured_ms")]
+    points = [
+        p
+        for p in (table.meta.get("calibration") or {}).get("subnets", [])
+        if Arch.parse(p["arch"]).resolution in set(resolutions) and p.get("measured_ms")
+    ]
     if n <= 0 or not points:
         return ()
     points.sort(key=lambda p: (p["measured_ms"], p["arch"]))

@@ -36,8 +36,18 @@ from hwnas.errors import HwnasError
 from hwnas.latency.profiles import DeviceProfile
 from hwnas.latency.runtime import Loaded
 
-__all__ = ["ExecuTorchRunner", "require_executorch", "executorch_version", "pte_bytes", "load_pte", "set_threads",
-           "thread_count", "cached_pte_bytes", "structure_key", "MISSING_EXTRA"]
+__all__ = [
+    "ExecuTorchRunner",
+    "require_executorch",
+    "executorch_version",
+    "pte_bytes",
+    "load_pte",
+    "set_threads",
+    "thread_count",
+    "cached_pte_bytes",
+    "structure_key",
+    "MISSING_EXTRA",
+]
 
 log = logging.getLogger(__name__)
 MISSING_EXTRA = "pip install 'hwnas[mobile]'"
@@ -49,8 +59,9 @@ def require_executorch(what: str = "the executorch runtime") -> None:
         import executorch.runtime  # noqa: F401
         from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner  # noqa: F401
     except ImportError as exc:
-        raise HwnasError(f"{what} needs ExecuTorch, which is not installed ({exc.name or 'executorch'} missing); "
-                         f"{MISSING_EXTRA}") from None
+        raise HwnasError(
+            f"{what} needs ExecuTorch, which is not installed ({exc.name or 'executorch'} missing); {MISSING_EXTRA}"
+        ) from None
 
 
 def executorch_version() -> str:
@@ -108,8 +119,10 @@ def load_pte(data: bytes | Path, input_shape: tuple[int, ...], *, seed: int = 0)
         program = runtime.load_program(data if isinstance(data, bytes) else str(data))
         method = program.load_method("forward")
     except RuntimeError as exc:
-        raise HwnasError(f"ExecuTorch cannot load the program ({str(exc).splitlines()[0]}); re-export it with "
-                         f"executorch {executorch_version()}") from None
+        raise HwnasError(
+            f"ExecuTorch cannot load the program ({str(exc).splitlines()[0]}); re-export it with "
+            f"executorch {executorch_version()}"
+        ) from None
     if method is None:
         raise HwnasError("the .pte has no 'forward' method; re-export it with 'hwnas export --format pte'")
     inputs = (torch.randn(input_shape, generator=torch.Generator().manual_seed(seed)),)
@@ -152,11 +165,14 @@ class ExecuTorchRunner:
     def __init__(self, profile: DeviceProfile, *, cache_dir: Path | None = None) -> None:
         require_executorch(f"profile {profile.name} (runtime executorch)")
         if profile.provider != "cpu":
-            raise HwnasError(f"profile {profile.name}: the executorch runner times the XNNPACK CPU delegate only; "
-                             "set provider: cpu")
+            raise HwnasError(
+                f"profile {profile.name}: the executorch runner times the XNNPACK CPU delegate only; set provider: cpu"
+            )
         if profile.dtype != "fp32":
-            raise HwnasError(f"profile {profile.name}: dtype {profile.dtype} is not supported by the executorch runner "
-                             "yet; use dtype fp32")
+            raise HwnasError(
+                f"profile {profile.name}: dtype {profile.dtype} is not supported by the executorch runner "
+                "yet; use dtype fp32"
+            )
         self.profile = profile
         self.cache_dir = cache_dir
         set_threads(profile.threads)
@@ -180,8 +196,9 @@ class ExecuTorchRunner:
         with export_pool(min(workers, len(missing))) as pool:
             for key, data in zip(missing, pool.map(_lower_job, missing.values())):
                 atomic_write_bytes(Path(self.cache_dir) / f"{key}.pte", data)
-        log.info("lowered %d programs in %d processes into %s", len(missing), min(workers, len(missing)),
-                 self.cache_dir)
+        log.info(
+            "lowered %d programs in %d processes into %s", len(missing), min(workers, len(missing)), self.cache_dir
+        )
         return len(missing)
 
     def program(self, model: nn.Module, input_shape: tuple[int, ...]) -> bytes:

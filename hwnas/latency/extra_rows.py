@@ -39,8 +39,17 @@ from hwnas.latency.lut import LatencyTable, load_lut, meta_path, save_lut
 from hwnas.latency.profiles import DeviceProfile, profile_from_dict, profile_timer
 from hwnas.space import GRAPH_REVISION, BlockSpec
 
-__all__ = ["MeasuredRows", "extra_rows_path", "table_profile", "reference_keys", "measure_extra_rows",
-           "load_extra_rows", "add_extra_rows", "with_extra_rows", "N_REFERENCES"]
+__all__ = [
+    "MeasuredRows",
+    "extra_rows_path",
+    "table_profile",
+    "reference_keys",
+    "measure_extra_rows",
+    "load_extra_rows",
+    "add_extra_rows",
+    "with_extra_rows",
+    "N_REFERENCES",
+]
 
 log = logging.getLogger(__name__)
 
@@ -60,11 +69,15 @@ class MeasuredRows:
 
     def to_meta(self) -> dict[str, Any]:
         ratios = [table_ms / now_ms for _, table_ms, now_ms in self.references]
-        return {"rows": sorted(self.rows), "time_base_factor": round(self.factor, 6),
-                "references": [{"key": k, "table_ms": round(t, 6), "now_ms": round(n, 6)}
-                               for k, t, n in self.references],
-                "ratio_min": round(min(ratios), 6), "ratio_max": round(max(ratios), 6),
-                "seconds": round(self.seconds, 2), "date": _now()}
+        return {
+            "rows": sorted(self.rows),
+            "time_base_factor": round(self.factor, 6),
+            "references": [{"key": k, "table_ms": round(t, 6), "now_ms": round(n, 6)} for k, t, n in self.references],
+            "ratio_min": round(min(ratios), 6),
+            "ratio_max": round(max(ratios), 6),
+            "seconds": round(self.seconds, 2),
+            "date": _now(),
+        }
 
 
 def _now() -> str:
@@ -84,9 +97,11 @@ def table_profile(table: LatencyTable) -> DeviceProfile:
     """The device profile a table was measured with (from its metadata), refused when it cannot be timed here."""
     profile = profile_from_dict(table.meta.get("profile"), where=f"LUT {table.source} metadata")
     if profile.remote:
-        raise HwnasError(f"LUT {table.source} was measured on the remote device {profile.name}, so its missing rows "
-                         f"cannot be timed here; bundle the scaled space's blocks with 'hwnas bundle --device "
-                         f"{profile.name}', time them on the device and import them, or use --strategy evolution")
+        raise HwnasError(
+            f"LUT {table.source} was measured on the remote device {profile.name}, so its missing rows "
+            f"cannot be timed here; bundle the scaled space's blocks with 'hwnas bundle --device "
+            f"{profile.name}', time them on the device and import them, or use --strategy evolution"
+        )
     return profile
 
 
@@ -148,19 +163,31 @@ def measure_extra_rows(
     log.info("timing %d new rows with %d reference rows of %s on %s", len(new), len(refs), table.source, profile.name)
     loaded = _load(runner, items, shapes)
     try:
-        stats = run_protocol({key: ld.run for key, ld in loaded.items()}, Protocol.from_profile(profile),
-                             rng=rng or random.Random(0), timer=timer or profile_timer(profile), progress=progress,
-                             desc=f"time {len(new)} new rows on {profile.name}")
+        stats = run_protocol(
+            {key: ld.run for key, ld in loaded.items()},
+            Protocol.from_profile(profile),
+            rng=rng or random.Random(0),
+            timer=timer or profile_timer(profile),
+            progress=progress,
+            desc=f"time {len(new)} new rows on {profile.name}",
+        )
     finally:
         for ld in loaded.values():
             ld.release()
     references = tuple((k, table.rows[k].p50_ms, stats[f"ref:{k}"].p50_ms) for k in refs)
     factor = float(np.median([t / now for _, t, now in references]))
     if not FACTOR_WARN[0] <= factor <= FACTOR_WARN[1]:
-        log.warning("the reference rows of %s run x%.2f their table latency now (a slow phase of this machine, or a "
-                    "table built on another one): the new rows are rescaled by %.3f", table.source, 1 / factor, factor)
-    rows = {key: TimingStats(stats[key].p50_ms * factor, stats[key].p90_ms * factor, stats[key].cv, stats[key].n)
-            for key in new}
+        log.warning(
+            "the reference rows of %s run x%.2f their table latency now (a slow phase of this machine, or a "
+            "table built on another one): the new rows are rescaled by %.3f",
+            table.source,
+            1 / factor,
+            factor,
+        )
+    rows = {
+        key: TimingStats(stats[key].p50_ms * factor, stats[key].p90_ms * factor, stats[key].cv, stats[key].n)
+        for key in new
+    }
     return MeasuredRows(rows, factor, references, time.monotonic() - started)
 
 
@@ -177,9 +204,18 @@ def _empty(table: LatencyTable, lut_path: Path) -> LatencyTable:
 
     info = machine_info()
     space = {**table.meta.get("space", {}), "block_graph_revision": GRAPH_REVISION}
-    meta = {"device": table.device, "space": space, "profile": table.meta.get("profile"), "resolutions": [],
-            "extends": _extends(lut_path), "versions": info["versions"], "cpu": info["cpu"],
-            "cpu_signature": info["cpu_signature"], "calibration": None, "batches": []}
+    meta = {
+        "device": table.device,
+        "space": space,
+        "profile": table.meta.get("profile"),
+        "resolutions": [],
+        "extends": _extends(lut_path),
+        "versions": info["versions"],
+        "cpu": info["cpu"],
+        "cpu_signature": info["cpu_signature"],
+        "calibration": None,
+        "batches": [],
+    }
     return LatencyTable({}, meta, source=str(extra_rows_path(lut_path)))
 
 
@@ -195,10 +231,16 @@ def load_extra_rows(table: LatencyTable, lut_path: str | Path) -> LatencyTable:
     except HwnasError as exc:
         log.warning("ignoring the cached rows %s (%s); they will be measured again", path, exc)
         return _empty(table, lut_path)
-    if extra.meta.get("extends") != _extends(lut_path) or extra.space_hash != table.space_hash \
-            or extra.device != table.device:
-        log.warning("ignoring the cached rows %s: they were measured for another version of %s; they will be measured "
-                    "again", path, lut_path.name)
+    if (
+        extra.meta.get("extends") != _extends(lut_path)
+        or extra.space_hash != table.space_hash
+        or extra.device != table.device
+    ):
+        log.warning(
+            "ignoring the cached rows %s: they were measured for another version of %s; they will be measured again",
+            path,
+            lut_path.name,
+        )
         return _empty(table, lut_path)
     return extra
 
@@ -211,8 +253,9 @@ def add_extra_rows(table: LatencyTable, lut_path: str | Path, measured: Measured
     if not measured.rows:
         return current
     batches = [*current.meta.get("batches", []), measured.to_meta()]
-    merged = LatencyTable({**current.rows, **measured.rows}, {**current.meta, "batches": batches, "date": _now()},
-                          source=current.source)
+    merged = LatencyTable(
+        {**current.rows, **measured.rows}, {**current.meta, "batches": batches, "date": _now()}, source=current.source
+    )
     save_lut(merged, extra_rows_path(lut_path))
     log.info("cached %d measured rows in %s (%d in all)", len(measured.rows), current.source, len(merged))
     return merged

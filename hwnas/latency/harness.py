@@ -28,9 +28,22 @@ from hwnas.latency.protocol import (
     stats_from_passes,
 )
 
-__all__ = ["TimingStats", "PassRecord", "Protocol", "Timer", "run_protocol", "run_table_protocol",
-           "stats_from_passes", "pass_speeds", "split_half_p50", "MIN_ITEMS_PER_PASS_SPEED", "whole_model_protocol",
-           "measure_block", "time_loaded", "measure_model_ms"]
+__all__ = [
+    "TimingStats",
+    "PassRecord",
+    "Protocol",
+    "Timer",
+    "run_protocol",
+    "run_table_protocol",
+    "stats_from_passes",
+    "pass_speeds",
+    "split_half_p50",
+    "MIN_ITEMS_PER_PASS_SPEED",
+    "whole_model_protocol",
+    "measure_block",
+    "time_loaded",
+    "measure_model_ms",
+]
 
 
 def whole_model_protocol(profile: DeviceProfile, *, warmup_s: float, passes: int | None = None) -> Protocol:
@@ -41,8 +54,14 @@ def whole_model_protocol(profile: DeviceProfile, *, warmup_s: float, passes: int
     return for_whole_models(Protocol.from_profile(profile), warmup_s=warmup_s, passes=passes)
 
 
-def measure_block(spec: object, in_shape: tuple[int, ...], *, runner: object, timer: Timer | None = None,
-                  rng: random.Random | None = None) -> TimingStats:
+def measure_block(
+    spec: object,
+    in_shape: tuple[int, ...],
+    *,
+    runner: object,
+    timer: Timer | None = None,
+    rng: random.Random | None = None,
+) -> TimingStats:
     """Time one block alone (export → session → protocol). `runner` is a `hwnas.latency.runtime.Runner`."""
     from hwnas.blocks import build_block
 
@@ -51,8 +70,14 @@ def measure_block(spec: object, in_shape: tuple[int, ...], *, runner: object, ti
     return time_loaded(loaded, profile, warmup_s=min(profile.warmup_s, 1.0), timer=timer, rng=rng)
 
 
-def time_loaded(loaded: Any, profile: DeviceProfile, *, warmup_s: float | None = None, timer: Timer | None = None,
-                rng: random.Random | None = None) -> TimingStats:
+def time_loaded(
+    loaded: Any,
+    profile: DeviceProfile,
+    *,
+    warmup_s: float | None = None,
+    timer: Timer | None = None,
+    rng: random.Random | None = None,
+) -> TimingStats:
     """Time one loaded program (`hwnas.latency.runtime.Loaded`) with the profile's protocol and clock, then release it.
 
     The one place where single-program timing happens: blocks, whole models, exported ONNX files and .pte programs.
@@ -60,15 +85,23 @@ def time_loaded(loaded: Any, profile: DeviceProfile, *, warmup_s: float | None =
     """
     try:
         protocol = Protocol.from_profile(profile, warmup_s=min(profile.warmup_s, 2.0) if warmup_s is None else warmup_s)
-        return run_protocol({"item": loaded.run}, protocol, rng=rng or random.Random(0),
-                            timer=timer or profile_timer(profile))["item"]
+        return run_protocol(
+            {"item": loaded.run}, protocol, rng=rng or random.Random(0), timer=timer or profile_timer(profile)
+        )["item"]
     finally:
         loaded.release()
 
 
-def measure_model_ms(model: object, input_shape: tuple[int, ...], profile: DeviceProfile, *,
-                     runner: object | None = None, timer: Timer | None = None,
-                     rng: random.Random | None = None, warmup_s: float | None = None) -> TimingStats:
+def measure_model_ms(
+    model: object,
+    input_shape: tuple[int, ...],
+    profile: DeviceProfile,
+    *,
+    runner: object | None = None,
+    timer: Timer | None = None,
+    rng: random.Random | None = None,
+    warmup_s: float | None = None,
+) -> TimingStats:
     """Whole-model latency on `profile` with the same protocol as the LUT blocks (used by export and validate).
 
     The global warm-up defaults to the profile's, capped at 2 s: one model warms up faster than a whole table. The clock

@@ -42,7 +42,9 @@ def lut_path(out_dir: str | Path, device: str, space: SpaceSpec) -> Path:
 
 def meta_path(path: str | Path) -> Path:
     path = Path(path)
-    return path.with_name(path.name[: -len(".csv")] + ".meta.json" if path.name.endswith(".csv") else path.name + ".meta.json")
+    return path.with_name(
+        path.name[: -len(".csv")] + ".meta.json" if path.name.endswith(".csv") else path.name + ".meta.json"
+    )
 
 
 class LatencyTable:
@@ -86,20 +88,28 @@ class LatencyTable:
         except KeyError:
             res = key.split("x", 1)[0]
             hint = self.fix_hint(int(res) if res.isdigit() else None)
-            raise HwnasError(f"LUT miss '{key}' in {self.source} (device {self.device}, space {self.space_name}); "
-                             f"{hint}") from None
+            raise HwnasError(
+                f"LUT miss '{key}' in {self.source} (device {self.device}, space {self.space_name}); {hint}"
+            ) from None
 
     def space(self) -> SpaceSpec:
         """The space this table was built for, rebuilt from its metadata and checked against the stored hash."""
         info = self.meta.get("space", {})
         try:
-            space = with_io(get_space(info["name"], width=float(info.get("width", 1.0))),
-                            in_channels=int(info["in_channels"]), num_classes=int(info["num_classes"]))
+            space = with_io(
+                get_space(info["name"], width=float(info.get("width", 1.0))),
+                in_channels=int(info["in_channels"]),
+                num_classes=int(info["num_classes"]),
+            )
         except (KeyError, TypeError, ValueError):
-            raise HwnasError(f"LUT {self.source}: metadata has no usable 'space' entry; rebuild with 'hwnas profile'") from None
+            raise HwnasError(
+                f"LUT {self.source}: metadata has no usable 'space' entry; rebuild with 'hwnas profile'"
+            ) from None
         if space_hash(space) != self.space_hash:
-            raise HwnasError(f"LUT {self.source} was built for a different version of space {space.name!r} "
-                             f"(hash {self.space_hash}, current {space_hash(space)}); {self.fix_hint()}")
+            raise HwnasError(
+                f"LUT {self.source} was built for a different version of space {space.name!r} "
+                f"(hash {self.space_hash}, current {space_hash(space)}); {self.fix_hint()}"
+            )
         return space
 
     def with_meta(self, **updates: Any) -> LatencyTable:
@@ -108,8 +118,14 @@ class LatencyTable:
 
 def space_meta(space: SpaceSpec) -> dict[str, Any]:
     """The space a table or bundle is for, and which graphs its blocks export to (`GRAPH_REVISION`)."""
-    return {"name": space.name, "hash": space_hash(space), "width": space.width, "in_channels": space.in_channels,
-            "num_classes": space.num_classes, "block_graph_revision": GRAPH_REVISION}
+    return {
+        "name": space.name,
+        "hash": space_hash(space),
+        "width": space.width,
+        "in_channels": space.in_channels,
+        "num_classes": space.num_classes,
+        "block_graph_revision": GRAPH_REVISION,
+    }
 
 
 def save_lut(table: LatencyTable, path: str | Path) -> Path:
@@ -161,7 +177,9 @@ def load_lut(path: str | Path, *, space: SpaceSpec | None = None) -> LatencyTabl
     if tuple(frame.columns) != COLUMNS:
         raise _bad(path, f"columns {list(frame.columns)} are not {list(COLUMNS)}", rebuild)
     if len(frame) != meta.get("rows"):
-        raise _bad(path, f"has {len(frame)} rows but its metadata says {meta.get('rows')} (truncated or edited)", rebuild)
+        raise _bad(
+            path, f"has {len(frame)} rows but its metadata says {meta.get('rows')} (truncated or edited)", rebuild
+        )
     if frame["key"].isna().any() or frame["key"].duplicated().any():
         raise _bad(path, "has empty or duplicate keys", rebuild)
     rows: dict[str, TimingStats] = {}
@@ -179,9 +197,11 @@ def load_lut(path: str | Path, *, space: SpaceSpec | None = None) -> LatencyTabl
         rows[rec.key] = TimingStats(p50, p90, cv, int(n))
     table = LatencyTable(rows, meta, source=str(path))
     if space is not None and table.space_hash != space_hash(space):
-        raise HwnasError(f"LUT {path} was built for space {table.space_name!r} (hash {table.space_hash}), not "
-                         f"{space.name!r} (hash {space_hash(space)}, {space.in_channels} input channels, "
-                         f"{space.num_classes} classes); build one with 'hwnas profile --device {device} --space {space.name}'")
+        raise HwnasError(
+            f"LUT {path} was built for space {table.space_name!r} (hash {table.space_hash}), not "
+            f"{space.name!r} (hash {space_hash(space)}, {space.in_channels} input channels, "
+            f"{space.num_classes} classes); build one with 'hwnas profile --device {device} --space {space.name}'"
+        )
     _warn_if_other_cpu(table)
     _warn_if_other_graph(table)
     return table
@@ -196,9 +216,15 @@ def _warn_if_other_graph(table: LatencyTable) -> None:
     """A table timed on blocks that export to other operators predicts those graphs, not today's: say so."""
     timed = graph_revision(table.meta)
     if timed != GRAPH_REVISION:
-        log.warning("LUT %s timed block graphs of revision %d, this hwnas exports revision %d (other operators, same "
-                    "math): rebuild it with 'hwnas profile --device %s --space %s' for up-to-date latencies",
-                    table.source, timed, GRAPH_REVISION, table.device, table.space_name)
+        log.warning(
+            "LUT %s timed block graphs of revision %d, this hwnas exports revision %d (other operators, same "
+            "math): rebuild it with 'hwnas profile --device %s --space %s' for up-to-date latencies",
+            table.source,
+            timed,
+            GRAPH_REVISION,
+            table.device,
+            table.space_name,
+        )
 
 
 def _warn_if_other_cpu(table: LatencyTable) -> None:
@@ -213,9 +239,15 @@ def _warn_if_other_cpu(table: LatencyTable) -> None:
     differs = other_cpu(table.meta.get("cpu"), table.meta.get("cpu_signature"))
     if differs:
         _, built_on, here = differs
-        log.warning("LUT %s was measured on %r, this machine is %r: its latencies describe that CPU; rebuild it here "
-                    "with 'hwnas profile --device %s --space %s' to predict this one", table.source, built_on, here,
-                    table.device, table.space_name)
+        log.warning(
+            "LUT %s was measured on %r, this machine is %r: its latencies describe that CPU; rebuild it here "
+            "with 'hwnas profile --device %s --space %s' to predict this one",
+            table.source,
+            built_on,
+            here,
+            table.device,
+            table.space_name,
+        )
 
 
 def rows_from_records(records: Iterable[tuple[str, float, float, float, int]]) -> dict[str, TimingStats]:

@@ -17,8 +17,19 @@ import numpy as np
 from hwnas.errors import HwnasError
 from hwnas.latency.calibrate import Calibration, block_input_melems, block_weight_melems
 from hwnas.latency.lut import LatencyTable
-from hwnas.space import (Arch, SpaceSpec, blocks_of, check_arch, first_block, head_block, layer_block, layer_choices,
-                         space_hash, stage_input_hw, stem_block)
+from hwnas.space import (
+    Arch,
+    SpaceSpec,
+    blocks_of,
+    check_arch,
+    first_block,
+    head_block,
+    layer_block,
+    layer_choices,
+    space_hash,
+    stage_input_hw,
+    stem_block,
+)
 
 __all__ = ["LatencyPredictor", "ChoiceLatency", "predict_ms", "raw_sum_ms", "choice_latency_ms", "latency_range_ms"]
 
@@ -40,12 +51,15 @@ def raw_sum_ms(table: LatencyTable, space: SpaceSpec, arch: Arch) -> float:
 
 def _check_space(table: LatencyTable, space: SpaceSpec) -> None:
     if table.space_hash != space_hash(space):
-        raise HwnasError(f"LUT {table.source} was built for space {table.space_name!r} (hash {table.space_hash}), not "
-                         f"{space.name!r} (hash {space_hash(space)}); {table.fix_hint()}")
+        raise HwnasError(
+            f"LUT {table.source} was built for space {table.space_name!r} (hash {table.space_hash}), not "
+            f"{space.name!r} (hash {space_hash(space)}); {table.fix_hint()}"
+        )
 
 
-def _raw_arrays(table: LatencyTable, space: SpaceSpec, resolution: int, *,
-                strict: bool) -> tuple[list[np.ndarray], float, list[np.ndarray], float, np.ndarray]:
+def _raw_arrays(
+    table: LatencyTable, space: SpaceSpec, resolution: int, *, strict: bool
+) -> tuple[list[np.ndarray], float, list[np.ndarray], float, np.ndarray]:
     """Raw per-stage [position, choice] ms and the fixed raw ms (missing rows: error when strict, else NaN), the
     same layout of the calibration's boundary elements (`block_input_melems`; the stem's input is not one), and of the
     final stage's weights (`block_weight_melems`)."""
@@ -75,9 +89,15 @@ def _raw_arrays(table: LatencyTable, space: SpaceSpec, resolution: int, *,
     return stages, fixed, melems, fixed_melems, weights[-1]
 
 
-def _calibrated(cal: Calibration, resolution: int, stages: list[np.ndarray], fixed: float,
-                melems: list[np.ndarray], fixed_melems: float,
-                final_weights: np.ndarray) -> tuple[list[np.ndarray], float]:
+def _calibrated(
+    cal: Calibration,
+    resolution: int,
+    stages: list[np.ndarray],
+    fixed: float,
+    melems: list[np.ndarray],
+    fixed_melems: float,
+    final_weights: np.ndarray,
+) -> tuple[list[np.ndarray], float]:
     """The calibration folded into the arrays: every cell and the fixed term become calibrated ms (the final stage's
     cells with the cost of their weights)."""
     slope, offset = cal.coef(resolution)
@@ -92,8 +112,11 @@ def choice_latency_ms(table: LatencyTable, space: SpaceSpec, resolution: int) ->
     _check_space(table, space)
     if resolution not in space.resolutions:
         raise HwnasError(f"resolution {resolution} not in space {space.name} ({list(space.resolutions)})")
-    stages, fixed = _calibrated(Calibration.from_meta(table.meta.get("calibration")), resolution,
-                                *_raw_arrays(table, space, resolution, strict=True))
+    stages, fixed = _calibrated(
+        Calibration.from_meta(table.meta.get("calibration")),
+        resolution,
+        *_raw_arrays(table, space, resolution, strict=True),
+    )
     return ChoiceLatency(tuple(stages), fixed)
 
 
@@ -206,6 +229,8 @@ def latency_range_ms(predictor: LatencyPredictor) -> tuple[float, float]:
         lows.append(low)
         highs.append(high)
     if not lows or not all(np.isfinite(lows + highs)):
-        raise HwnasError(f"LUT {predictor.table.source} does not cover space {space.name} at "
-                         f"{list(predictor.resolutions)}; {predictor.table.fix_hint()}")
+        raise HwnasError(
+            f"LUT {predictor.table.source} does not cover space {space.name} at "
+            f"{list(predictor.resolutions)}; {predictor.table.fix_hint()}"
+        )
     return min(lows), max(highs)

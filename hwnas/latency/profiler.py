@@ -21,8 +21,13 @@ from typing import Any
 
 from hwnas.atomic import atomic_path, atomic_write_json
 from hwnas.errors import HwnasError
-from hwnas.latency.calibrate import (CalibrationPoint, boundary_melems, calibration_archs, final_stage_mweights,
-                                     fit_calibration)
+from hwnas.latency.calibrate import (
+    CalibrationPoint,
+    boundary_melems,
+    calibration_archs,
+    final_stage_mweights,
+    fit_calibration,
+)
 from hwnas.latency.harness import PassRecord, Protocol, Timer, run_table_protocol
 from hwnas.latency.lut import LatencyTable, save_lut, space_meta
 from hwnas.latency.predictor import raw_sum_ms
@@ -59,8 +64,12 @@ def _read_partial(out_path: Path, header: Mapping[str, Any]) -> dict[str, list[P
     done: dict[str, list[PassRecord]] = {}
     for rec in frame.itertuples(index=False):
         done.setdefault(str(rec.item), []).append(PassRecord(float(rec.median_ms), float(rec.p90_ms), int(rec.n)))
-    log.info("resuming from %s: %d passes of %d items already measured", csv_path.name,
-             sum(map(len, done.values())), len(done))
+    log.info(
+        "resuming from %s: %d passes of %d items already measured",
+        csv_path.name,
+        sum(map(len, done.values())),
+        len(done),
+    )
     return done
 
 
@@ -75,26 +84,58 @@ def _write_partial(out_path: Path, header: Mapping[str, Any], passes: Mapping[st
 
 def table_meta(space: SpaceSpec, profile: DeviceProfile, resolutions: Sequence[int], **extra: Any) -> dict[str, Any]:
     info = machine_info()
-    return {"device": profile.name, "space": space_meta(space), "resolutions": list(resolutions),
-            "profile": profile.to_dict(), "versions": info["versions"], "cpu": info["cpu"],
-            "cpu_signature": info["cpu_signature"], "date": info["date"],
-            "machine": info, **extra}
+    return {
+        "device": profile.name,
+        "space": space_meta(space),
+        "resolutions": list(resolutions),
+        "profile": profile.to_dict(),
+        "versions": info["versions"],
+        "cpu": info["cpu"],
+        "cpu_signature": info["cpu_signature"],
+        "date": info["date"],
+        "machine": info,
+        **extra,
+    }
 
 
-def calibrate_table(table: LatencyTable, space: SpaceSpec, measured: Mapping[Arch, tuple[float, float]]) -> LatencyTable:
+def calibrate_table(
+    table: LatencyTable, space: SpaceSpec, measured: Mapping[Arch, tuple[float, float]]
+) -> LatencyTable:
     """Fit the calibration from whole-subnet timings {arch: (p50 ms, cv)} and store it (with the points) in the meta."""
-    points = [CalibrationPoint(str(a), a.resolution, raw_sum_ms(table, space, a), ms, cv, boundary_melems(space, a),
-                               final_stage_mweights(space, a)) for a, (ms, cv) in measured.items()]
+    points = [
+        CalibrationPoint(
+            str(a),
+            a.resolution,
+            raw_sum_ms(table, space, a),
+            ms,
+            cv,
+            boundary_melems(space, a),
+            final_stage_mweights(space, a),
+        )
+        for a, (ms, cv) in measured.items()
+    ]
     if not points:
         return table.with_meta(calibration=None)
     cal = fit_calibration(points)
-    fit_err = [abs(cal.apply(p.raw_sum_ms, p.resolution, p.boundary_melems, p.final_stage_mweights) / p.measured_ms - 1)
-               for p in points]
+    fit_err = [
+        abs(cal.apply(p.raw_sum_ms, p.resolution, p.boundary_melems, p.final_stage_mweights) / p.measured_ms - 1)
+        for p in points
+    ]
     raw_err = [abs(p.raw_sum_ms / p.measured_ms - 1) for p in points]
-    meta = {**cal.to_meta(), "subnets": [{"arch": p.arch, "raw_sum_ms": round(p.raw_sum_ms, 6),
-                                          "measured_ms": round(p.measured_ms, 6), "measured_cv": round(p.measured_cv, 5)}
-                                         for p in points],
-            "fit_mape": sum(fit_err) / len(fit_err), "raw_mape": sum(raw_err) / len(raw_err)}
+    meta = {
+        **cal.to_meta(),
+        "subnets": [
+            {
+                "arch": p.arch,
+                "raw_sum_ms": round(p.raw_sum_ms, 6),
+                "measured_ms": round(p.measured_ms, 6),
+                "measured_cv": round(p.measured_cv, 5),
+            }
+            for p in points
+        ],
+        "fit_mape": sum(fit_err) / len(fit_err),
+        "raw_mape": sum(raw_err) / len(raw_err),
+    }
     return table.with_meta(calibration=meta)
 
 
@@ -127,8 +168,12 @@ def profile_space(
     specs: dict[str, BlockSpec] = {spec.key: spec for res in resolutions for spec in per_res[res]}
     k = profile.calib_subnets if calib_subnets is None else calib_subnets
     archs = calibration_archs(space, k, resolutions=resolutions)
-    header = {"space": space_meta(space), "profile": profile.to_dict(), "resolutions": list(resolutions),
-              "calibration_archs": [str(a) for a in archs]}
+    header = {
+        "space": space_meta(space),
+        "profile": profile.to_dict(),
+        "resolutions": list(resolutions),
+        "calibration_archs": [str(a) for a in archs],
+    }
     done = _read_partial(out_path, header) if resume else {}
     runner = runner if runner is not None else make_runner(profile)
     protocol = Protocol.from_profile(profile)
@@ -153,8 +198,15 @@ def profile_space(
                 loaded[todo[n]] = runner.load_onnx(data, items[todo[n]][1])
                 bar.update(1)
         else:
-            models = {item: (build_model(space, items[item][0]) if isinstance(items[item][0], Arch)
-                             else build_block(items[item][0]), items[item][1]) for item in todo}
+            models = {
+                item: (
+                    build_model(space, items[item][0])
+                    if isinstance(items[item][0], Arch)
+                    else build_block(items[item][0]),
+                    items[item][1],
+                )
+                for item in todo
+            }
             if hasattr(runner, "prepare"):  # runners that lower slowly: in parallel processes, into their cache
                 runner.prepare(list(models.values()), workers=export_workers)
             for item, (model, shape) in models.items():
@@ -166,17 +218,34 @@ def profile_space(
         def run_of(item: str) -> Any:
             return loaded[item].run if item in loaded else _finished  # items not loaded have all their passes
 
-        stats = run_table_protocol({item: run_of(item) for item in specs},
-                                   {item: run_of(item) for item in subnet_items}, protocol, rng=rng, timer=timer, done=done,
-                                   checkpoint=lambda passes: _write_partial(out_path, header, passes),
-                                   progress=progress, desc=f"profile {space.name} on {profile.name}")
+        stats = run_table_protocol(
+            {item: run_of(item) for item in specs},
+            {item: run_of(item) for item in subnet_items},
+            protocol,
+            rng=rng,
+            timer=timer,
+            done=done,
+            checkpoint=lambda passes: _write_partial(out_path, header, passes),
+            progress=progress,
+            desc=f"profile {space.name} on {profile.name}",
+        )
     finally:
         for ld in loaded.values():
             ld.release()
     rows = {key: stats[key] for key in specs}
     seconds = time.monotonic() - started
-    table = LatencyTable(rows, table_meta(space, profile, resolutions, build_seconds=round(seconds, 1),
-                                          export_seconds=round(export_s, 1), resumed=bool(done)), source=str(out_path))
+    table = LatencyTable(
+        rows,
+        table_meta(
+            space,
+            profile,
+            resolutions,
+            build_seconds=round(seconds, 1),
+            export_seconds=round(export_s, 1),
+            resumed=bool(done),
+        ),
+        source=str(out_path),
+    )
     measured = {a: (stats[SUBNET_PREFIX + str(a)].p50_ms, stats[SUBNET_PREFIX + str(a)].cv) for a in archs}
     table = calibrate_table(table, space, measured)
     save_lut(table, out_path)

@@ -16,8 +16,18 @@ from typing import Any, Literal
 
 from hwnas.errors import HwnasError
 
-__all__ = ["DeviceProfile", "RUNTIMES", "PROVIDERS", "DTYPES", "CLOCKS", "profile_timer", "load_profile", "profile_from_dict", "profiles_dir",
-           "list_profiles"]
+__all__ = [
+    "DeviceProfile",
+    "RUNTIMES",
+    "PROVIDERS",
+    "DTYPES",
+    "CLOCKS",
+    "profile_timer",
+    "load_profile",
+    "profile_from_dict",
+    "profiles_dir",
+    "list_profiles",
+]
 
 Runtime = Literal["onnxruntime", "torch", "executorch"]
 Provider = Literal["cpu", "cuda"]
@@ -71,16 +81,27 @@ class DeviceProfile:
         for field, allowed in (("runtime", RUNTIMES), ("provider", PROVIDERS), ("dtype", DTYPES), ("clock", CLOCKS)):
             if getattr(self, field) not in allowed:
                 raise HwnasError(f"{where}: {field} {getattr(self, field)!r} is not one of {', '.join(allowed)}")
-        for field, low, high in (("threads", 1, 256), ("batch", 1, 4096), ("warmup", 0, 10_000), ("rounds", 1, 1000),
-                                 ("repeats", 1, 100_000), ("remeasure", 0, 100), ("calib_subnets", 0, 10_000),
-                                 ("calib_passes", 0, 1000)):
+        for field, low, high in (
+            ("threads", 1, 256),
+            ("batch", 1, 4096),
+            ("warmup", 0, 10_000),
+            ("rounds", 1, 1000),
+            ("repeats", 1, 100_000),
+            ("remeasure", 0, 100),
+            ("calib_subnets", 0, 10_000),
+            ("calib_passes", 0, 1000),
+        ):
             value = getattr(self, field)
             if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
                 raise HwnasError(f"{where}: {field} must be an integer in {low}..{high}, got {value!r}")
         for field, flow, fhigh in (("warmup_s", 0.0, 3600.0), ("max_cv", 0.0, 10.0)):
             value = getattr(self, field)
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) \
-                    or not flow <= value <= fhigh:
+            if (
+                not isinstance(value, (int, float))
+                or isinstance(value, bool)
+                or not math.isfinite(value)
+                or not flow <= value <= fhigh
+            ):
                 raise HwnasError(f"{where}: {field} must be a number in {flow}..{fhigh}, got {value!r}")
         if self.clock == "thread" and (self.threads != 1 or self.provider != "cpu"):
             raise HwnasError(f"{where}: clock 'thread' only measures single-threaded CPU inference; use clock: wall")

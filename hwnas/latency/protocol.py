@@ -28,9 +28,24 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-__all__ = ["TimingStats", "PassRecord", "Protocol", "ProtocolSource", "Timer", "CLOCKS", "MIN_ITEMS_PER_PASS_SPEED",
-           "CALIB_WARMUP_S", "clock_timer", "pass_speeds", "stats_from_passes", "split_half_p50", "for_whole_models",
-           "run_passes", "run_protocol", "run_table_protocol"]
+__all__ = [
+    "TimingStats",
+    "PassRecord",
+    "Protocol",
+    "ProtocolSource",
+    "Timer",
+    "CLOCKS",
+    "MIN_ITEMS_PER_PASS_SPEED",
+    "CALIB_WARMUP_S",
+    "clock_timer",
+    "pass_speeds",
+    "stats_from_passes",
+    "split_half_p50",
+    "for_whole_models",
+    "run_passes",
+    "run_protocol",
+    "run_table_protocol",
+]
 
 Timer = Callable[[], int]  # nanoseconds, monotonic (time.perf_counter_ns)
 K = TypeVar("K", bound=Hashable)
@@ -104,9 +119,16 @@ class Protocol:
 
     @classmethod
     def from_profile(cls, profile: ProtocolSource, *, warmup_s: float | None = None) -> Protocol:
-        return cls(warmup_s=profile.warmup_s if warmup_s is None else warmup_s, warmup=profile.warmup,
-                   rounds=profile.rounds, repeats=profile.repeats, max_cv=profile.max_cv, remeasure=profile.remeasure,
-                   calib_passes=profile.calib_passes, clock=profile.clock)
+        return cls(
+            warmup_s=profile.warmup_s if warmup_s is None else warmup_s,
+            warmup=profile.warmup,
+            rounds=profile.rounds,
+            repeats=profile.repeats,
+            max_cv=profile.max_cv,
+            remeasure=profile.remeasure,
+            calib_passes=profile.calib_passes,
+            clock=profile.clock,
+        )
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Protocol:
@@ -124,8 +146,9 @@ def clock_timer(clock: str) -> Timer:
     return time.thread_time_ns if clock == "thread" else time.perf_counter_ns
 
 
-def pass_speeds(passes: Mapping[Any, Sequence[PassRecord]], *,
-                min_items: int = MIN_ITEMS_PER_PASS_SPEED) -> tuple[float, ...]:
+def pass_speeds(
+    passes: Mapping[Any, Sequence[PassRecord]], *, min_items: int = MIN_ITEMS_PER_PASS_SPEED
+) -> tuple[float, ...]:
     """How slow the machine ran during each pass index, relative to the whole run: the median, over the items timed in
     that pass, of the item's pass median / its median over all its passes (1.0 for passes with < `min_items` items).
 
@@ -139,8 +162,9 @@ def pass_speeds(passes: Mapping[Any, Sequence[PassRecord]], *,
     depth = max((len(recs) for recs in passes.values()), default=0)
     speeds = []
     for i in range(depth):
-        ratios = [recs[i].median_ms / medians[key] for key, recs in passes.items()
-                  if len(recs) > i and medians[key] > 0]
+        ratios = [
+            recs[i].median_ms / medians[key] for key, recs in passes.items() if len(recs) > i and medians[key] > 0
+        ]
         speeds.append(float(np.median(ratios)) if len(ratios) >= min_items else 1.0)
     return tuple(speeds)
 
@@ -153,8 +177,9 @@ def stats_from_passes(passes: Sequence[PassRecord], speeds: Sequence[float] = ()
     p90s = np.array([p.p90_ms for p in passes], dtype=np.float64) / scale
     mean = float(medians.mean())
     cv = float(medians.std() / mean) if len(medians) > 1 and mean > 0 else 0.0
-    return TimingStats(p50_ms=float(np.median(medians)), p90_ms=float(np.median(p90s)), cv=cv,
-                       n=sum(p.n for p in passes))
+    return TimingStats(
+        p50_ms=float(np.median(medians)), p90_ms=float(np.median(p90s)), cv=cv, n=sum(p.n for p in passes)
+    )
 
 
 def split_half_p50(passes: Sequence[PassRecord], speeds: Sequence[float] = ()) -> tuple[float, float]:
@@ -179,9 +204,16 @@ def for_whole_models(base: Protocol, *, warmup_s: float, passes: int | None = No
     """
     if passes is not None and passes < 2:
         raise ValueError(f"whole-model timing needs at least 2 timing passes per subnet, got {passes}")
-    return Protocol(warmup_s=warmup_s, warmup=1, rounds=passes or 3 * max(1, base.rounds),
-                    repeats=max(3, base.repeats // 3), max_cv=base.max_cv, remeasure=min(1, base.remeasure),
-                    checkpoint_s=base.checkpoint_s, clock=base.clock)
+    return Protocol(
+        warmup_s=warmup_s,
+        warmup=1,
+        rounds=passes or 3 * max(1, base.rounds),
+        repeats=max(3, base.repeats // 3),
+        max_cv=base.max_cv,
+        remeasure=min(1, base.remeasure),
+        checkpoint_s=base.checkpoint_s,
+        clock=base.clock,
+    )
 
 
 def _time_item(run: Callable[[], object], protocol: Protocol, timer: Timer) -> PassRecord:
@@ -195,8 +227,9 @@ def _time_item(run: Callable[[], object], protocol: Protocol, timer: Timer) -> P
     return PassRecord(float(np.median(samples)), float(np.percentile(samples, 90)), protocol.repeats)
 
 
-def _global_warmup(items: Mapping[K, Callable[[], object]], protocol: Protocol, *, rng: random.Random,
-                   timer: Timer) -> None:
+def _global_warmup(
+    items: Mapping[K, Callable[[], object]], protocol: Protocol, *, rng: random.Random, timer: Timer
+) -> None:
     """Run every item in random order until `warmup_s` has passed (at least once each, at most 10,000 sweeps)."""
     keys = list(items)
     start = timer()
@@ -301,8 +334,9 @@ def run_protocol(
     items keep them and only get the passes they miss. `checkpoint` is called with all passes so far every
     `checkpoint_s` seconds and at the end of each pass. `progress` shows a bar (tqdm where installed).
     """
-    passes = run_passes(items, protocol, rng=rng, timer=timer, done=done, checkpoint=checkpoint, progress=progress,
-                        desc=desc)
+    passes = run_passes(
+        items, protocol, rng=rng, timer=timer, done=done, checkpoint=checkpoint, progress=progress, desc=desc
+    )
     speeds = pass_speeds(passes)
     return {key: stats_from_passes(passes[key], speeds) for key in items}
 
@@ -338,8 +372,18 @@ def run_table_protocol(
 
     together = {key: run for key, run in runs.items() if len(passes[key]) < protocol.rounds}
     if together:
-        save(run_passes(together, protocol, rng=rng, timer=timer, done={k: passes[k] for k in together},
-                        checkpoint=save, progress=progress, desc=desc))
+        save(
+            run_passes(
+                together,
+                protocol,
+                rng=rng,
+                timer=timer,
+                done={k: passes[k] for k in together},
+                checkpoint=save,
+                progress=progress,
+                desc=desc,
+            )
+        )
     whole_rounds = protocol.rounds + protocol.calib_passes
     if protocol.calib_passes and subnets:
         for key in set(subnets) & set(together):  # a subnet's re-measured passes would misalign the pass indices
@@ -347,8 +391,18 @@ def run_table_protocol(
         extra = {key: run for key, run in subnets.items() if len(passes[key]) < whole_rounds}
         if extra:
             whole = for_whole_models(protocol, warmup_s=min(CALIB_WARMUP_S, protocol.warmup_s), passes=whole_rounds)
-            save(run_passes(extra, whole, rng=rng, timer=timer, done={k: passes[k] for k in extra}, checkpoint=save,
-                            progress=progress, desc=f"{desc}: calibration subnets"))
+            save(
+                run_passes(
+                    extra,
+                    whole,
+                    rng=rng,
+                    timer=timer,
+                    done={k: passes[k] for k in extra},
+                    checkpoint=save,
+                    progress=progress,
+                    desc=f"{desc}: calibration subnets",
+                )
+            )
     block_speeds = pass_speeds({key: passes[key] for key in blocks})
     subnet_speeds = pass_speeds({key: passes[key] for key in subnets})
     return {key: stats_from_passes(passes[key], subnet_speeds if key in subnets else block_speeds) for key in runs}

@@ -25,7 +25,18 @@ from hwnas.errors import HwnasError
 from hwnas.latency.profiles import DeviceProfile
 from hwnas.space import BlockSpec
 
-__all__ = ["Loaded", "Runner", "OrtRunner", "TorchRunner", "make_runner", "onnx_bytes", "export_many", "export_pool", "block_onnx_bytes", "OPSET"]
+__all__ = [
+    "Loaded",
+    "Runner",
+    "OrtRunner",
+    "TorchRunner",
+    "make_runner",
+    "onnx_bytes",
+    "export_many",
+    "export_pool",
+    "block_onnx_bytes",
+    "OPSET",
+]
 
 OPSET = 17
 log = logging.getLogger(__name__)
@@ -45,8 +56,9 @@ class Runner(Protocol):
     def load(self, model: nn.Module, input_shape: tuple[int, ...]) -> Loaded: ...
 
 
-def onnx_bytes(model: nn.Module, input_shape: tuple[int, ...], *, output_name: str = "output",
-               dynamic_batch: bool = False) -> bytes:
+def onnx_bytes(
+    model: nn.Module, input_shape: tuple[int, ...], *, output_name: str = "output", dynamic_batch: bool = False
+) -> bytes:
     """Export `model` to ONNX (opset `OPSET`): the one exporter behind timed blocks, bundles and shipped models.
 
     Static shapes by default (what the LUT times and the bundle ships); `dynamic_batch` makes axis 0 of the input and
@@ -58,9 +70,17 @@ def onnx_bytes(model: nn.Module, input_shape: tuple[int, ...], *, output_name: s
     axes = {"input": {0: "batch"}, output_name: {0: "batch"}} if dynamic_batch else None
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(model, (torch.zeros(input_shape),), buffer, opset_version=OPSET, dynamo=False,  # type: ignore[arg-type]
-                          input_names=["input"], output_names=[output_name], dynamic_axes=axes,
-                          do_constant_folding=True)
+        torch.onnx.export(
+            model,
+            (torch.zeros(input_shape),),
+            buffer,  # type: ignore[arg-type]  # a file object is accepted, the stubs say path only
+            opset_version=OPSET,
+            dynamo=False,
+            input_names=["input"],
+            output_names=[output_name],
+            dynamic_axes=axes,
+            do_constant_folding=True,
+        )
     return buffer.getvalue()
 
 
@@ -81,14 +101,18 @@ class OrtRunner:
         self.profile = profile
         self._ort = ort
         if profile.dtype == "int8" and quantize is None:
-            raise HwnasError(f"profile {profile.name}: dtype int8 needs a quantizer; run it through 'hwnas profile' or "
-                             "'hwnas latency validate' (they quantize every block like 'hwnas export --int8')")
+            raise HwnasError(
+                f"profile {profile.name}: dtype int8 needs a quantizer; run it through 'hwnas profile' or "
+                "'hwnas latency validate' (they quantize every block like 'hwnas export --int8')"
+            )
         self._quantize = quantize if profile.dtype == "int8" else None
         available = ort.get_available_providers()
         wanted = "CUDAExecutionProvider" if profile.provider == "cuda" else "CPUExecutionProvider"
         if wanted not in available:
-            raise HwnasError(f"profile {profile.name} needs onnxruntime's {wanted}, available: {', '.join(available)}; "
-                             "install onnxruntime-gpu on a machine with a CUDA GPU, or use --device cpu-ort-1t")
+            raise HwnasError(
+                f"profile {profile.name} needs onnxruntime's {wanted}, available: {', '.join(available)}; "
+                "install onnxruntime-gpu on a machine with a CUDA GPU, or use --device cpu-ort-1t"
+            )
         self._providers = [wanted]
 
     def session_options(self) -> object:
@@ -127,8 +151,10 @@ class TorchRunner:
     def __init__(self, profile: DeviceProfile) -> None:
         self.profile = profile
         if profile.provider == "cuda" and not torch.cuda.is_available():
-            raise HwnasError(f"profile {profile.name} needs a CUDA GPU and a CUDA build of torch, but "
-                             "torch.cuda.is_available() is False here; use --device cpu-torch-1t or cpu-ort-1t")
+            raise HwnasError(
+                f"profile {profile.name} needs a CUDA GPU and a CUDA build of torch, but "
+                "torch.cuda.is_available() is False here; use --device cpu-torch-1t or cpu-ort-1t"
+            )
         self.device = torch.device("cuda" if profile.provider == "cuda" else "cpu")
         if profile.provider == "cpu":
             torch.set_num_threads(profile.threads)
@@ -157,15 +183,20 @@ def _executorch_runner(profile: DeviceProfile) -> Runner:
     return ExecuTorchRunner(profile)
 
 
-_RUNNERS: dict[str, Callable[[DeviceProfile], Runner]] = {"onnxruntime": OrtRunner, "torch": TorchRunner,
-                                                          "executorch": _executorch_runner}
+_RUNNERS: dict[str, Callable[[DeviceProfile], Runner]] = {
+    "onnxruntime": OrtRunner,
+    "torch": TorchRunner,
+    "executorch": _executorch_runner,
+}
 
 
 def make_runner(profile: DeviceProfile, *, quantize: Quantizer | None = None) -> Runner:
     """The runner for `profile.runtime` (one of the plug-ins in `_RUNNERS`); `quantize` serves int8 ORT profiles."""
     if profile.runtime not in _RUNNERS:
-        raise HwnasError(f"profile {profile.name}: runtime {profile.runtime!r} has no local runner yet "
-                         f"(available: {', '.join(_RUNNERS)}); time it on the device with 'hwnas bundle'")
+        raise HwnasError(
+            f"profile {profile.name}: runtime {profile.runtime!r} has no local runner yet "
+            f"(available: {', '.join(_RUNNERS)}); time it on the device with 'hwnas bundle'"
+        )
     if profile.runtime == "onnxruntime":
         return OrtRunner(profile, quantize=quantize)
     return _RUNNERS[profile.runtime](profile)
@@ -194,8 +225,9 @@ def _worker_init() -> None:
     torch.set_num_threads(1)
 
 
-def export_many(jobs: Sequence[tuple[object, object, tuple[int, ...]]], *, workers: int,
-                pool: Executor | None = None) -> Iterator[bytes]:
+def export_many(
+    jobs: Sequence[tuple[object, object, tuple[int, ...]]], *, workers: int, pool: Executor | None = None
+) -> Iterator[bytes]:
     """ONNX bytes for each (space, BlockSpec | Arch, input shape), in order, exported by `workers` processes.
 
     Export (tracing + ONNX passes) dominates profiling time and is embarrassingly parallel; timing is not, so it
@@ -216,5 +248,6 @@ def export_pool(workers: int) -> Executor:
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-                               initializer=_worker_init)
+    return ProcessPoolExecutor(
+        max_workers=workers, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init
+    )

@@ -35,7 +35,7 @@ __all__ = ["PredictorKind", "OfaAccuracyPredictor", "load_predictor_state", "pre
 PredictorKind = Literal["ofa-mlp", "ofa-tutorial"]
 _KERNELS = (3, 5, 7)
 _EXPANDS = (3, 4, 6)
-_SLOTS = 20                       # 5 stages × max depth 4
+_SLOTS = 20  # 5 stages × max depth 4
 _TUTORIAL_RESOLUTIONS = tuple(range(112, 225, 16))
 
 
@@ -45,12 +45,12 @@ class OfaAccuracyPredictor:
 
     kind: PredictorKind
     space: SpaceSpec
-    hidden: tuple[tuple[torch.Tensor, torch.Tensor], ...]   # (weight, bias) of each Linear + ReLU
-    out_weight: torch.Tensor                                # (1, hidden)
+    hidden: tuple[tuple[torch.Tensor, torch.Tensor], ...]  # (weight, bias) of each Linear + ReLU
+    out_weight: torch.Tensor  # (1, hidden)
     out_bias: float
     base_acc: float
-    resolutions: tuple[int, ...]                            # the image sizes of its resolution one-hot, in order
-    state: dict[str, torch.Tensor]                          # the tensors as read (stored in the run checkpoint)
+    resolutions: tuple[int, ...]  # the image sizes of its resolution one-hot, in order
+    state: dict[str, torch.Tensor]  # the tensors as read (stored in the run checkpoint)
 
     @property
     def n_inputs(self) -> int:
@@ -100,7 +100,9 @@ class OfaAccuracyPredictor:
         return self.predict_genes(genome_of(self.space).encode(list(archs)))
 
 
-def _linear(state: Mapping[str, torch.Tensor], name: str, *, bias: bool, where: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+def _linear(
+    state: Mapping[str, torch.Tensor], name: str, *, bias: bool, where: str
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     weight = state.get(f"{name}.weight")
     b = state.get(f"{name}.bias")
     if weight is None or weight.ndim != 2 or (bias and (b is None or b.shape != weight.shape[:1])):
@@ -114,16 +116,22 @@ def _kind_of(state: Mapping[str, torch.Tensor], where: str) -> PredictorKind:
     if "0.weight" in state and "6.weight" in state:
         return "ofa-tutorial"
     first = next(iter(state), "?")
-    raise HwnasError(f"{where} is not an OFA accuracy predictor (first tensor {first!r}; expected 'layers.0.0.weight' "
-                     "and 'base_acc', or the tutorial's '0.weight' … '6.weight')")
+    raise HwnasError(
+        f"{where} is not an OFA accuracy predictor (first tensor {first!r}; expected 'layers.0.0.weight' "
+        "and 'base_acc', or the tutorial's '0.weight' … '6.weight')"
+    )
 
 
 def _check_space(space: SpaceSpec, where: str) -> None:
-    ok = (len(space.stages) == 5 and all(max(s.depths) == 4 and tuple(sorted(s.kernels)) == _KERNELS
-                                         and tuple(sorted(s.expands)) == _EXPANDS for s in space.stages))
+    ok = len(space.stages) == 5 and all(
+        max(s.depths) == 4 and tuple(sorted(s.kernels)) == _KERNELS and tuple(sorted(s.expands)) == _EXPANDS
+        for s in space.stages
+    )
     if not ok:
-        raise HwnasError(f"{where}: OFA's accuracy predictors encode the mbv3 space (5 stages of up to 4 layers, "
-                         f"k3/5/7, e3/4/6); space {space.name} is not that")
+        raise HwnasError(
+            f"{where}: OFA's accuracy predictors encode the mbv3 space (5 stages of up to 4 layers, "
+            f"k3/5/7, e3/4/6); space {space.name} is not that"
+        )
 
 
 def predictor_from_state(state: Mapping[str, torch.Tensor], space: SpaceSpec, *, where: str) -> OfaAccuracyPredictor:
@@ -131,7 +139,9 @@ def predictor_from_state(state: Mapping[str, torch.Tensor], space: SpaceSpec, *,
     _check_space(space, where)
     kind = _kind_of(state, where)
     if kind == "ofa-mlp":
-        names = [f"layers.{i}.0" for i in range(sum(1 for k in state if k.endswith(".0.weight") and k.startswith("layers.")))]
+        names = [
+            f"layers.{i}.0" for i in range(sum(1 for k in state if k.endswith(".0.weight") and k.startswith("layers.")))
+        ]
         out_name, out_bias_used = f"layers.{len(names)}", False
         base_t = state["base_acc"]
         if base_t.numel() != 1:
@@ -145,15 +155,19 @@ def predictor_from_state(state: Mapping[str, torch.Tensor], space: SpaceSpec, *,
         weight, bias = _linear(state, name, bias=True, where=where)
         assert bias is not None
         if hidden and weight.shape[1] != hidden[-1][0].shape[0]:
-            raise HwnasError(f"{where}: layer {name!r} takes {weight.shape[1]} inputs after a layer of "
-                             f"{hidden[-1][0].shape[0]}; the file is not one MLP")
+            raise HwnasError(
+                f"{where}: layer {name!r} takes {weight.shape[1]} inputs after a layer of "
+                f"{hidden[-1][0].shape[0]}; the file is not one MLP"
+            )
         hidden.append((weight, bias))
     if not hidden:
         raise HwnasError(f"{where}: no hidden layers found; expected OFA's accuracy-predictor MLP")
     out_weight, out_bias = _linear(state, out_name, bias=out_bias_used, where=where)
     if tuple(out_weight.shape) != (1, hidden[-1][0].shape[0]):
-        raise HwnasError(f"{where}: output layer {out_name!r} has shape {list(out_weight.shape)}, expected "
-                         f"[1, {hidden[-1][0].shape[0]}]")
+        raise HwnasError(
+            f"{where}: output layer {out_name!r} has shape {list(out_weight.shape)}, expected "
+            f"[1, {hidden[-1][0].shape[0]}]"
+        )
     known = {f"{n}.{p}" for n in names for p in ("weight", "bias")} | {f"{out_name}.weight"}
     known |= {f"{out_name}.bias"} if out_bias_used else {"base_acc"}
     extra = sorted(set(state) - known)
@@ -163,25 +177,38 @@ def predictor_from_state(state: Mapping[str, torch.Tensor], space: SpaceSpec, *,
     if kind == "ofa-mlp":
         n_res = n_in - 6 * _SLOTS
         if n_res != len(space.resolutions):
-            raise HwnasError(f"{where}: the predictor takes {n_in} inputs, so it encodes {n_res} image sizes; the "
-                             f"{space.name} space has {len(space.resolutions)} ({', '.join(map(str, space.resolutions))}) — "
-                             "it was trained for another space or image-size list")
+            raise HwnasError(
+                f"{where}: the predictor takes {n_in} inputs, so it encodes {n_res} image sizes; the "
+                f"{space.name} space has {len(space.resolutions)} ({', '.join(map(str, space.resolutions))}) — "
+                "it was trained for another space or image-size list"
+            )
         resolutions = tuple(space.resolutions)
     else:
         if n_in != 6 * _SLOTS + len(_TUTORIAL_RESOLUTIONS):
-            raise HwnasError(f"{where}: the tutorial predictor takes {6 * _SLOTS + len(_TUTORIAL_RESOLUTIONS)} inputs, "
-                             f"this one {n_in}; it was trained for another space")
+            raise HwnasError(
+                f"{where}: the tutorial predictor takes {6 * _SLOTS + len(_TUTORIAL_RESOLUTIONS)} inputs, "
+                f"this one {n_in}; it was trained for another space"
+            )
         resolutions = _TUTORIAL_RESOLUTIONS
         missing = [r for r in space.resolutions if r not in resolutions]
         if missing:
-            raise HwnasError(f"{where}: the tutorial predictor knows {resolutions[0]}–{resolutions[-1]} px in steps of "
-                             f"16, not {missing}")
+            raise HwnasError(
+                f"{where}: the tutorial predictor knows {resolutions[0]}–{resolutions[-1]} px in steps of "
+                f"16, not {missing}"
+            )
     for name, tensor in state.items():
         if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
             raise HwnasError(f"{where}: {name!r} holds NaN or infinite values; download the predictor again")
-    return OfaAccuracyPredictor(kind=kind, space=space, hidden=tuple((w, b) for w, b in hidden), out_weight=out_weight,
-                                out_bias=float(out_bias.reshape(())) if out_bias is not None else 0.0, base_acc=base,
-                                resolutions=resolutions, state={k: v.clone() for k, v in state.items()})
+    return OfaAccuracyPredictor(
+        kind=kind,
+        space=space,
+        hidden=tuple((w, b) for w, b in hidden),
+        out_weight=out_weight,
+        out_bias=float(out_bias.reshape(())) if out_bias is not None else 0.0,
+        base_acc=base,
+        resolutions=resolutions,
+        state={k: v.clone() for k, v in state.items()},
+    )
 
 
 def load_predictor_state(path: Path) -> dict[str, torch.Tensor]:

@@ -31,7 +31,6 @@ from hwnas.train.config import TrainConfig, config_to_dict
 __all__ = ["ImportResult", "import_ofa"]
 
 
-
 @dataclass(frozen=True, slots=True)
 class ImportResult:
     run_dir: Path
@@ -42,8 +41,15 @@ class ImportResult:
     source_sha256: str
 
     def summary(self) -> dict[str, Any]:
-        return {"run": str(self.run_dir), "space": "mbv3", "width": self.width, "parameters": self.parameters,
-                "predictor": self.predictor_kind, "seconds": round(self.seconds, 3), "source_sha256": self.source_sha256}
+        return {
+            "run": str(self.run_dir),
+            "space": "mbv3",
+            "width": self.width,
+            "parameters": self.parameters,
+            "predictor": self.predictor_kind,
+            "seconds": round(self.seconds, 3),
+            "source_sha256": self.source_sha256,
+        }
 
 
 def _sha256(path: Path) -> str:
@@ -54,14 +60,18 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def import_ofa(checkpoint: Path, out: Path, *, width: float | None = None, predictor: Path | None = None) -> ImportResult:
+def import_ofa(
+    checkpoint: Path, out: Path, *, width: float | None = None, predictor: Path | None = None
+) -> ImportResult:
     """Write run folder `out` from OFA's supernet file `checkpoint` (width inferred from its stem when None)."""
     start = time.perf_counter()
     state = state_dict_of(read_torch_file(checkpoint, what="OFA checkpoint"), what="OFA checkpoint", path=checkpoint)
     found = infer_width(state, path=checkpoint)
     if width is not None and width != found:
-        raise HwnasError(f"{checkpoint} is OFA's width-{found:.1f} supernet (stem of {ofa_space(found).stem_ch} channels), "
-                         f"not width {width:.1f}; pass --width {found:.1f} or leave --width out")
+        raise HwnasError(
+            f"{checkpoint} is OFA's width-{found:.1f} supernet (stem of {ofa_space(found).stem_ch} channels), "
+            f"not width {width:.1f}; pass --width {found:.1f} or leave --width out"
+        )
     space = ofa_space(found)
     supernet = Supernet(space)
     model_state = supernet_state_from_ofa(state, space, expected=supernet.state_dict(), path=checkpoint)
@@ -70,21 +80,46 @@ def import_ofa(checkpoint: Path, out: Path, *, width: float | None = None, predi
     if predictor is not None:
         tensors = load_predictor_state(predictor)
         bound = predictor_from_state(tensors, space, where=f"accuracy predictor {predictor}")
-        predictor_entry = {"kind": bound.kind, "state": bound.state, "file": predictor.name, "sha256": _sha256(predictor)}
+        predictor_entry = {
+            "kind": bound.kind,
+            "state": bound.state,
+            "file": predictor.name,
+            "sha256": _sha256(predictor),
+        }
     source_sha = _sha256(checkpoint)
     cfg = TrainConfig(space="mbv3", width=found, dataset=IMAGENET_DATASET, mode="ofa", epochs=1.0)
     source = {"kind": "ofa", "file": checkpoint.name, "sha256": source_sha, "width": found}
     preprocess = imagenet_preprocess(max(space.resolutions))
-    payload = {"format": FORMAT, "config": config_to_dict(cfg), "space_hash": space_hash(space),
-               "in_channels": space.in_channels, "num_classes": space.num_classes, "model": supernet.state_dict(),
-               "step": 0, "total_steps": 0, "preprocess": preprocess, "source": source}
+    payload = {
+        "format": FORMAT,
+        "config": config_to_dict(cfg),
+        "space_hash": space_hash(space),
+        "in_channels": space.in_channels,
+        "num_classes": space.num_classes,
+        "model": supernet.state_dict(),
+        "step": 0,
+        "total_steps": 0,
+        "preprocess": preprocess,
+        "source": source,
+    }
     if predictor_entry is not None:
         payload["predictor"] = predictor_entry
     save_checkpoint(out / CHECKPOINT, payload)
-    config = {**config_to_dict(cfg), "space_hash": space_hash(space), "in_channels": space.in_channels,
-              "num_classes": space.num_classes, "preprocess": preprocess, "source": source,
-              "predictor": None if predictor_entry is None else {k: v for k, v in predictor_entry.items() if k != "state"}}
+    config = {
+        **config_to_dict(cfg),
+        "space_hash": space_hash(space),
+        "in_channels": space.in_channels,
+        "num_classes": space.num_classes,
+        "preprocess": preprocess,
+        "source": source,
+        "predictor": None if predictor_entry is None else {k: v for k, v in predictor_entry.items() if k != "state"},
+    }
     atomic_write_json(out / CONFIG, config)
-    return ImportResult(run_dir=out, width=found, parameters=sum(p.numel() for p in supernet.parameters()),
-                        predictor_kind=None if predictor_entry is None else str(predictor_entry["kind"]),
-                        seconds=time.perf_counter() - start, source_sha256=source_sha)
+    return ImportResult(
+        run_dir=out,
+        width=found,
+        parameters=sum(p.numel() for p in supernet.parameters()),
+        predictor_kind=None if predictor_entry is None else str(predictor_entry["kind"]),
+        seconds=time.perf_counter() - start,
+        source_sha256=source_sha,
+    )

@@ -26,8 +26,8 @@ its BatchNorm eps (1e-5 in the published networks) is torch's default, which the
 from __future__ import annotations
 
 import pickle
-import warnings
 import re
+import warnings
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -37,8 +37,15 @@ import torch
 from hwnas.errors import HwnasError
 from hwnas.space import SpaceSpec, get_space
 
-__all__ = ["OFA_WIDTHS", "read_torch_file", "state_dict_of", "flatten_ofa_key", "infer_width", "ofa_space",
-           "supernet_state_from_ofa"]
+__all__ = [
+    "OFA_WIDTHS",
+    "read_torch_file",
+    "state_dict_of",
+    "flatten_ofa_key",
+    "infer_width",
+    "ofa_space",
+    "supernet_state_from_ofa",
+]
 
 OFA_WIDTHS = (1.0, 1.2)
 _BN_FIELDS = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
@@ -54,8 +61,10 @@ def read_torch_file(path: Path, *, what: str) -> object:
             warnings.simplefilter("ignore")
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
-        raise HwnasError(f"{what} {path} holds Python objects, not only tensors, and hwnas never unpickles code "
-                         "(torch.load weights_only); re-save it as a state dict of tensors") from None
+        raise HwnasError(
+            f"{what} {path} holds Python objects, not only tensors, and hwnas never unpickles code "
+            "(torch.load weights_only); re-save it as a state dict of tensors"
+        ) from None
     except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile):
         raise HwnasError(f"{what} {path} is truncated or not a file written by torch.save; download it again") from None
 
@@ -77,7 +86,7 @@ def state_dict_of(payload: object, *, what: str, path: Path) -> dict[str, torch.
 def flatten_ofa_key(key: str) -> str:
     """One spelling for every OFA layout: no `module.`, `.conv.` for `.mobile_inverted_conv.`, nested names collapsed."""
     if key.startswith("module."):
-        key = key[len("module."):]
+        key = key[len("module.") :]
     key = key.replace(".mobile_inverted_conv.", ".conv.")
     key = key.replace(".bn.bn.", ".bn.").replace(".linear.linear.", ".linear.")
     return re.sub(r"\.conv\.conv\.weight$", ".conv.weight", key)
@@ -86,7 +95,9 @@ def flatten_ofa_key(key: str) -> str:
 def ofa_space(width: float) -> SpaceSpec:
     """The `mbv3` space (3 channels, 1,000 ImageNet classes) at one of OFA's published widths."""
     if width not in OFA_WIDTHS:
-        raise HwnasError(f"OFA publishes MobileNetV3 supernets at width 1.0 and 1.2, not {width}; pass --width 1.0 or 1.2")
+        raise HwnasError(
+            f"OFA publishes MobileNetV3 supernets at width 1.0 and 1.2, not {width}; pass --width 1.0 or 1.2"
+        )
     return get_space("mbv3", width=width)
 
 
@@ -96,31 +107,44 @@ def _bn(ofa: str, ours: str) -> dict[str, str]:
 
 def _key_map(space: SpaceSpec) -> dict[str, str]:
     """hwnas `Supernet` key → flattened OFA key, for every tensor that has an OFA counterpart."""
-    names = {"stem.0.weight": "first_conv.conv.weight", **_bn("first_conv.bn", "stem.1"),
-             "first.dw.0.weight": "blocks.0.conv.depth_conv.conv.weight", **_bn("blocks.0.conv.depth_conv.bn", "first.dw.1"),
-             "first.project.0.weight": "blocks.0.conv.point_linear.conv.weight",
-             **_bn("blocks.0.conv.point_linear.bn", "first.project.1")}
+    names = {
+        "stem.0.weight": "first_conv.conv.weight",
+        **_bn("first_conv.bn", "stem.1"),
+        "first.dw.0.weight": "blocks.0.conv.depth_conv.conv.weight",
+        **_bn("blocks.0.conv.depth_conv.bn", "first.dw.1"),
+        "first.project.0.weight": "blocks.0.conv.point_linear.conv.weight",
+        **_bn("blocks.0.conv.point_linear.bn", "first.project.1"),
+    }
     block = 1
     for s, stage in enumerate(space.stages):
         for j in range(max(stage.depths)):
             src, dst = f"blocks.{block}.conv", f"stages.{s}.{j}"
-            names |= {f"{dst}.expand_weight": f"{src}.inverted_bottleneck.conv.weight",
-                      **_bn(f"{src}.inverted_bottleneck.bn", f"{dst}.expand_bn"),
-                      f"{dst}.dw_weight": f"{src}.depth_conv.conv.weight", **_bn(f"{src}.depth_conv.bn", f"{dst}.dw_bn"),
-                      f"{dst}.project_weight": f"{src}.point_linear.conv.weight",
-                      **_bn(f"{src}.point_linear.bn", f"{dst}.project_bn")}
+            names |= {
+                f"{dst}.expand_weight": f"{src}.inverted_bottleneck.conv.weight",
+                **_bn(f"{src}.inverted_bottleneck.bn", f"{dst}.expand_bn"),
+                f"{dst}.dw_weight": f"{src}.depth_conv.conv.weight",
+                **_bn(f"{src}.depth_conv.bn", f"{dst}.dw_bn"),
+                f"{dst}.project_weight": f"{src}.point_linear.conv.weight",
+                **_bn(f"{src}.point_linear.bn", f"{dst}.project_bn"),
+            }
             kernels = sorted(stage.kernels, reverse=True)
             for big, small in zip(kernels, kernels[1:]):
                 names[f"{dst}.kernel_transforms.{big}to{small}"] = f"{src}.depth_conv.conv.{big}to{small}_matrix"
             if stage.se:
-                names |= {f"{dst}.se_fc1.weight": f"{src}.depth_conv.se.fc.reduce.weight",
-                          f"{dst}.se_fc1.bias": f"{src}.depth_conv.se.fc.reduce.bias",
-                          f"{dst}.se_fc2.weight": f"{src}.depth_conv.se.fc.expand.weight",
-                          f"{dst}.se_fc2.bias": f"{src}.depth_conv.se.fc.expand.bias"}
+                names |= {
+                    f"{dst}.se_fc1.weight": f"{src}.depth_conv.se.fc.reduce.weight",
+                    f"{dst}.se_fc1.bias": f"{src}.depth_conv.se.fc.reduce.bias",
+                    f"{dst}.se_fc2.weight": f"{src}.depth_conv.se.fc.expand.weight",
+                    f"{dst}.se_fc2.bias": f"{src}.depth_conv.se.fc.expand.bias",
+                }
             block += 1
-    names |= {"head.widen.0.weight": "final_expand_layer.conv.weight", **_bn("final_expand_layer.bn", "head.widen.1"),
-              "head.feature.weight": "feature_mix_layer.conv.weight",
-              "head.classifier.weight": "classifier.linear.weight", "head.classifier.bias": "classifier.linear.bias"}
+    names |= {
+        "head.widen.0.weight": "final_expand_layer.conv.weight",
+        **_bn("final_expand_layer.bn", "head.widen.1"),
+        "head.feature.weight": "feature_mix_layer.conv.weight",
+        "head.classifier.weight": "classifier.linear.weight",
+        "head.classifier.bias": "classifier.linear.bias",
+    }
     return names
 
 
@@ -130,8 +154,10 @@ def _flattened(state: Mapping[str, torch.Tensor], *, path: Path) -> dict[str, tu
     for key, value in state.items():
         flat = flatten_ofa_key(key)
         if flat in out:
-            raise HwnasError(f"OFA checkpoint {path} has both {out[flat][0]!r} and {key!r} for one tensor; "
-                             "pass a checkpoint saved by OFA")
+            raise HwnasError(
+                f"OFA checkpoint {path} has both {out[flat][0]!r} and {key!r} for one tensor; "
+                "pass a checkpoint saved by OFA"
+            )
         out[flat] = (key, value)
     return out
 
@@ -149,17 +175,21 @@ def infer_width(state: Mapping[str, torch.Tensor], *, path: Path) -> float:
     flat = _flattened(state, path=path)
     stem = flat.get("first_conv.conv.weight")
     if stem is None:
-        raise HwnasError(f"{path} is not an OFA MobileNetV3 checkpoint: it has no 'first_conv.conv.weight'"
-                         f"{_looks_like(flat)}")
+        raise HwnasError(
+            f"{path} is not an OFA MobileNetV3 checkpoint: it has no 'first_conv.conv.weight'{_looks_like(flat)}"
+        )
     for width in OFA_WIDTHS:
         if stem[1].shape[0] == ofa_space(width).stem_ch:
             return width
-    raise HwnasError(f"{path}: stem has {stem[1].shape[0]} channels, which matches no published OFA MobileNetV3 width "
-                     f"({', '.join(f'{w:.1f}: {ofa_space(w).stem_ch}' for w in OFA_WIDTHS)})")
+    raise HwnasError(
+        f"{path}: stem has {stem[1].shape[0]} channels, which matches no published OFA MobileNetV3 width "
+        f"({', '.join(f'{w:.1f}: {ofa_space(w).stem_ch}' for w in OFA_WIDTHS)})"
+    )
 
 
-def supernet_state_from_ofa(state: Mapping[str, torch.Tensor], space: SpaceSpec, *,
-                            expected: Mapping[str, torch.Tensor], path: Path) -> dict[str, torch.Tensor]:
+def supernet_state_from_ofa(
+    state: Mapping[str, torch.Tensor], space: SpaceSpec, *, expected: Mapping[str, torch.Tensor], path: Path
+) -> dict[str, torch.Tensor]:
     """The `Supernet(space)` state dict holding OFA's tensors; `expected` is a freshly built supernet's state dict.
 
     Checked before anything is written: every OFA tensor the space needs is present with this space's shape, and no
@@ -174,20 +204,26 @@ def supernet_state_from_ofa(state: Mapping[str, torch.Tensor], space: SpaceSpec,
             if ofa.endswith(".num_batches_tracked"):
                 out[ours] = torch.zeros((), dtype=torch.long)
                 continue
-            raise HwnasError(f"{path} is not an OFA MobileNetV3 checkpoint of width {space.width:.1f}: it lacks "
-                             f"{ofa!r}{_looks_like(flat)}")
+            raise HwnasError(
+                f"{path} is not an OFA MobileNetV3 checkpoint of width {space.width:.1f}: it lacks "
+                f"{ofa!r}{_looks_like(flat)}"
+            )
         original, tensor = flat[ofa]
         want = expected[ours]
         if tuple(tensor.shape) != tuple(want.shape):
-            raise HwnasError(f"{path}: {original!r} has shape {list(tensor.shape)}, width {space.width:.1f} of the mbv3 "
-                             f"space needs {list(want.shape)}; check --width (OFA publishes 1.0 and 1.2)")
+            raise HwnasError(
+                f"{path}: {original!r} has shape {list(tensor.shape)}, width {space.width:.1f} of the mbv3 "
+                f"space needs {list(want.shape)}; check --width (OFA publishes 1.0 and 1.2)"
+            )
         if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
             raise HwnasError(f"{path}: {original!r} holds NaN or infinite values; download the checkpoint again")
         out[ours] = tensor.to(want.dtype).clone()
     leftover = sorted(set(flat) - set(names.values()))
     if leftover:
-        raise HwnasError(f"{path} has tensor {flat[leftover[0]][0]!r} that the mbv3 space of width {space.width:.1f} "
-                         f"does not have ({len(leftover)} unexpected in all){_looks_like(flat)}")
+        raise HwnasError(
+            f"{path} has tensor {flat[leftover[0]][0]!r} that the mbv3 space of width {space.width:.1f} "
+            f"does not have ({len(leftover)} unexpected in all){_looks_like(flat)}"
+        )
     out["head.feature.bias"] = torch.zeros_like(expected["head.feature.bias"])
     missing = sorted(set(expected) - set(out))
     assert not missing, f"key map misses {missing[:3]}"

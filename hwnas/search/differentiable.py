@@ -27,13 +27,15 @@ def read_run_arch(run_dir: Path, space: SpaceSpec) -> Arch:
     """The arch a differentiable run converged to, from ``RUN/arch.json``."""
     path = Path(run_dir) / "arch.json"
     if not path.is_file():
-        raise HwnasError(f"{path} not found; the differentiable strategy needs a run trained with "
-                         f"'hwnas train --mode fbnet|proxyless|darts' (or use --strategy evolution)")
+        raise HwnasError(
+            f"{path} not found; the differentiable strategy needs a run trained with "
+            f"'hwnas train --mode fbnet|proxyless|darts' (or use --strategy evolution)"
+        )
     try:
         payload = json.loads(path.read_text())
         text = payload["arch"]
     except (json.JSONDecodeError, KeyError, TypeError):
-        raise HwnasError(f"{path} is not a valid arch.json (expected {{\"arch\": \"r32/...\"}}); re-run training") from None
+        raise HwnasError(f'{path} is not a valid arch.json (expected {{"arch": "r32/..."}}); re-run training') from None
     return check_arch(space, Arch.parse(text))
 
 
@@ -51,8 +53,16 @@ def differentiable_search(
     score = float(evals.score(repaired)[0])
     lat = float(latency_fn(repaired)[0])
     return SearchResult(
-        strategy="differentiable", budget_ms=budget_ms, arch=genome.decode(repaired)[0], predicted_ms=lat,
-        accuracy=score, evaluated=evals.count, seconds=time.perf_counter() - start, genome=genome, genes=repaired,
-        latency_ms=np.array([lat]), scores=np.array([score]),
+        strategy="differentiable",
+        budget_ms=budget_ms,
+        arch=genome.decode(repaired)[0],
+        predicted_ms=lat,
+        accuracy=score,
+        evaluated=evals.count,
+        seconds=time.perf_counter() - start,
+        genome=genome,
+        genes=repaired,
+        latency_ms=np.array([lat]),
+        scores=np.array([score]),
         notes={"trained_arch": str(arch), "trained_arch_ms": original_ms, "repaired": int(original_ms > budget_ms)},
     )

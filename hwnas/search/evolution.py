@@ -38,13 +38,15 @@ class EvolutionConfig:
     parent_ratio: float = 0.25
     mutation_ratio: float = 0.5
     mutate_prob: float = 0.1
-    retries: int = 10                  # regenerate an over-budget child at most this often before repairing it
+    retries: int = 10  # regenerate an over-budget child at most this often before repairing it
     max_evaluations: int | None = None  # stop once this many distinct archs were scored
     progress: bool = False
 
     def __post_init__(self) -> None:
         if self.population < 2 or self.generations < 0:
-            raise HwnasError(f"evolution needs population >= 2 and generations >= 0, got {self.population}, {self.generations}")
+            raise HwnasError(
+                f"evolution needs population >= 2 and generations >= 0, got {self.population}, {self.generations}"
+            )
         if not 0 < self.parent_ratio <= 1 or not 0 <= self.mutation_ratio <= 1 or not 0 <= self.mutate_prob <= 1:
             raise HwnasError("evolution ratios and mutate_prob must lie in [0, 1] (parent_ratio > 0)")
         if self.retries < 0 or (self.max_evaluations is not None and self.max_evaluations < 1):
@@ -52,7 +54,13 @@ class EvolutionConfig:
 
 
 def feasible_children(
-    make: ChildMaker, latency: GeneLatency, n: int, rng: np.random.Generator, *, budget_ms: float, retries: int,
+    make: ChildMaker,
+    latency: GeneLatency,
+    n: int,
+    rng: np.random.Generator,
+    *,
+    budget_ms: float,
+    retries: int,
     oversample: int = 4,
 ) -> np.ndarray:
     """`n` rows from `make(idx, rng)` that fit the budget; each row is the first feasible of a stream of draws.
@@ -99,15 +107,21 @@ def evolve(
     n_cross = cfg.population - n_mut
     evals = Evaluations(genome, score_fn, max_evaluations=cfg.max_evaluations)
 
-    pop = feasible_children(lambda i, r: genome.sample(i.size, r), latency_fn, cfg.population, rng,
-                            budget_ms=budget_ms, retries=cfg.retries)
+    pop = feasible_children(
+        lambda i, r: genome.sample(i.size, r), latency_fn, cfg.population, rng, budget_ms=budget_ms, retries=cfg.retries
+    )
     scores = evals.score(pop)
     # the bar counts what ends the search: measured evaluations when they are capped (generations are then only a
     # safety bound, e.g. 10,000, and a bar over them showed an ETA of days), else generations
     by_evals = cfg.max_evaluations is not None
-    bar = tqdm(total=cfg.max_evaluations if by_evals else cfg.generations, unit="eval" if by_evals else "gen",
-               initial=evals.count if by_evals else 0, desc=f"evolution ≤{budget_ms:g} ms", disable=not cfg.progress,
-               leave=False)
+    bar = tqdm(
+        total=cfg.max_evaluations if by_evals else cfg.generations,
+        unit="eval" if by_evals else "gen",
+        initial=evals.count if by_evals else 0,
+        desc=f"evolution ≤{budget_ms:g} ms",
+        disable=not cfg.progress,
+        leave=False,
+    )
     generations = 0
     for _ in range(cfg.generations):
         if evals.exhausted:
@@ -117,10 +131,22 @@ def evolve(
         mut_src = parents[rng.integers(0, n_parents, n_mut)]
         pair_a = parents[rng.integers(0, n_parents, n_cross)]
         pair_b = parents[rng.integers(0, n_parents, n_cross)]
-        mutated = feasible_children(lambda i, r: genome.mutate(mut_src[i], r, prob=cfg.mutate_prob), latency_fn, n_mut,
-                                    rng, budget_ms=budget_ms, retries=cfg.retries)
-        crossed = feasible_children(lambda i, r: genome.crossover(pair_a[i], pair_b[i], r), latency_fn, n_cross, rng,
-                                    budget_ms=budget_ms, retries=cfg.retries)
+        mutated = feasible_children(
+            lambda i, r: genome.mutate(mut_src[i], r, prob=cfg.mutate_prob),
+            latency_fn,
+            n_mut,
+            rng,
+            budget_ms=budget_ms,
+            retries=cfg.retries,
+        )
+        crossed = feasible_children(
+            lambda i, r: genome.crossover(pair_a[i], pair_b[i], r),
+            latency_fn,
+            n_cross,
+            rng,
+            budget_ms=budget_ms,
+            retries=cfg.retries,
+        )
         children = np.concatenate([mutated, crossed])
         child_scores = evals.score(children)
         pop = np.concatenate([parents, children])
@@ -134,8 +160,16 @@ def evolve(
     all_genes, all_scores = evals.arrays()
     log.debug("evolution: %d generations, %d distinct archs scored in %d calls", generations, evals.count, evals.calls)
     return SearchResult(
-        strategy="evolution", budget_ms=budget_ms, arch=genome.decode(best_genes[None, :])[0], predicted_ms=best_ms,
-        accuracy=best_score, evaluated=evals.count, seconds=time.perf_counter() - start, genome=genome, genes=all_genes,
-        latency_ms=latency_fn(all_genes), scores=all_scores,
+        strategy="evolution",
+        budget_ms=budget_ms,
+        arch=genome.decode(best_genes[None, :])[0],
+        predicted_ms=best_ms,
+        accuracy=best_score,
+        evaluated=evals.count,
+        seconds=time.perf_counter() - start,
+        genome=genome,
+        genes=all_genes,
+        latency_ms=latency_fn(all_genes),
+        scores=all_scores,
         notes={"generations": generations, "score_calls": evals.calls},
     )

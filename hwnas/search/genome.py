@@ -31,15 +31,15 @@ class Genome:
     """The gene layout of one space plus vectorized sample / mutate / crossover / decode. Build with `genome_of(space)`."""
 
     space: SpaceSpec
-    cards: np.ndarray          # (G,) number of values each gene can take
-    slot_stage: np.ndarray     # (L,) stage index of each layer slot
-    slot_pos: np.ndarray       # (L,) position of each slot inside its stage
+    cards: np.ndarray  # (G,) number of values each gene can take
+    slot_stage: np.ndarray  # (L,) stage index of each layer slot
+    slot_pos: np.ndarray  # (L,) position of each slot inside its stage
     choices: tuple[tuple[LayerChoice, ...], ...]  # per stage, layer_choices(stage)
-    depths: np.ndarray         # (S, Dmax) depth value for each depth index (padded with the last)
-    slot_active: np.ndarray    # (L, Dmax) whether slot l is kept when its stage has depth index d
-    key_radix: np.ndarray      # (G,) mixed-radix place values for `keys`, restarting at `key_split`
+    depths: np.ndarray  # (S, Dmax) depth value for each depth index (padded with the last)
+    slot_active: np.ndarray  # (L, Dmax) whether slot l is kept when its stage has depth index d
+    key_radix: np.ndarray  # (G,) mixed-radix place values for `keys`, restarting at `key_split`
     key_split: int
-    slot_index: np.ndarray     # (1, L) arange, kept to save an allocation per call on the hot path
+    slot_index: np.ndarray  # (1, L) arange, kept to save an allocation per call on the hot path
 
     @property
     def n_stages(self) -> int:
@@ -130,7 +130,9 @@ class Genome:
     def check(self, genes: np.ndarray) -> np.ndarray:
         """Raise on rows outside the layout (internal invariant for genes coming from callers)."""
         if genes.ndim != 2 or genes.shape[1] != self.n_genes:
-            raise HwnasError(f"genes must have shape (n, {self.n_genes}) for space {self.space.name}, got {genes.shape}")
+            raise HwnasError(
+                f"genes must have shape (n, {self.n_genes}) for space {self.space.name}, got {genes.shape}"
+            )
         if (genes < 0).any() or (genes >= self.cards[None, :]).any():
             raise HwnasError(f"genes out of range for space {self.space.name}")
         return genes
@@ -154,8 +156,18 @@ def genome_of(space: SpaceSpec) -> Genome:
     assert cards.size == 1 + s_count + slot_stage.size
     slot_active = slot_pos[:, None] < depths[slot_stage]
     radix, split = _radix(cards + 1)
-    return Genome(space, cards, slot_stage, slot_pos, choices, depths, slot_active, radix, split,
-                  np.arange(slot_stage.size)[None, :])
+    return Genome(
+        space,
+        cards,
+        slot_stage,
+        slot_pos,
+        choices,
+        depths,
+        slot_active,
+        radix,
+        split,
+        np.arange(slot_stage.size)[None, :],
+    )
 
 
 def _radix(base: np.ndarray) -> tuple[np.ndarray, int]:

@@ -56,8 +56,9 @@ def append_measurement(path: Path, arch: str, accuracy: float) -> None:
             fh.flush()
             os.fsync(fh.fileno())
     except OSError as exc:
-        raise HwnasError(f"cannot append to search journal {path}: {exc.strerror}; make room there, then rerun "
-                         f"with --resume") from None
+        raise HwnasError(
+            f"cannot append to search journal {path}: {exc.strerror}; make room there, then rerun with --resume"
+        ) from None
 
 
 def _entry(text: str) -> tuple[str, float] | None:
@@ -89,20 +90,30 @@ def read_journal(path: Path) -> tuple[dict[str, Any], dict[str, float]]:
         header = json.loads(lines[0]) if lines else None
     except ValueError:
         header = None
-    if not isinstance(header, dict) or header.get("schema") != JOURNAL_SCHEMA or not isinstance(header.get("search"), dict):
-        raise HwnasError(f"{path} is not a hwnas search journal (schema {JOURNAL_SCHEMA}); delete it or start over "
-                         f"with --force instead of --resume")
+    if (
+        not isinstance(header, dict)
+        or header.get("schema") != JOURNAL_SCHEMA
+        or not isinstance(header.get("search"), dict)
+    ):
+        raise HwnasError(
+            f"{path} is not a hwnas search journal (schema {JOURNAL_SCHEMA}); delete it or start over "
+            f"with --force instead of --resume"
+        )
     measured: dict[str, float] = {}
     for number, line in enumerate(lines[1:], start=2):
         entry = _entry(line)
         if entry is None:
-            raise HwnasError(f"line {number} of search journal {path} is damaged (a crash only tears the last line); "
-                             f"delete the file or start over with --force instead of --resume")
+            raise HwnasError(
+                f"line {number} of search journal {path} is damaged (a crash only tears the last line); "
+                f"delete the file or start over with --force instead of --resume"
+            )
         measured[entry[0]] = entry[1]
     if tail:
         entry = _entry(tail)
         if entry is None:
-            log.info("search journal %s: dropped a torn last line (%d bytes) left by an interrupted write", path, len(tail))
+            log.info(
+                "search journal %s: dropped a torn last line (%d bytes) left by an interrupted write", path, len(tail)
+            )
         else:
             measured[entry[0]] = entry[1]
     return header["search"], measured
@@ -116,9 +127,14 @@ def resume_journal(path: Path, identity: Mapping[str, Any]) -> dict[str, float]:
     """The measurements of `path` if it was written by this same search (`identity`); HwnasError naming what differs."""
     saved, measured = read_journal(path)
     now = json.loads(json.dumps(dict(identity)))  # compare as JSON sees it (tuples -> lists)
-    diffs = [f"{k} {_show(k, saved.get(k))} in the journal vs {_show(k, now.get(k))} now"
-             for k in sorted(set(saved) | set(now)) if saved.get(k) != now.get(k)]
+    diffs = [
+        f"{k} {_show(k, saved.get(k))} in the journal vs {_show(k, now.get(k))} now"
+        for k in sorted(set(saved) | set(now))
+        if saved.get(k) != now.get(k)
+    ]
     if diffs:
-        raise HwnasError(f"search journal {path} belongs to another search ({'; '.join(diffs[:3])}); rerun with the "
-                         f"journal's options, or start over with --force instead of --resume")
+        raise HwnasError(
+            f"search journal {path} belongs to another search ({'; '.join(diffs[:3])}); rerun with the "
+            f"journal's options, or start over with --force instead of --resume"
+        )
     return measured

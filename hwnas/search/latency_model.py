@@ -16,7 +16,6 @@ import numpy as np
 
 from hwnas.errors import HwnasError
 from hwnas.search.genome import Genome, genome_of
-
 from hwnas.space import BlockSpec, SpaceSpec, first_block, head_block, layer_block, stage_input_hw, stem_block
 
 if TYPE_CHECKING:
@@ -30,8 +29,8 @@ class GeneLatency:
     """Calibrated additive latency model over genes. Call it on a gene matrix to get predicted ms per row."""
 
     genome: Genome
-    fixed_ms: np.ndarray   # (R,) stem + first block + head per resolution index
-    slot_ms: np.ndarray    # (R, L, C) raw ms of each choice at each layer slot (inf where a stage has fewer choices)
+    fixed_ms: np.ndarray  # (R,) stem + first block + head per resolution index
+    slot_ms: np.ndarray  # (R, L, C) raw ms of each choice at each layer slot (inf where a stage has fewer choices)
     scale: float = 1.0
     offset_ms: float = 0.0
 
@@ -53,7 +52,7 @@ class GeneLatency:
         """Exact min (or max) over the space: per resolution, per stage the best depth of per-slot best choices."""
         g = self.genome
         finite = np.where(np.isfinite(self.slot_ms), self.slot_ms, np.nan)
-        covered = np.flatnonzero(np.isfinite(self.fixed_ms))   # resolutions the table has rows for
+        covered = np.flatnonzero(np.isfinite(self.fixed_ms))  # resolutions the table has rows for
         finite[~np.isfinite(self.fixed_ms)] = 0.0
         best_choice = np.nanargmin(finite, axis=2) if pick is np.argmin else np.nanargmax(finite, axis=2)  # (R, L)
         best_ms = np.take_along_axis(self.slot_ms, best_choice[:, :, None], axis=2)[:, :, 0]
@@ -115,10 +114,10 @@ class GeneLatency:
         n = sub.shape[0]
         res = sub[:, 0]
         slots = sub[:, g.slot_cols]
-        cur = self.contributions(sub)                                       # (n, L)
-        table = self.slot_ms[res]                                           # (n, L, C)
+        cur = self.contributions(sub)  # (n, L)
+        table = self.slot_ms[res]  # (n, L, C)
         cheaper = np.where(table < cur[:, :, None] - 1e-12, table, -np.inf)
-        next_choice = cheaper.argmax(axis=2)                                # most expensive of the cheaper choices
+        next_choice = cheaper.argmax(axis=2)  # most expensive of the cheaper choices
         can = np.isfinite(cheaper.max(axis=2)) & g.active(sub)
         slot_pick = np.where(can, cur, -np.inf).argmax(axis=1)
         has = can[np.arange(n), slot_pick]
@@ -146,7 +145,9 @@ def gene_latency_from_block_ms(
     fixed = np.zeros(n_res)
     slot = np.full((n_res, g.n_slots, n_choice), np.inf)
     for r, res in enumerate(space.resolutions):
-        fixed[r] = block_ms(stem_block(space, res)) + block_ms(first_block(space, res)) + block_ms(head_block(space, res))
+        fixed[r] = (
+            block_ms(stem_block(space, res)) + block_ms(first_block(space, res)) + block_ms(head_block(space, res))
+        )
         in_hws = stage_input_hw(space, res)
         for slot_idx, (s, j) in enumerate(zip(g.slot_stage, g.slot_pos)):
             stride = space.stages[s].stride
@@ -158,7 +159,7 @@ def gene_latency_from_block_ms(
     return GeneLatency(g, fixed, slot, float(scale), float(offset_ms))
 
 
-def gene_latency_from_lut(table: "LatencyTable", space: SpaceSpec) -> GeneLatency:
+def gene_latency_from_lut(table: LatencyTable, space: SpaceSpec) -> GeneLatency:
     """The calibrated LUT predictor of the latency layer (`choice_latency_ms`), laid out over genes.
 
     Exactly `LatencyPredictor.predict` per arch (tested); resolutions the table has no rows for predict +inf, so they are

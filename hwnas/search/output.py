@@ -44,16 +44,25 @@ def _budget_entry(result: SearchResult) -> dict[str, Any]:
     entry["accuracy"] = _finite(result.accuracy)
     entry["strategy"] = result.strategy
     entry["notes"] = dict(result.notes)
-    entry["pareto"] = [{"arch": str(a), "predicted_ms": round(ms, 6), "accuracy": _finite(acc)}
-                       for a, ms, acc in result.pareto()]
+    entry["pareto"] = [
+        {"arch": str(a), "predicted_ms": round(ms, 6), "accuracy": _finite(acc)} for a, ms, acc in result.pareto()
+    ]
     return entry
 
 
 def search_payload(results: Sequence[SearchResult], *, context: dict[str, Any]) -> dict[str, Any]:
     first = _budget_entry(results[0])
     top = {k: first[k] for k in ("arch", "predicted_ms", "accuracy", "budget_ms", "evaluated", "seconds")}
-    return _clean({"schema": SCHEMA, **top, "strategy": results[0].strategy, **context, "pareto": first["pareto"],
-                   "budgets": [_budget_entry(r) for r in results]})
+    return _clean(
+        {
+            "schema": SCHEMA,
+            **top,
+            "strategy": results[0].strategy,
+            **context,
+            "pareto": first["pareto"],
+            "budgets": [_budget_entry(r) for r in results],
+        }
+    )
 
 
 def write_search_outputs(results: Sequence[SearchResult], out_dir: Path, *, context: dict[str, Any]) -> list[Path]:
@@ -70,10 +79,17 @@ def write_search_outputs(results: Sequence[SearchResult], out_dir: Path, *, cont
         on_front = np.zeros(len(r.genes), dtype=bool)
         on_front[pareto_indices(r.latency_ms, r.scores)] = True
         for i in range(len(r.genes)):
-            cand_rows.append({"budget_ms": r.budget_ms, "strategy": r.strategy,
-                              "arch": str(archs[i]) if archs is not None else "",
-                              "predicted_ms": float(r.latency_ms[i]), "accuracy": float(r.scores[i]),
-                              "pareto": bool(on_front[i]), "winner": archs is not None and archs[i] == r.arch})
+            cand_rows.append(
+                {
+                    "budget_ms": r.budget_ms,
+                    "strategy": r.strategy,
+                    "arch": str(archs[i]) if archs is not None else "",
+                    "predicted_ms": float(r.latency_ms[i]),
+                    "accuracy": float(r.scores[i]),
+                    "pareto": bool(on_front[i]),
+                    "winner": archs is not None and archs[i] == r.arch,
+                }
+            )
     cols_p = ["budget_ms", "arch", "predicted_ms", "accuracy"]
     cols_c = ["budget_ms", "strategy", "arch", "predicted_ms", "accuracy", "pareto", "winner"]
     paths = [out_dir / "search.json"]

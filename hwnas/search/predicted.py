@@ -41,8 +41,9 @@ def predicted_evolution(
     k = top_k if top_k is not None else max(1, measured // 5)
     n_fit = max(4, measured - k)
     evals = Evaluations(genome, score_fn, max_evaluations=n_fit + k)
-    fit_genes = feasible_children(lambda i, r: genome.sample(i.size, r), latency_fn, n_fit, rng, budget_ms=budget_ms,
-                                  retries=10)
+    fit_genes = feasible_children(
+        lambda i, r: genome.sample(i.size, r), latency_fn, n_fit, rng, budget_ms=budget_ms, retries=10
+    )
     evals.score(fit_genes)
     genes, scores = evals.arrays()
     predictor = fit_predictor(genome, genes, scores, cfg=PredictorConfig(kind=kind), rng=rng)
@@ -60,12 +61,27 @@ def predicted_evolution(
         evals.score(found.genes[picks])
     best_genes, best_ms, best_score = winner_of(genome, evals, latency_fn, budget_ms=budget_ms)
     all_genes, all_scores = evals.arrays()
-    info: dict[str, float | int | str] = {"predictor": kind, "tau": predictor.tau, "fit_pairs": int(genes.shape[0]),
-                                    "holdout_pairs": predictor.n_holdout, "predicted_candidates": found.evaluated,
-                                    "measured_top_k": len(picks), "evolution_seconds": round(found.seconds, 3)}
+    info: dict[str, float | int | str] = {
+        "predictor": kind,
+        "tau": predictor.tau,
+        "fit_pairs": int(genes.shape[0]),
+        "holdout_pairs": predictor.n_holdout,
+        "predicted_candidates": found.evaluated,
+        "measured_top_k": len(picks),
+        "evolution_seconds": round(found.seconds, 3),
+    }
     result = SearchResult(
-        strategy="evolution+predictor", budget_ms=budget_ms, arch=genome.decode(best_genes[None, :])[0],
-        predicted_ms=best_ms, accuracy=best_score, evaluated=evals.count, seconds=time.perf_counter() - start,
-        genome=genome, genes=all_genes, latency_ms=latency_fn(all_genes), scores=all_scores, notes=dict(info),
+        strategy="evolution+predictor",
+        budget_ms=budget_ms,
+        arch=genome.decode(best_genes[None, :])[0],
+        predicted_ms=best_ms,
+        accuracy=best_score,
+        evaluated=evals.count,
+        seconds=time.perf_counter() - start,
+        genome=genome,
+        genes=all_genes,
+        latency_ms=latency_fn(all_genes),
+        scores=all_scores,
+        notes=dict(info),
     )
     return result, info

@@ -30,7 +30,7 @@ class PredictorConfig:
     epochs: int = 300
     lr: float = 3e-3
     weight_decay: float = 1e-4
-    holdout: float = 0.2   # share of measured pairs held out for Kendall τ
+    holdout: float = 0.2  # share of measured pairs held out for Kendall τ
 
 
 def _offsets(genome: Genome) -> np.ndarray:
@@ -54,10 +54,10 @@ class AccuracyPredictor:
     """Fitted predictor (weights as numpy arrays). Call on genes → predicted accuracy per row. Pure numpy inference."""
 
     genome: Genome
-    weights: tuple[np.ndarray, ...]   # W0, b0, W1, b1, ... (ridge: one (F,1) layer)
+    weights: tuple[np.ndarray, ...]  # W0, b0, W1, b1, ... (ridge: one (F,1) layer)
     y_mean: float
     y_std: float
-    tau: float          # Kendall τ on held-out pairs (nan when too few pairs to hold out)
+    tau: float  # Kendall τ on held-out pairs (nan when too few pairs to hold out)
     n_train: int
     n_holdout: int
     kind: str
@@ -116,7 +116,9 @@ def _fit_mlp(x: np.ndarray, y: np.ndarray, cfg: PredictorConfig, seed: int) -> t
     return tuple(p.astype(np.float32) for p in params)
 
 
-def _fit(genome: Genome, genes: np.ndarray, y: np.ndarray, cfg: PredictorConfig, seed: int) -> tuple[tuple[np.ndarray, ...], float, float]:
+def _fit(
+    genome: Genome, genes: np.ndarray, y: np.ndarray, cfg: PredictorConfig, seed: int
+) -> tuple[tuple[np.ndarray, ...], float, float]:
     mean, std = float(y.mean()), float(y.std()) or 1.0
     x = one_hot(genome, genes)
     z = (y - mean) / std

@@ -24,7 +24,7 @@ __all__ = ["RandomConfig", "random_search"]
 @dataclass(frozen=True, slots=True)
 class RandomConfig:
     evaluations: int = 100
-    batch: int = 100        # candidates scored per score_fn call
+    batch: int = 100  # candidates scored per score_fn call
     retries: int = 10
     max_rounds: int = 1000  # bound on batches when the space has fewer distinct feasible archs than `evaluations`
 
@@ -51,12 +51,24 @@ def random_search(
         if evals.exhausted:
             break
         n = min(cfg.batch, cfg.evaluations - evals.count)
-        evals.score(feasible_children(lambda i, r: genome.sample(i.size, r), latency_fn, n, rng,
-                                      budget_ms=budget_ms, retries=cfg.retries))
+        evals.score(
+            feasible_children(
+                lambda i, r: genome.sample(i.size, r), latency_fn, n, rng, budget_ms=budget_ms, retries=cfg.retries
+            )
+        )
     best_genes, best_ms, best_score = winner_of(genome, evals, latency_fn, budget_ms=budget_ms)
     all_genes, all_scores = evals.arrays()
     return SearchResult(
-        strategy="random", budget_ms=budget_ms, arch=genome.decode(best_genes[None, :])[0], predicted_ms=best_ms,
-        accuracy=best_score, evaluated=evals.count, seconds=time.perf_counter() - start, genome=genome, genes=all_genes,
-        latency_ms=latency_fn(all_genes), scores=all_scores, notes={"score_calls": evals.calls},
+        strategy="random",
+        budget_ms=budget_ms,
+        arch=genome.decode(best_genes[None, :])[0],
+        predicted_ms=best_ms,
+        accuracy=best_score,
+        evaluated=evals.count,
+        seconds=time.perf_counter() - start,
+        genome=genome,
+        genes=all_genes,
+        latency_ms=latency_fn(all_genes),
+        scores=all_scores,
+        notes={"score_calls": evals.calls},
     )

@@ -43,7 +43,7 @@ class Evaluations:
         self.score_fn = score_fn
         self.max_evaluations = max_evaluations
         self.index: dict[tuple[int, int], int] = {}
-        self.blocks: list[np.ndarray] = []   # gene rows in scoring order, one block per score_fn call
+        self.blocks: list[np.ndarray] = []  # gene rows in scoring order, one block per score_fn call
         self.scores: list[float] = []
         self.calls = 0
 
@@ -96,9 +96,9 @@ class SearchResult:
     evaluated: int
     seconds: float
     genome: Genome
-    genes: np.ndarray            # (n, G) every evaluated candidate
-    latency_ms: np.ndarray       # (n,)
-    scores: np.ndarray           # (n,) what the strategy maximized (measured or predicted accuracy)
+    genes: np.ndarray  # (n, G) every evaluated candidate
+    latency_ms: np.ndarray  # (n,)
+    scores: np.ndarray  # (n,) what the strategy maximized (measured or predicted accuracy)
     notes: dict[str, float | int | str] = field(default_factory=dict)
 
     def feasible(self) -> np.ndarray:
@@ -122,7 +122,9 @@ class SearchResult:
         }
 
 
-def winner_of(genome: Genome, evals: Evaluations, latency_fn: ScoreFn, *, budget_ms: float) -> tuple[np.ndarray, float, float]:
+def winner_of(
+    genome: Genome, evals: Evaluations, latency_fn: ScoreFn, *, budget_ms: float
+) -> tuple[np.ndarray, float, float]:
     """Best-scoring evaluated candidate within the budget: (genes, predicted_ms, score)."""
     genes, scores = evals.arrays()
     lat = latency_fn(genes)

@@ -25,14 +25,14 @@ __all__ = ["RLConfig", "rl_search", "mnas_reward"]
 
 @dataclass(frozen=True, slots=True)
 class RLConfig:
-    evaluations: int = 100       # distinct archs scored (the same budget random search gets)
-    batch: int = 10              # archs sampled per policy update
-    max_steps: int = 1000        # bound on policy updates (many samples may repeat already-scored archs)
+    evaluations: int = 100  # distinct archs scored (the same budget random search gets)
+    batch: int = 10  # archs sampled per policy update
+    max_steps: int = 1000  # bound on policy updates (many samples may repeat already-scored archs)
     lr: float = 0.1
     baseline_decay: float = 0.9
-    alpha: float = 0.0           # latency exponent when within budget
-    beta: float = -1.0           # latency exponent when over budget
-    entropy: float = 0.0         # optional entropy bonus weight
+    alpha: float = 0.0  # latency exponent when within budget
+    beta: float = -1.0  # latency exponent when over budget
+    entropy: float = 0.0  # optional entropy bonus weight
 
     def __post_init__(self) -> None:
         if self.evaluations < 1 or self.batch < 1 or self.max_steps < 1 or self.lr <= 0:
@@ -41,7 +41,9 @@ class RLConfig:
             raise HwnasError(f"baseline_decay must be in [0, 1), got {self.baseline_decay}")
 
 
-def mnas_reward(accuracy: np.ndarray, latency_ms: np.ndarray, *, budget_ms: float, alpha: float, beta: float) -> np.ndarray:
+def mnas_reward(
+    accuracy: np.ndarray, latency_ms: np.ndarray, *, budget_ms: float, alpha: float, beta: float
+) -> np.ndarray:
     """MnasNet's reward ACC · (LAT/T)^w, w = alpha within budget, beta over it."""
     ratio = latency_ms / budget_ms
     return accuracy * ratio ** np.where(ratio <= 1.0, alpha, beta)
@@ -81,7 +83,9 @@ def rl_search(
         scored = np.isfinite(acc)
         if not scored.any():
             break
-        reward = mnas_reward(acc[scored], latency_fn(genes[scored]), budget_ms=budget_ms, alpha=cfg.alpha, beta=cfg.beta)
+        reward = mnas_reward(
+            acc[scored], latency_fn(genes[scored]), budget_ms=budget_ms, alpha=cfg.alpha, beta=cfg.beta
+        )
         mean = float(reward.mean())
         baseline = mean if baseline is None else cfg.baseline_decay * baseline + (1 - cfg.baseline_decay) * mean
         adv = reward - baseline
@@ -104,7 +108,16 @@ def rl_search(
         all_genes, all_scores = evals.arrays()
     best_genes, best_ms, best_score = winner_of(genome, evals, latency_fn, budget_ms=budget_ms)
     return SearchResult(
-        strategy="rl", budget_ms=budget_ms, arch=genome.decode(best_genes[None, :])[0], predicted_ms=best_ms,
-        accuracy=best_score, evaluated=evals.count, seconds=time.perf_counter() - start, genome=genome, genes=all_genes,
-        latency_ms=latency_fn(all_genes), scores=all_scores, notes={"policy_updates": steps},
+        strategy="rl",
+        budget_ms=budget_ms,
+        arch=genome.decode(best_genes[None, :])[0],
+        predicted_ms=best_ms,
+        accuracy=best_score,
+        evaluated=evals.count,
+        seconds=time.perf_counter() - start,
+        genome=genome,
+        genes=all_genes,
+        latency_ms=latency_fn(all_genes),
+        scores=all_scores,
+        notes={"policy_updates": steps},
     )

@@ -34,9 +34,20 @@ if TYPE_CHECKING:
     from hwnas.latency.lut import LatencyTable
     from hwnas.supernet import Supernet
 
-__all__ = ["ScaleConfig", "ScaledArch", "ScaleResult", "RowSource", "compound_scale", "missing_blocks",
-           "scale_to_budget", "scaled_to_meta", "scaled_from_meta", "scaled_latency_ms", "scaled_card",
-           "init_scaled_model"]
+__all__ = [
+    "ScaleConfig",
+    "ScaledArch",
+    "ScaleResult",
+    "RowSource",
+    "compound_scale",
+    "missing_blocks",
+    "scale_to_budget",
+    "scaled_to_meta",
+    "scaled_from_meta",
+    "scaled_latency_ms",
+    "scaled_card",
+    "init_scaled_model",
+]
 
 log = logging.getLogger(__name__)
 RowSource = Callable[[Sequence[BlockSpec]], "Mapping[str, TimingStats]"]  # missing blocks -> rows on the table's base
@@ -44,9 +55,9 @@ RowSource = Callable[[Sequence[BlockSpec]], "Mapping[str, TimingStats]"]  # miss
 
 @dataclass(frozen=True, slots=True)
 class ScaleConfig:
-    alpha: float = 1.2    # depth
-    beta: float = 1.1     # width
-    gamma: float = 1.15   # resolution
+    alpha: float = 1.2  # depth
+    beta: float = 1.1  # width
+    gamma: float = 1.15  # resolution
     phis: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0)
     resolution_step: int = 4
 
@@ -92,8 +103,10 @@ def compound_scale(space: SpaceSpec, arch: Arch, phi: float, *, cfg: ScaleConfig
 def _scaled_space(space: SpaceSpec, *, width: float, depths: Sequence[int], resolution: int) -> SpaceSpec:
     """The preset of `space` at `width`, with `depths[i]` added to stage i's depth choices and `resolution` added."""
     base = with_io(get_space(space.name, width=width), in_channels=space.in_channels, num_classes=space.num_classes)
-    stages = tuple(dataclasses.replace(stage, depths=tuple(sorted(set(stage.depths) | {depth})))
-                   for stage, depth in zip(base.stages, depths))
+    stages = tuple(
+        dataclasses.replace(stage, depths=tuple(sorted(set(stage.depths) | {depth})))
+        for stage, depth in zip(base.stages, depths)
+    )
     return dataclasses.replace(base, stages=stages, resolutions=tuple(sorted(set(base.resolutions) | {resolution})))
 
 
@@ -117,8 +130,9 @@ def _scaled_ms(table: LatencyTable, space: SpaceSpec, arch: Arch) -> tuple[float
         return float("nan"), missing
     raw = sum(table.ms(k) for k in keys)
     cal = Calibration.from_meta(table.meta.get("calibration"))
-    res = min((r for r, _, _ in cal.per_resolution), key=lambda r: (abs(r - arch.resolution), -r),
-              default=arch.resolution)
+    res = min(
+        (r for r, _, _ in cal.per_resolution), key=lambda r: (abs(r - arch.resolution), -r), default=arch.resolution
+    )
     return cal.apply(raw, res, boundary_melems(space, arch), final_stage_mweights(space, arch)), []
 
 
@@ -129,7 +143,12 @@ PRIOR_GROWTH = 0.5 * math.log(2.0)
 
 
 def scale_to_budget(
-    table: LatencyTable, space: SpaceSpec, arch: Arch, *, budget_ms: float, cfg: ScaleConfig,
+    table: LatencyTable,
+    space: SpaceSpec,
+    arch: Arch,
+    *,
+    budget_ms: float,
+    cfg: ScaleConfig,
     measure: RowSource | None = None,
 ) -> ScaleResult:
     """The largest compound-scaled version of `arch` (over `cfg.phis`, ascending, stopping at the first over budget)
@@ -153,7 +172,7 @@ def scale_to_budget(
     for i, (phi, scaled_space, scaled) in enumerate(scalings):
         missing = missing_blocks(table, scaled_space, scaled)
         if missing and measure is not None:
-            window = [s for s in scalings[i + 1:] if not base_ms * math.exp(growth * s[0]) > WINDOW_MARGIN * budget_ms]
+            window = [s for s in scalings[i + 1 :] if not base_ms * math.exp(growth * s[0]) > WINDOW_MARGIN * budget_ms]
             wanted = dict.fromkeys(missing + tuple(b for _, sp, a in window for b in missing_blocks(table, sp, a)))
             table = with_extra_rows(table, measure(tuple(wanted)))
             missing = missing_blocks(table, scaled_space, scaled)
@@ -161,7 +180,8 @@ def scale_to_budget(
             raise HwnasError(
                 f"LUT {table.source} lacks {len(missing)} rows for the arch scaled by phi={phi} (width "
                 f"{scaled_space.width}, resolution {scaled.resolution}), e.g. '{missing[0].key}'; 'hwnas search "
-                f"--strategy scale' times them on demand on the table's device, or use --strategy evolution")
+                f"--strategy scale' times them on demand on the table's device, or use --strategy evolution"
+            )
         ms, _ = _scaled_ms(table, scaled_space, scaled)
         tried.append(ScaledArch(phi, scaled_space, scaled, ms, space, arch))
         if ms > budget_ms:
@@ -170,22 +190,28 @@ def scale_to_budget(
         if base_ms > 0 and ms > base_ms:
             growth = math.log(ms / base_ms) / phi
     if best is None:
-        raise HwnasError(f"even the smallest scaling (phi={phis[0]}) of {arch} exceeds {budget_ms:g} ms "
-                         f"({tried[0].predicted_ms:.4f} ms); search within the space instead (--strategy evolution)")
+        raise HwnasError(
+            f"even the smallest scaling (phi={phis[0]}) of {arch} exceeds {budget_ms:g} ms "
+            f"({tried[0].predicted_ms:.4f} ms); search within the space instead (--strategy evolution)"
+        )
     return ScaleResult(best, tuple(tried), time.perf_counter() - start)
 
 
 def scaled_to_meta(scaled: ScaledArch, cfg: ScaleConfig) -> dict[str, Any]:
     """What `scaled_from_meta` (and so `hwnas export`) needs to rebuild the scaled space and arch, as JSON."""
     base, space = scaled.base_space, scaled.space
-    return {"phi": scaled.phi, "arch": str(scaled.arch), "base_arch": str(scaled.base_arch),
-            "base_space": {"name": base.name, "width": base.width, "hash": space_hash(base)},
-            "width": space.width, "resolution": scaled.arch.resolution,
-            "depths": [len(s) for s in scaled.arch.stages],
-            "added_depths": [len(s) - len(b) for s, b in zip(scaled.arch.stages, scaled.base_arch.stages)],
-            "space_hash": space_hash(space),
-            "config": {"alpha": cfg.alpha, "beta": cfg.beta, "gamma": cfg.gamma,
-                       "resolution_step": cfg.resolution_step}}
+    return {
+        "phi": scaled.phi,
+        "arch": str(scaled.arch),
+        "base_arch": str(scaled.base_arch),
+        "base_space": {"name": base.name, "width": base.width, "hash": space_hash(base)},
+        "width": space.width,
+        "resolution": scaled.arch.resolution,
+        "depths": [len(s) for s in scaled.arch.stages],
+        "added_depths": [len(s) - len(b) for s, b in zip(scaled.arch.stages, scaled.base_arch.stages)],
+        "space_hash": space_hash(space),
+        "config": {"alpha": cfg.alpha, "beta": cfg.beta, "gamma": cfg.gamma, "resolution_step": cfg.resolution_step},
+    }
 
 
 def scaled_from_meta(meta: Mapping[str, Any], base_space: SpaceSpec, *, where: str) -> ScaledArch:
@@ -194,20 +220,25 @@ def scaled_from_meta(meta: Mapping[str, Any], base_space: SpaceSpec, *, where: s
 
     try:
         if meta["base_space"]["hash"] != space_hash(base_space):
-            raise HwnasError(f"{where}: the arch was scaled from space {meta['base_space']['name']} (hash "
-                             f"{meta['base_space']['hash']}), not this run's {base_space.name} (hash "
-                             f"{space_hash(base_space)}); export it with the run it was searched for")
+            raise HwnasError(
+                f"{where}: the arch was scaled from space {meta['base_space']['name']} (hash "
+                f"{meta['base_space']['hash']}), not this run's {base_space.name} (hash "
+                f"{space_hash(base_space)}); export it with the run it was searched for"
+            )
         base_arch = check_arch(base_space, Arch.parse(meta["base_arch"]))
         arch = Arch.parse(meta["arch"])
-        space = _scaled_space(base_space, width=float(meta["width"]), depths=[len(s) for s in arch.stages],
-                              resolution=arch.resolution)
+        space = _scaled_space(
+            base_space, width=float(meta["width"]), depths=[len(s) for s in arch.stages], resolution=arch.resolution
+        )
         phi, predicted = float(meta["phi"]), float(meta.get("predicted_ms") or "nan")
     except (KeyError, TypeError, ValueError):
         raise HwnasError(f"{where}: the 'scaled' entry is incomplete; rerun 'hwnas search --strategy scale'") from None
     if space_hash(space) != meta.get("space_hash"):
-        raise HwnasError(f"{where}: the scaled space rebuilt from it (hash {space_hash(space)}) is not the one "
-                         f"searched (hash {meta.get('space_hash')}); rerun 'hwnas search --strategy scale' with this "
-                         "hwnas")
+        raise HwnasError(
+            f"{where}: the scaled space rebuilt from it (hash {space_hash(space)}) is not the one "
+            f"searched (hash {meta.get('space_hash')}); rerun 'hwnas search --strategy scale' with this "
+            "hwnas"
+        )
     return ScaledArch(phi, space, check_arch(space, arch), predicted, base_space, base_arch)
 
 
@@ -218,8 +249,14 @@ def scaled_latency_ms(table: LatencyTable, lut_path: Path, space: SpaceSpec, arc
 
     ms, missing = _scaled_ms(with_extra_rows(table, load_extra_rows(table, lut_path)), space, arch)
     if missing:
-        log.warning("LUT %s and its extra rows lack %d rows of %s (e.g. %s): predicted latency left empty; rerun "
-                    "'hwnas search --strategy scale' with this LUT", lut_path, len(missing), arch, missing[0])
+        log.warning(
+            "LUT %s and its extra rows lack %d rows of %s (e.g. %s): predicted latency left empty; rerun "
+            "'hwnas search --strategy scale' with this LUT",
+            lut_path,
+            len(missing),
+            arch,
+            missing[0],
+        )
         return None
     return ms
 
@@ -227,12 +264,14 @@ def scaled_latency_ms(table: LatencyTable, lut_path: Path, space: SpaceSpec, arc
 def scaled_card(scaled: Mapping[str, Any], *, finetune_epochs: int) -> dict[str, Any]:
     """The model card's 'scaled' entry: what was scaled, how the model was initialised, where its accuracy comes
     from."""
-    return {**scaled,
-            "init": "the supernet's weights of base_arch in the leading channels (weights from new to old channels "
-                    "zeroed), added layers copies of their stage's last layer starting as identities (project "
-                    "BatchNorm scale and shift 0)",
-            "accuracy_source": f"{finetune_epochs}-epoch KD fine-tune of a compound-scaled arch outside the trained "
-                               "supernet (its accuracy is not the supernet's)"}
+    return {
+        **scaled,
+        "init": "the supernet's weights of base_arch in the leading channels (weights from new to old channels "
+        "zeroed), added layers copies of their stage's last layer starting as identities (project "
+        "BatchNorm scale and shift 0)",
+        "accuracy_source": f"{finetune_epochs}-epoch KD fine-tune of a compound-scaled arch outside the trained "
+        "supernet (its accuracy is not the supernet's)",
+    }
 
 
 def init_scaled_model(supernet: Supernet, scaled: ScaledArch) -> nn.Sequential:
@@ -295,4 +334,4 @@ def _copy_leading(dest: nn.Module, src: nn.Module) -> None:
         assert tensor.dim() == source.dim() and all(d >= s for d, s in zip(tensor.shape, source.shape)), name
         tensor[tuple(slice(0, s) for s in source.shape)] = source
         if tensor.dim() >= 2 and tensor.shape[1] > source.shape[1]:
-            tensor[: source.shape[0], source.shape[1]:] = 0
+            tensor[: source.shape[0], source.shape[1] :] = 0

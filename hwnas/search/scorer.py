@@ -38,11 +38,11 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class ScorerConfig:
-    calib_batches: int = 4          # training batches used to re-estimate BN statistics
+    calib_batches: int = 4  # training batches used to re-estimate BN statistics
     calib_batch_size: int = 256
     val_batch_size: int = 1000
-    val_images: int | None = None   # evaluate on the first N val images (None: the whole split)
-    seed: int = 0                   # which training images calibrate BN (fixed, so scores are reproducible)
+    val_images: int | None = None  # evaluate on the first N val images (None: the whole split)
+    seed: int = 0  # which training images calibrate BN (fixed, so scores are reproducible)
 
     def __post_init__(self) -> None:
         if self.calib_batches < 1 or self.calib_batch_size < 1 or self.val_batch_size < 1:
@@ -59,9 +59,18 @@ class SupernetScorer:
     `on_measured(arch_string, accuracy)` runs after each fresh measurement, before it enters the cache.
     """
 
-    def __init__(self, space: SpaceSpec, build: Callable[[Arch], nn.Module], *, train: Split, val: Split,
-                 cfg: ScorerConfig, device: torch.device | None = None, known: Mapping[str, float] | None = None,
-                 on_measured: Callable[[str, float], None] | None = None) -> None:
+    def __init__(
+        self,
+        space: SpaceSpec,
+        build: Callable[[Arch], nn.Module],
+        *,
+        train: Split,
+        val: Split,
+        cfg: ScorerConfig,
+        device: torch.device | None = None,
+        known: Mapping[str, float] | None = None,
+        on_measured: Callable[[str, float], None] | None = None,
+    ) -> None:
         self.space = space
         self.build = build
         self.train_split = train
@@ -80,12 +89,27 @@ class SupernetScorer:
             gen = torch.Generator().manual_seed(cfg.seed)
             n_train = len(self.train_split)
             order = torch.randperm(n_train, generator=gen)[: cfg.calib_batches * cfg.calib_batch_size]
-            calib = [make_batch(self.train_split, order[i : i + cfg.calib_batch_size], resolution=resolution,
-                                device=self.device, channels_last=True)[0]
-                     for i in range(0, order.numel(), cfg.calib_batch_size)]
+            calib = [
+                make_batch(
+                    self.train_split,
+                    order[i : i + cfg.calib_batch_size],
+                    resolution=resolution,
+                    device=self.device,
+                    channels_last=True,
+                )[0]
+                for i in range(0, order.numel(), cfg.calib_batch_size)
+            ]
             n_val = len(self.val_split) if cfg.val_images is None else min(cfg.val_images, len(self.val_split))
-            val = [make_batch(self.val_split, torch.arange(i, min(i + cfg.val_batch_size, n_val)), resolution=resolution,
-                              device=self.device, channels_last=True) for i in range(0, n_val, cfg.val_batch_size)]
+            val = [
+                make_batch(
+                    self.val_split,
+                    torch.arange(i, min(i + cfg.val_batch_size, n_val)),
+                    resolution=resolution,
+                    device=self.device,
+                    channels_last=True,
+                )
+                for i in range(0, n_val, cfg.val_batch_size)
+            ]
             self._batches[resolution] = (calib, val)
         return self._batches[resolution]
 
@@ -115,9 +139,15 @@ class SupernetScorer:
         return np.array([self.accuracy(a) for a in archs])
 
 
-def scorer_for_run(run: LoadedRun, *, cfg: ScorerConfig, split: str = "val", known: Mapping[str, float] | None = None,
-                   on_measured: Callable[[str, float], None] | None = None,
-                   data_dir: Path | None = None) -> SupernetScorer:
+def scorer_for_run(
+    run: LoadedRun,
+    *,
+    cfg: ScorerConfig,
+    split: str = "val",
+    known: Mapping[str, float] | None = None,
+    on_measured: Callable[[str, float], None] | None = None,
+    data_dir: Path | None = None,
+) -> SupernetScorer:
     """Scorer of a run on the exact train/val split its training used (same val_size and seed: no leakage).
 
     `data_dir` replaces the data folder the run recorded (needed for imported ImageNet supernets, which record none);
@@ -126,8 +156,22 @@ def scorer_for_run(run: LoadedRun, *, cfg: ScorerConfig, split: str = "val", kno
     from hwnas.data.run_data import load_run_dataset
     from hwnas.supernet.supernet import extract
 
-    data = load_run_dataset(run.dataset, data_dir or run.data_dir, val_size=run.config.val_size, seed=run.config.seed,
-                            resolution=max(run.space.resolutions), num_classes=run.space.num_classes,
-                            train_images=cfg.calib_batches * cfg.calib_batch_size, val_images=cfg.val_images or 10_000)
-    return SupernetScorer(run.space, lambda arch: extract(run.supernet, arch), train=data.train, val=data.split(split),
-                          cfg=cfg, known=known, on_measured=on_measured)
+    data = load_run_dataset(
+        run.dataset,
+        data_dir or run.data_dir,
+        val_size=run.config.val_size,
+        seed=run.config.seed,
+        resolution=max(run.space.resolutions),
+        num_classes=run.space.num_classes,
+        train_images=cfg.calib_batches * cfg.calib_batch_size,
+        val_images=cfg.val_images or 10_000,
+    )
+    return SupernetScorer(
+        run.space,
+        lambda arch: extract(run.supernet, arch),
+        train=data.train,
+        val=data.split(split),
+        cfg=cfg,
+        known=known,
+        on_measured=on_measured,
+    )

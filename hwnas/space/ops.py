@@ -62,7 +62,9 @@ def check_arch(space: SpaceSpec, arch: Arch) -> Arch:
     """Return `arch` if it belongs to `space`, else raise naming the first offending field."""
     reason = _why_not(space, arch)
     if reason is not None:
-        raise HwnasError(f"arch {arch} is not in space {space.name}: {reason}; see 'hwnas space show --space {space.name}'")
+        raise HwnasError(
+            f"arch {arch} is not in space {space.name}: {reason}; see 'hwnas space show --space {space.name}'"
+        )
     return arch
 
 
@@ -96,7 +98,7 @@ def crossover(space: SpaceSpec, a: Arch, b: Arch, rng: random.Random) -> Arch:
     """Uniform crossover: each decision taken from either parent (missing layers filled from the other parent or sampled)."""
     res = rng.choice((a.resolution, b.resolution))
     stages = []
-    for la, lb, stage in zip(a.stages, b.stages, space.stages):
+    for la, lb in zip(a.stages, b.stages):
         depth = rng.choice((len(la), len(lb)))
         layers = []
         for j in range(depth):
@@ -132,7 +134,9 @@ def first_block(space: SpaceSpec, resolution: int) -> BlockSpec:
 def layer_block(space: SpaceSpec, stage_idx: int, layer_idx: int, choice: LayerChoice, *, in_hw: int) -> BlockSpec:
     """Signature of layer `layer_idx` of stage `stage_idx` with `choice`, seeing `in_hw` input (before its stride)."""
     stage = space.stages[stage_idx]
-    in_ch = (space.first_ch if stage_idx == 0 else space.stages[stage_idx - 1].out_ch) if layer_idx == 0 else stage.out_ch
+    in_ch = (
+        (space.first_ch if stage_idx == 0 else space.stages[stage_idx - 1].out_ch) if layer_idx == 0 else stage.out_ch
+    )
     stride = stage.stride if layer_idx == 0 else 1
     return BlockSpec("ir", in_ch, stage.out_ch, choice.kernel, choice.expand, stride, stage.se, stage.act, in_hw)
 
@@ -150,7 +154,9 @@ def stage_input_hw(space: SpaceSpec, resolution: int) -> tuple[int, ...]:
 def head_block(space: SpaceSpec, resolution: int) -> BlockSpec:
     hw = stage_input_hw(space, resolution)[-1]
     hw = _out_hw(hw, space.stages[-1].stride)
-    return BlockSpec("head", space.stages[-1].out_ch, space.num_classes, 1, space.head_expand, 1, False, "hs", hw, space.head_feat_ch)
+    return BlockSpec(
+        "head", space.stages[-1].out_ch, space.num_classes, 1, space.head_expand, 1, False, "hs", hw, space.head_feat_ch
+    )
 
 
 def blocks_of(space: SpaceSpec, arch: Arch) -> tuple[BlockSpec, ...]:
@@ -159,7 +165,9 @@ def blocks_of(space: SpaceSpec, arch: Arch) -> tuple[BlockSpec, ...]:
     blocks = [stem_block(space, arch.resolution), first_block(space, arch.resolution)]
     for i, (layers, in_hw) in enumerate(zip(arch.stages, stage_input_hw(space, arch.resolution))):
         for j, choice in enumerate(layers):
-            blocks.append(layer_block(space, i, j, choice, in_hw=in_hw if j == 0 else _out_hw(in_hw, space.stages[i].stride)))
+            blocks.append(
+                layer_block(space, i, j, choice, in_hw=in_hw if j == 0 else _out_hw(in_hw, space.stages[i].stride))
+            )
     blocks.append(head_block(space, arch.resolution))
     return tuple(blocks)
 

@@ -50,7 +50,11 @@ class SpaceSpec:
     def __post_init__(self) -> None:
         if self.in_channels < 1 or self.num_classes < 2:
             raise HwnasError(f"space {self.name}: in_channels >= 1 and num_classes >= 2 required")
-        if not self.resolutions or any(r < 8 for r in self.resolutions) or list(self.resolutions) != sorted(set(self.resolutions)):
+        if (
+            not self.resolutions
+            or any(r < 8 for r in self.resolutions)
+            or list(self.resolutions) != sorted(set(self.resolutions))
+        ):
             raise HwnasError(f"space {self.name}: resolutions must be distinct, ascending and >= 8")
 
     @property
@@ -58,8 +62,18 @@ class SpaceSpec:
         return max(max(stage.depths) for stage in self.stages)
 
 
-def _mobilenet_v3_space(name: str, width: float, *, stage_ch: tuple[int, ...], in_channels: int, num_classes: int,
-                        resolutions: tuple[int, ...], stem_stride: int, head_expand: int, head_feat_ch: int) -> SpaceSpec:
+def _mobilenet_v3_space(
+    name: str,
+    width: float,
+    *,
+    stage_ch: tuple[int, ...],
+    in_channels: int,
+    num_classes: int,
+    resolutions: tuple[int, ...],
+    stem_stride: int,
+    head_expand: int,
+    head_feat_ch: int,
+) -> SpaceSpec:
     """The MobileNetV3 layout shared by the presets: strides 2/2/2/1/2, act re/re/hs/hs/hs, SE off/on/off/on/on."""
     ch = [make_divisible(c * width) for c in stage_ch]
     layout = zip(ch, (2, 2, 2, 1, 2), ("re", "re", "hs", "hs", "hs"), (False, True, False, True, True))
@@ -81,8 +95,17 @@ def _mobilenet_v3_space(name: str, width: float, *, stage_ch: tuple[int, ...], i
 
 def _mbv3(width: float) -> SpaceSpec:
     """OFA's MobileNetV3 space (Cai et al., 2020): 5 elastic stages, k{3,5,7}, e{3,4,6}, d{2,3,4}, 128–224 px."""
-    return _mobilenet_v3_space("mbv3", width, stage_ch=(24, 40, 80, 112, 160), in_channels=3, num_classes=1000,
-                               resolutions=(128, 160, 192, 224), stem_stride=2, head_expand=6, head_feat_ch=1280)
+    return _mobilenet_v3_space(
+        "mbv3",
+        width,
+        stage_ch=(24, 40, 80, 112, 160),
+        in_channels=3,
+        num_classes=1000,
+        resolutions=(128, 160, 192, 224),
+        stem_stride=2,
+        head_expand=6,
+        head_feat_ch=1280,
+    )
 
 
 def _mbv3_tiny(width: float) -> SpaceSpec:
@@ -92,8 +115,17 @@ def _mbv3_tiny(width: float) -> SpaceSpec:
     32 px. Wider stages or larger inputs cost training throughput a run of minutes cannot spare, and inputs upsampled
     well beyond 28 px cost the most while carrying no information a 28 px image lacks.
     """
-    return _mobilenet_v3_space("mbv3-tiny", width, stage_ch=(16, 24, 32, 48, 64), in_channels=1, num_classes=10,
-                               resolutions=(24, 28, 32), stem_stride=1, head_expand=4, head_feat_ch=640)
+    return _mobilenet_v3_space(
+        "mbv3-tiny",
+        width,
+        stage_ch=(16, 24, 32, 48, 64),
+        in_channels=1,
+        num_classes=10,
+        resolutions=(24, 28, 32),
+        stem_stride=1,
+        head_expand=4,
+        head_feat_ch=640,
+    )
 
 
 _PRESETS = {"mbv3": _mbv3, "mbv3-tiny": _mbv3_tiny}

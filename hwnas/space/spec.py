@@ -158,7 +158,12 @@ class LayerChoice:
     expand: int
 
     def __post_init__(self) -> None:
-        if not isinstance(self.kernel, int) or isinstance(self.kernel, bool) or self.kernel % 2 == 0 or not 1 <= self.kernel <= _MAX_KERNEL:
+        if (
+            not isinstance(self.kernel, int)
+            or isinstance(self.kernel, bool)
+            or self.kernel % 2 == 0
+            or not 1 <= self.kernel <= _MAX_KERNEL
+        ):
             raise HwnasError(f"kernel must be odd in 1..{_MAX_KERNEL}, got {self.kernel!r}")
         if not isinstance(self.expand, int) or isinstance(self.expand, bool) or not 1 <= self.expand <= _MAX_EXPAND:
             raise HwnasError(f"expand must be an integer in 1..{_MAX_EXPAND}, got {self.expand!r}")
@@ -179,7 +184,11 @@ class Arch:
     stages: tuple[tuple[LayerChoice, ...], ...]
 
     def __post_init__(self) -> None:
-        if not isinstance(self.resolution, int) or isinstance(self.resolution, bool) or not 8 <= self.resolution <= _MAX_RESOLUTION:
+        if (
+            not isinstance(self.resolution, int)
+            or isinstance(self.resolution, bool)
+            or not 8 <= self.resolution <= _MAX_RESOLUTION
+        ):
             raise HwnasError(f"resolution must be an integer in 8..{_MAX_RESOLUTION}, got {self.resolution!r}")
         if not isinstance(self.stages, tuple) or not self.stages:
             raise HwnasError("an arch needs at least one stage")
@@ -219,7 +228,9 @@ def _parse_lenient(text: str) -> Arch:
     if len(text) > 10_000:
         raise HwnasError(f"arch string is too long ({len(text)} chars); expected e.g. {_ARCH_EXAMPLE!r}")
     if not head.startswith("r") or not head[1:].isdigit() or len(head) > 6:
-        raise HwnasError(f"arch {text!r} must start with the resolution, e.g. 'r160/...'; expected e.g. {_ARCH_EXAMPLE!r}")
+        raise HwnasError(
+            f"arch {text!r} must start with the resolution, e.g. 'r160/...'; expected e.g. {_ARCH_EXAMPLE!r}"
+        )
     if len(parts) < 2:
         raise HwnasError(f"arch {text!r} has no stages; expected e.g. {_ARCH_EXAMPLE!r}")
     stages = []

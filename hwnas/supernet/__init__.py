@@ -4,6 +4,13 @@ from hwnas.supernet.elastic import ElasticMBConv, IrWeights, reorder_channels, s
 from hwnas.supernet.supernet import Supernet, copy_ir_weights, extract
 
 __all__ = [
-    "ElasticMBConv", "IrWeights", "reorder_channels", "slice_ir", "sliced_bn", "transformed_kernel",
-    "Supernet", "copy_ir_weights", "extract",
+    "ElasticMBConv",
+    "IrWeights",
+    "reorder_channels",
+    "slice_ir",
+    "sliced_bn",
+    "transformed_kernel",
+    "Supernet",
+    "copy_ir_weights",
+    "extract",
 ]

@@ -69,7 +69,9 @@ def _library() -> Any:
         cmd = [compiler, "-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-o", tmp, str(_SOURCE)]
         try:
             subprocess.run(cmd, check=True, capture_output=True, timeout=120)
-            os.replace(tmp, target)  # atomic: concurrent ranks each build, the last rename wins, readers see a whole file
+            os.replace(
+                tmp, target
+            )  # atomic: concurrent ranks each build, the last rename wins, readers see a whole file
         except (OSError, subprocess.SubprocessError) as exc:
             Path(tmp).unlink(missing_ok=True)
             log.info("building %s failed (%s): depthwise weight gradients use oneDNN", _SOURCE.name, exc)
@@ -85,8 +87,9 @@ def _library() -> Any:
     return fn
 
 
-def native_grad_weight(x: torch.Tensor, grad_out: torch.Tensor, kernel: tuple[int, int], *, stride: int,
-                       padding: tuple[int, int]) -> torch.Tensor | None:
+def native_grad_weight(
+    x: torch.Tensor, grad_out: torch.Tensor, kernel: tuple[int, int], *, stride: int, padding: tuple[int, int]
+) -> torch.Tensor | None:
     """Depthwise weight gradient (C×1×kh×kw) from the C kernel, or None if it does not apply to these tensors."""
     fn = _library()
     if fn is None or x.device.type != "cpu" or x.dtype != torch.float32 or grad_out.dtype != torch.float32:
@@ -95,19 +98,36 @@ def native_grad_weight(x: torch.Tensor, grad_out: torch.Tensor, kernel: tuple[in
     g_nhwc = grad_out.permute(0, 2, 3, 1).contiguous()
     n, h, w, c = x_nhwc.shape
     out = torch.empty(kernel[0], kernel[1], c, dtype=torch.float32)
-    code = fn(x_nhwc.data_ptr(), g_nhwc.data_ptr(), out.data_ptr(), n, h, w, c, g_nhwc.shape[1], g_nhwc.shape[2],
-              kernel[0], kernel[1], stride, padding[0], padding[1], torch.get_num_threads())
+    code = fn(
+        x_nhwc.data_ptr(),
+        g_nhwc.data_ptr(),
+        out.data_ptr(),
+        n,
+        h,
+        w,
+        c,
+        g_nhwc.shape[1],
+        g_nhwc.shape[2],
+        kernel[0],
+        kernel[1],
+        stride,
+        padding[0],
+        padding[1],
+        torch.get_num_threads(),
+    )
     if code != 0:
         return None
     return out.permute(2, 0, 1).unsqueeze(1)
 
 
-def grad_weight_reference(x: torch.Tensor, grad_out: torch.Tensor, weight: torch.Tensor, *, stride: int,
-                          padding: tuple[int, int]) -> torch.Tensor:
+def grad_weight_reference(
+    x: torch.Tensor, grad_out: torch.Tensor, weight: torch.Tensor, *, stride: int, padding: tuple[int, int]
+) -> torch.Tensor:
     """oneDNN's depthwise weight gradient (what autograd of `F.conv2d` computes)."""
     c = x.shape[1]
-    return _CONV_BACKWARD(grad_out, x, weight, None, [stride, stride], list(padding), [1, 1], False, [0, 0], c,
-                          [False, True, False])[1]
+    return _CONV_BACKWARD(
+        grad_out, x, weight, None, [stride, stride], list(padding), [1, 1], False, [0, 0], c, [False, True, False]
+    )[1]
 
 
 class _DepthwiseConv(torch.autograd.Function):
@@ -128,14 +148,24 @@ class _DepthwiseConv(torch.autograd.Function):
             if same:
                 grad_x = F.conv2d(grad_out, weight.flip(2, 3), None, 1, padding, 1, c)
             else:
-                grad_x = _CONV_BACKWARD(grad_out, x, weight, None, [stride, stride], list(padding), [1, 1], False,
-                                        [0, 0], c, [True, False, False])[0]
+                grad_x = _CONV_BACKWARD(
+                    grad_out,
+                    x,
+                    weight,
+                    None,
+                    [stride, stride],
+                    list(padding),
+                    [1, 1],
+                    False,
+                    [0, 0],
+                    c,
+                    [True, False, False],
+                )[0]
         if ctx.needs_input_grad[1]:
             kernel = tuple(weight.shape[-2:])
             # oneDNN's own 3×3 kernel is as fast or faster on maps of 8×8 and up (bench/bench_depthwise.py)
             onednn_is_fine = kernel == (3, 3) and min(grad_out.shape[-2:]) >= 8
-            grad_w = None if onednn_is_fine else native_grad_weight(x, grad_out, kernel, stride=stride,
-                                                                     padding=padding)
+            grad_w = None if onednn_is_fine else native_grad_weight(x, grad_out, kernel, stride=stride, padding=padding)
             if grad_w is None:
                 grad_w = grad_weight_reference(x, grad_out, weight, stride=stride, padding=padding)
         return grad_x, grad_w, None, None

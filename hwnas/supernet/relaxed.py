@@ -28,7 +28,9 @@ from hwnas.supernet.supernet import Supernet
 __all__ = ["gated_forward", "relaxed_forward", "relaxed_layer"]
 
 
-def gated_forward(supernet: Supernet, x: torch.Tensor, indices: torch.Tensor, gates: torch.Tensor | None) -> torch.Tensor:
+def gated_forward(
+    supernet: Supernet, x: torch.Tensor, indices: torch.Tensor, gates: torch.Tensor | None
+) -> torch.Tensor:
     """Run the path `indices` [stages, positions] (skip = last column index); multiply outputs by `gates` if given."""
     space = supernet.space
     skip = None if gates is None else gates.shape[-1] - 1
@@ -55,8 +57,15 @@ def _full_bn(bn: torch.nn.BatchNorm2d) -> tuple[torch.Tensor, ...]:
     return (bn.weight, bn.bias, bn.running_mean, bn.running_var)  # type: ignore[return-value]
 
 
-def relaxed_layer(layer: ElasticMBConv, x: torch.Tensor, *, kernel_probs: torch.Tensor, kernels: tuple[int, ...],
-                  channel_mask: torch.Tensor, se_mask: torch.Tensor | None = None) -> torch.Tensor:
+def relaxed_layer(
+    layer: ElasticMBConv,
+    x: torch.Tensor,
+    *,
+    kernel_probs: torch.Tensor,
+    kernels: tuple[int, ...],
+    channel_mask: torch.Tensor,
+    se_mask: torch.Tensor | None = None,
+) -> torch.Tensor:
     """One elastic layer with mixed depthwise kernel and soft channel masks (largest-size path, one conv each).
 
     `se_mask` soft-masks the squeeze-excite bottleneck the same way (a smaller expand uses fewer SE units), so a one-hot
@@ -84,7 +93,9 @@ def relaxed_layer(layer: ElasticMBConv, x: torch.Tensor, *, kernel_probs: torch.
 
 
 @functools.lru_cache(maxsize=64)
-def _marginal_maps(space: SpaceSpec, s: int) -> tuple[torch.Tensor, torch.Tensor, tuple[tuple[torch.Tensor, torch.Tensor], ...]]:
+def _marginal_maps(
+    space: SpaceSpec, s: int
+) -> tuple[torch.Tensor, torch.Tensor, tuple[tuple[torch.Tensor, torch.Tensor], ...]]:
     """For stage s: [choices, kernels] and [choices, expands] one-hot maps, and per position kind (first layer, later
     layers: their input widths differ) the [expands, max_mid] 0/1 masks of the channels each expand ratio uses."""
     stage = space.stages[s]
@@ -119,8 +130,13 @@ def relaxed_forward(supernet: Supernet, x: torch.Tensor, probs: torch.Tensor) ->
         for p, layer in enumerate(layers):
             p_expand = cond[p] @ to_e
             mid_masks, se_masks = masks[0 if p == 0 else 1]
-            out = relaxed_layer(layer, x, kernel_probs=cond[p] @ to_k, kernels=stage.kernels,
-                                channel_mask=p_expand @ mid_masks.to(x.device, x.dtype),
-                                se_mask=p_expand @ se_masks.to(x.device, x.dtype) if stage.se else None)
+            out = relaxed_layer(
+                layer,
+                x,
+                kernel_probs=cond[p] @ to_k,
+                kernels=stage.kernels,
+                channel_mask=p_expand @ mid_masks.to(x.device, x.dtype),
+                se_mask=p_expand @ se_masks.to(x.device, x.dtype) if stage.se else None,
+            )
             x = out if p < min(stage.depths) else keep[p] * out + (1.0 - keep[p]) * x
     return supernet.head(x)  # type: ignore[no-any-return]

@@ -46,7 +46,9 @@ class Supernet(nn.Module):
 
     def forward(self, x: torch.Tensor, arch: Arch) -> torch.Tensor:  # type: ignore[override]
         if len(arch.stages) != len(self.stages):
-            raise HwnasError(f"arch {arch} has {len(arch.stages)} stages, supernet of {self.space.name} has {len(self.stages)}")
+            raise HwnasError(
+                f"arch {arch} has {len(arch.stages)} stages, supernet of {self.space.name} has {len(self.stages)}"
+            )
         x = self.first(self.stem(x))
         for layers, choices in zip(self.stage_layers(), arch.stages):
             for layer, choice in zip(layers, choices):

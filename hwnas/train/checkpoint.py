@@ -23,8 +23,18 @@ from hwnas.space import Arch, SpaceSpec, check_arch, get_space, space_hash, with
 from hwnas.supernet import Supernet, extract
 from hwnas.train.config import TrainConfig, config_from_dict
 
-__all__ = ["CHECKPOINT", "CONFIG", "METRICS", "FORMAT", "LoadedRun", "save_checkpoint", "read_checkpoint", "load_run",
-           "run_space", "state_mismatch"]
+__all__ = [
+    "CHECKPOINT",
+    "CONFIG",
+    "METRICS",
+    "FORMAT",
+    "LoadedRun",
+    "save_checkpoint",
+    "read_checkpoint",
+    "load_run",
+    "run_space",
+    "state_mismatch",
+]
 
 CHECKPOINT = "checkpoint.pt"
 CONFIG = "config.json"
@@ -84,11 +94,15 @@ def read_checkpoint(path: Path, *, map_location: str | torch.device = "cpu") -> 
             warnings.simplefilter("ignore")
             payload = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError:
-        raise HwnasError(f"{path} holds Python objects, not only tensors, and hwnas never unpickles code "
-                         "(torch.load weights_only); it is not an hwnas checkpoint: retrain the run") from None
+        raise HwnasError(
+            f"{path} holds Python objects, not only tensors, and hwnas never unpickles code "
+            "(torch.load weights_only); it is not an hwnas checkpoint: retrain the run"
+        ) from None
     except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile):
-        raise HwnasError(f"{path} is truncated or not a file written by torch.save; retrain the run, or resume it "
-                         "with 'hwnas train --resume' if an earlier checkpoint survives") from None
+        raise HwnasError(
+            f"{path} is truncated or not a file written by torch.save; retrain the run, or resume it "
+            "with 'hwnas train --resume' if an earlier checkpoint survives"
+        ) from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT or "model" not in payload:
         raise HwnasError(f"{path} is not an hwnas checkpoint (format {FORMAT}); retrain with 'hwnas train'")
     return payload
@@ -113,8 +127,7 @@ def state_mismatch(expected: dict[str, torch.Tensor], found: Any) -> str | None:
     return None
 
 
-def load_run(run_dir: str | Path, *, space: SpaceSpec | None = None,
-             device: str | torch.device = "cpu") -> LoadedRun:
+def load_run(run_dir: str | Path, *, space: SpaceSpec | None = None, device: str | torch.device = "cpu") -> LoadedRun:
     """The supernet of a training run, for search and export. `space`, if given, must be the run's space."""
     run = Path(run_dir)
     if not run.is_dir():
@@ -123,11 +136,15 @@ def load_run(run_dir: str | Path, *, space: SpaceSpec | None = None,
     cfg = config_from_dict(payload["config"])
     run_sp = run_space(cfg, in_channels=int(payload["in_channels"]), num_classes=int(payload["num_classes"]))
     if space_hash(run_sp) != payload["space_hash"]:
-        raise HwnasError(f"{run / CHECKPOINT} was trained on space {cfg.space} hash {payload['space_hash']}, "
-                         f"this hwnas builds hash {space_hash(run_sp)}; retrain the run with this version")
+        raise HwnasError(
+            f"{run / CHECKPOINT} was trained on space {cfg.space} hash {payload['space_hash']}, "
+            f"this hwnas builds hash {space_hash(run_sp)}; retrain the run with this version"
+        )
     if space is not None and space_hash(space) != payload["space_hash"]:
-        raise HwnasError(f"run {run} was trained on space {cfg.space} (hash {payload['space_hash']}), not "
-                         f"{space.name} (hash {space_hash(space)}); pass --space {cfg.space} or another --run")
+        raise HwnasError(
+            f"run {run} was trained on space {cfg.space} (hash {payload['space_hash']}), not "
+            f"{space.name} (hash {space_hash(space)}); pass --space {cfg.space} or another --run"
+        )
     supernet = Supernet(run_sp)
     mismatch = state_mismatch(supernet.state_dict(), payload["model"])
     if mismatch is not None:

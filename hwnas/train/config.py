@@ -76,10 +76,16 @@ class TrainConfig:
         steps = [s for s, _ in self.schedule_knots]
         clocks = [c for _, c in self.schedule_knots]
         ordered = steps == sorted(set(steps)) and clocks == sorted(clocks)
-        if self.schedule_knots and (self.schedule_steps < 1 or not ordered or steps[0] < 1
-                                    or not 0 <= clocks[0] <= clocks[-1] <= self.schedule_steps):
-            raise HwnasError(f"schedule_knots {self.schedule_knots} / schedule_steps {self.schedule_steps} are not a "
-                             "valid stretched schedule; they are written by 'hwnas train --resume', not by hand")
+        if self.schedule_knots and (
+            self.schedule_steps < 1
+            or not ordered
+            or steps[0] < 1
+            or not 0 <= clocks[0] <= clocks[-1] <= self.schedule_steps
+        ):
+            raise HwnasError(
+                f"schedule_knots {self.schedule_knots} / schedule_steps {self.schedule_steps} are not a "
+                "valid stretched schedule; they are written by 'hwnas train --resume', not by hand"
+            )
 
 
 def run_steps(cfg: TrainConfig, steps_per_epoch: int) -> int:
@@ -90,8 +96,11 @@ def run_steps(cfg: TrainConfig, steps_per_epoch: int) -> int:
 
 def resume_conflicts(saved: TrainConfig, cfg: TrainConfig) -> list[str]:
     """Fields where `cfg` differs from the stored `saved` config and that a resume may not change."""
-    return [f.name for f in dataclasses.fields(TrainConfig)
-            if f.name not in RESUME_CHANGEABLE and getattr(saved, f.name) != getattr(cfg, f.name)]
+    return [
+        f.name
+        for f in dataclasses.fields(TrainConfig)
+        if f.name not in RESUME_CHANGEABLE and getattr(saved, f.name) != getattr(cfg, f.name)
+    ]
 
 
 def config_to_dict(cfg: TrainConfig) -> dict[str, Any]:

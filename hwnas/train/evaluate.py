@@ -22,8 +22,9 @@ def _bns(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
 
 
 @torch.no_grad()
-def recalibrate_bn(model: nn.Module, images: Iterable[torch.Tensor], *, arch: Arch | None = None,
-                   channels_last: bool = False) -> None:
+def recalibrate_bn(
+    model: nn.Module, images: Iterable[torch.Tensor], *, arch: Arch | None = None, channels_last: bool = False
+) -> None:
     """Re-estimate every BN's running mean/var as the exact average over `images` (float batches).
 
     `model` is a static network (`model(x)`) or, with `arch`, a supernet (`model(x, arch)`; batches are resized to the
@@ -49,26 +50,56 @@ def recalibrate_bn(model: nn.Module, images: Iterable[torch.Tensor], *, arch: Ar
 
 
 @torch.no_grad()
-def accuracy(model: nn.Module, split: Split, *, resolution: int, batch_size: int = 500, arch: Arch | None = None,
-             device: torch.device | None = None, channels_last: bool = False, limit: int | None = None) -> float:
+def accuracy(
+    model: nn.Module,
+    split: Split,
+    *,
+    resolution: int,
+    batch_size: int = 500,
+    arch: Arch | None = None,
+    device: torch.device | None = None,
+    channels_last: bool = False,
+    limit: int | None = None,
+) -> float:
     """Top-1 accuracy of `model` (eval mode) on `split` at `resolution`; with `arch`, of that supernet subnet."""
     model.eval()
     correct = total = 0
-    for x, y in batches(split, batch_size=batch_size, resolution=resolution, device=device,
-                        channels_last=channels_last, limit=limit):
+    for x, y in batches(
+        split, batch_size=batch_size, resolution=resolution, device=device, channels_last=channels_last, limit=limit
+    ):
         logits = model(x, arch) if arch is not None else model(x)
         correct += int((logits.argmax(1) == y).sum())
         total += int(y.numel())
     return correct / max(1, total)
 
 
-def evaluate_arch(supernet: nn.Module, data: Dataset, arch: Arch, *, split: str = "val", recal_batches: int = 20,
-                  batch_size: int = 500, seed: int = 0, device: torch.device | None = None,
-                  channels_last: bool = False) -> float:
+def evaluate_arch(
+    supernet: nn.Module,
+    data: Dataset,
+    arch: Arch,
+    *,
+    split: str = "val",
+    recal_batches: int = 20,
+    batch_size: int = 500,
+    seed: int = 0,
+    device: torch.device | None = None,
+    channels_last: bool = False,
+) -> float:
     """BN-recalibrate `arch` on `recal_batches` seeded training batches, then its accuracy on `split`."""
     gen = torch.Generator().manual_seed(seed)
-    recal = (x for x, _ in batches(data.train, batch_size=batch_size // 2 or 1, shuffle=True, generator=gen,
-                                   device=device, limit=recal_batches))
+    recal = (
+        x
+        for x, _ in batches(
+            data.train, batch_size=batch_size // 2 or 1, shuffle=True, generator=gen, device=device, limit=recal_batches
+        )
+    )
     recalibrate_bn(supernet, recal, arch=arch, channels_last=channels_last)
-    return accuracy(supernet, data.split(split), resolution=arch.resolution, batch_size=batch_size, arch=arch,
-                    device=device, channels_last=channels_last)
+    return accuracy(
+        supernet,
+        data.split(split),
+        resolution=arch.resolution,
+        batch_size=batch_size,
+        arch=arch,
+        device=device,
+        channels_last=channels_last,
+    )

@@ -20,8 +20,14 @@ from hwnas.latency import LatencyTable, choice_latency_ms
 from hwnas.space import Arch, SpaceSpec
 from hwnas.train.arch_params import ArchParams, indices_of, log_prob
 
-__all__ = ["LatencyArrays", "latency_arrays", "expected_latency_ms", "indices_latency_ms", "arch_latency_ms",
-           "decode_near_target"]
+__all__ = [
+    "LatencyArrays",
+    "latency_arrays",
+    "expected_latency_ms",
+    "indices_latency_ms",
+    "arch_latency_ms",
+    "decode_near_target",
+]
 
 
 @dataclass(frozen=True)
@@ -73,8 +79,15 @@ def arch_latency_ms(params: ArchParams, arrays: LatencyArrays, arch: Arch) -> fl
     return float(indices_latency_ms(indices_of(params, arch), arrays))
 
 
-def decode_near_target(params: ArchParams, arrays: LatencyArrays, target_ms: float, *, generator: torch.Generator,
-                       samples: int = 4096, tolerance: float = 0.05) -> torch.Tensor:
+def decode_near_target(
+    params: ArchParams,
+    arrays: LatencyArrays,
+    target_ms: float,
+    *,
+    generator: torch.Generator,
+    samples: int = 4096,
+    tolerance: float = 0.05,
+) -> torch.Tensor:
     """The most probable arch (indices) among the argmax and `samples` draws from P whose predicted latency is within
     ±`tolerance` of the target; if none is, the one closest to the target.
 

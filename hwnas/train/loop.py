@@ -135,17 +135,31 @@ def _build(cfg: TrainConfig, data: Dataset, device: torch.device) -> tuple[Space
     return space, net
 
 
-def _evaluate(net: Supernet, space: SpaceSpec, data: Dataset, cfg: TrainConfig, device: torch.device) -> tuple[float, float]:
+def _evaluate(
+    net: Supernet, space: SpaceSpec, data: Dataset, cfg: TrainConfig, device: torch.device
+) -> tuple[float, float]:
     """Val accuracy of the smallest and largest subnets after BN recalibration (largest last: its stats stay)."""
-    kw = dict(recal_batches=cfg.recal_batches, batch_size=cfg.eval_batch_size, seed=cfg.seed, device=device,
-              channels_last=cfg.channels_last)
+    kw = dict(
+        recal_batches=cfg.recal_batches,
+        batch_size=cfg.eval_batch_size,
+        seed=cfg.seed,
+        device=device,
+        channels_last=cfg.channels_last,
+    )
     acc_min = evaluate_arch(net, data, smallest(space), **kw)  # type: ignore[arg-type]
     acc_max = evaluate_arch(net, data, largest(space), **kw)  # type: ignore[arg-type]
     return acc_max, acc_min
 
 
-def train(cfg: TrainConfig, out: Path, *, resume: bool = False, data: Dataset | None = None,
-          on_step: Callable[[int], None] | None = None, progress: bool = True) -> TrainResult:
+def train(
+    cfg: TrainConfig,
+    out: Path,
+    *,
+    resume: bool = False,
+    data: Dataset | None = None,
+    on_step: Callable[[int], None] | None = None,
+    progress: bool = True,
+) -> TrainResult:
     """Train a supernet into `out` (checkpoint.pt, config.json, metrics.csv); `resume` continues from checkpoint.pt.
 
     With `resume`, `cfg` is the stored config, where only the fields in `RESUME_CHANGEABLE` may differ; a new length
@@ -157,8 +171,9 @@ def train(cfg: TrainConfig, out: Path, *, resume: bool = False, data: Dataset | 
         torch.set_num_threads(cfg.threads)
     strategy = load_strategy(cfg.mode)
     if data is None:
-        data = load_dataset(cfg.dataset, Path(cfg.data_dir) if cfg.data_dir else None, val_size=cfg.val_size,
-                            seed=cfg.seed)
+        data = load_dataset(
+            cfg.dataset, Path(cfg.data_dir) if cfg.data_dir else None, val_size=cfg.val_size, seed=cfg.seed
+        )
     space, net = _build(cfg, data, device)
     params = [p for p in net.parameters()]
     optimizer = torch.optim.SGD(_param_groups(net, cfg), lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
@@ -172,28 +187,35 @@ def train(cfg: TrainConfig, out: Path, *, resume: bool = False, data: Dataset | 
         conflicts = resume_conflicts(saved, cfg)
         if conflicts:
             name = conflicts[0]
-            raise HwnasError(f"--resume cannot change {name} of {out} (stored {getattr(saved, name)!r}, given "
-                             f"{getattr(cfg, name)!r}); drop it to continue the run, or train a new one with another "
-                             "--out")
+            raise HwnasError(
+                f"--resume cannot change {name} of {out} (stored {getattr(saved, name)!r}, given "
+                f"{getattr(cfg, name)!r}); drop it to continue the run, or train a new one with another "
+                "--out"
+            )
         if payload["space_hash"] != space_hash(space):
             raise HwnasError(f"{out / CHECKPOINT} belongs to another space; use another --out")
         start, saved_total = int(payload["step"]), int(payload["total_steps"])
         if total < start:
-            raise HwnasError(f"{out} has already trained {start} steps; a length of {total} steps would end before "
-                             f"that: pass --max-steps or --epochs of at least {start} steps")
-        knots, span = extend_schedule(saved.schedule_knots, saved.schedule_steps, old_total=saved_total,
-                                      new_total=total, done=start)
+            raise HwnasError(
+                f"{out} has already trained {start} steps; a length of {total} steps would end before "
+                f"that: pass --max-steps or --epochs of at least {start} steps"
+            )
+        knots, span = extend_schedule(
+            saved.schedule_knots, saved.schedule_steps, old_total=saved_total, new_total=total, done=start
+        )
         cfg = dataclasses.replace(cfg, schedule_knots=knots, schedule_steps=span)
         if total != saved_total:
-            log.info("%s: run length %d -> %d steps; the schedule continues from step %d", out, saved_total, total,
-                     start)
+            log.info(
+                "%s: run length %d -> %d steps; the schedule continues from step %d", out, saved_total, total, start
+            )
     span = cfg.schedule_steps or total
 
     def clock(step: int) -> float:
         return schedule_step(step, total, knots=cfg.schedule_knots, span=span)
 
-    ctx = StepContext(supernet=net, space=space, cfg=cfg, device=device, total_steps=total,
-                      extra={"optimizer": optimizer})
+    ctx = StepContext(
+        supernet=net, space=space, cfg=cfg, device=device, total_steps=total, extra={"optimizer": optimizer}
+    )
     if resume:
         net.load_state_dict(payload["model"])
         optimizer.load_state_dict(payload["optimizer"])
@@ -208,25 +230,51 @@ def train(cfg: TrainConfig, out: Path, *, resume: bool = False, data: Dataset | 
     def checkpoint(step: int) -> None:
         if rank != 0:
             return
-        save_checkpoint(out / CHECKPOINT, {
-            "format": FORMAT, "config": config_to_dict(cfg), "space_hash": space_hash(space),
-            "in_channels": space.in_channels, "num_classes": space.num_classes, "preprocess": data.preprocess,
-            "model": net.state_dict(), "optimizer": optimizer.state_dict(),
-            "scheduler": {"kind": f"{cfg.mode}.lr_factor", "step": step, "lr": optimizer.param_groups[0]["lr"]},
-            "strategy": strategy.state_dict(ctx) if hasattr(strategy, "state_dict") else {},
-            "rng": {"torch": torch.get_rng_state()}, "step": step, "total_steps": total,
-            "phase": strategy.phase(clock(max(0, step - 1)), span, cfg), "epoch": step / spe, "train_s": train_s,
-        })
+        save_checkpoint(
+            out / CHECKPOINT,
+            {
+                "format": FORMAT,
+                "config": config_to_dict(cfg),
+                "space_hash": space_hash(space),
+                "in_channels": space.in_channels,
+                "num_classes": space.num_classes,
+                "preprocess": data.preprocess,
+                "model": net.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": {"kind": f"{cfg.mode}.lr_factor", "step": step, "lr": optimizer.param_groups[0]["lr"]},
+                "strategy": strategy.state_dict(ctx) if hasattr(strategy, "state_dict") else {},
+                "rng": {"torch": torch.get_rng_state()},
+                "step": step,
+                "total_steps": total,
+                "phase": strategy.phase(clock(max(0, step - 1)), span, cfg),
+                "epoch": step / spe,
+                "train_s": train_s,
+            },
+        )
         write_metrics(out / METRICS, rows)
 
     if changed and rank == 0:  # a changed resume re-saves the checkpoint at once: it, not config.json, is what resumes
         if resume:
             checkpoint(start)
-        atomic_write_json(out / CONFIG, {**config_to_dict(cfg), "space_hash": space_hash(space),
-                                          "preprocess": data.preprocess, "world_size": world})
-    bar = tqdm(total=total * cfg.batch_size * world, initial=start * cfg.batch_size * world, unit="img",
-               unit_scale=True, disable=not progress or rank != 0, desc=f"{cfg.mode} {space.name}", smoothing=0.1,
-               dynamic_ncols=True)
+        atomic_write_json(
+            out / CONFIG,
+            {
+                **config_to_dict(cfg),
+                "space_hash": space_hash(space),
+                "preprocess": data.preprocess,
+                "world_size": world,
+            },
+        )
+    bar = tqdm(
+        total=total * cfg.batch_size * world,
+        initial=start * cfg.batch_size * world,
+        unit="img",
+        unit_scale=True,
+        disable=not progress or rank != 0,
+        desc=f"{cfg.mode} {space.name}",
+        smoothing=0.1,
+        dynamic_ncols=True,
+    )
     acc_max = acc_min = float("nan")
     window_imgs, window_t = 0, time.perf_counter()
     with _Interrupt() as interrupt:
@@ -240,8 +288,9 @@ def train(cfg: TrainConfig, out: Path, *, resume: bool = False, data: Dataset | 
             order = epoch_order(len(data.train), seed=cfg.seed, epoch=epoch)
             lo = (in_epoch * world + rank) * cfg.batch_size
             gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step * 1009 + rank)
-            images, labels = make_batch(data.train, order[lo : lo + cfg.batch_size], augment=cfg.augment, generator=gen,
-                                        device=device)
+            images, labels = make_batch(
+                data.train, order[lo : lo + cfg.batch_size], augment=cfg.augment, generator=gen, device=device
+            )
             ctx.step, ctx.phase, ctx.rng = step, phase, random.Random(cfg.seed * 1_000_003 + step)
             lr = cfg.lr * strategy.lr_factor(clock(step), span, cfg)
             for group in optimizer.param_groups:
@@ -263,15 +312,32 @@ def train(cfg: TrainConfig, out: Path, *, resume: bool = False, data: Dataset | 
             done = step + 1
             if done % cfg.log_every == 0 or done == total:
                 rate = window_imgs / max(1e-9, time.perf_counter() - window_t)
-                rows.append({"step": done, "epoch": round(done / spe, 4), "phase": phase, "lr": lr,
-                             "img_per_s": round(rate, 1), "elapsed_s": round(train_s, 1), **losses})
+                rows.append(
+                    {
+                        "step": done,
+                        "epoch": round(done / spe, 4),
+                        "phase": phase,
+                        "lr": lr,
+                        "img_per_s": round(rate, 1),
+                        "elapsed_s": round(train_s, 1),
+                        **losses,
+                    }
+                )
                 bar.set_postfix(loss=f"{losses['loss']:.3f}", phase=phase, refresh=False)
                 window_imgs, window_t = 0, time.perf_counter()
             epoch_end = done % spe == 0 and cfg.eval_every_epochs > 0 and (done // spe) % cfg.eval_every_epochs == 0
             if rank == 0 and (epoch_end or done == total):
                 acc_max, acc_min = _evaluate(net, space, data, cfg, device)
-                rows.append({"step": done, "epoch": round(done / spe, 4), "phase": phase, "val_acc_max": acc_max,
-                             "val_acc_min": acc_min, "elapsed_s": round(train_s, 1)})
+                rows.append(
+                    {
+                        "step": done,
+                        "epoch": round(done / spe, 4),
+                        "phase": phase,
+                        "val_acc_max": acc_max,
+                        "val_acc_min": acc_min,
+                        "elapsed_s": round(train_s, 1),
+                    }
+                )
                 log.info("step %d: val acc largest %.4f smallest %.4f", done, acc_max, acc_min)
                 window_t = time.perf_counter()
             if done % cfg.checkpoint_every == 0 or done == total:
@@ -286,5 +352,12 @@ def train(cfg: TrainConfig, out: Path, *, resume: bool = False, data: Dataset | 
     if start == total and rank == 0:  # resumed a finished run: report its stored numbers
         acc_max, acc_min = _evaluate(net, space, data, cfg, device)
     imgs = total * cfg.batch_size * world
-    return TrainResult(run=out, steps=total, epochs=round(total / spe, 4), val_acc_max=acc_max, val_acc_min=acc_min,
-                       img_per_s=imgs / max(1e-9, train_s), train_s=train_s)
+    return TrainResult(
+        run=out,
+        steps=total,
+        epochs=round(total / spe, 4),
+        val_acc_max=acc_max,
+        val_acc_min=acc_min,
+        img_per_s=imgs / max(1e-9, train_s),
+        train_s=train_s,
+    )

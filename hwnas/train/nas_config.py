@@ -23,8 +23,20 @@ import torch
 
 from hwnas.errors import HwnasError
 
-__all__ = ["NasMode", "LatencyLoss", "NAS_MODES", "LOSS_FORMS", "NasConfig", "temperature", "latency_loss",
-           "default_loss", "default_weight", "reward_factor", "nas_config_to_dict", "nas_config_from_dict"]
+__all__ = [
+    "NasMode",
+    "LatencyLoss",
+    "NAS_MODES",
+    "LOSS_FORMS",
+    "NasConfig",
+    "temperature",
+    "latency_loss",
+    "default_loss",
+    "default_weight",
+    "reward_factor",
+    "nas_config_to_dict",
+    "nas_config_from_dict",
+]
 
 NasMode = Literal["fbnet", "proxyless", "darts", "enas"]
 LatencyLoss = Literal["fbnet", "linear", "mnas", "bisided", "none"]
@@ -56,26 +68,26 @@ class NasConfig:
     mode: NasMode
     target_ms: float
     epochs: int = 6
-    max_steps: int | None = None      # stop after this many weight steps (None: after `epochs`)
-    warmup_epochs: int = 1            # weights only (architecture sampled uniformly from the initial α)
+    max_steps: int | None = None  # stop after this many weight steps (None: after `epochs`)
+    warmup_epochs: int = 1  # weights only (architecture sampled uniformly from the initial α)
     steps_per_epoch: int | None = None  # cap on weight steps per epoch (None: the whole train split)
     batch_size: int = 128
-    resolution: int | None = None     # None: the smallest space resolution >= the images' size
-    lr: float = 0.05                  # weights: SGD + cosine, on the train split
+    resolution: int | None = None  # None: the smallest space resolution >= the images' size
+    lr: float = 0.05  # weights: SGD + cosine, on the train split
     momentum: float = 0.9
     weight_decay: float = 4e-5
-    alpha_lr: float = 0.01            # α (or the ENAS controller): Adam, on the val split
+    alpha_lr: float = 0.01  # α (or the ENAS controller): Adam, on the val split
     alpha_weight_decay: float = 0.0
-    arch_every: int = 1               # one α step per this many weight steps
-    tau0: float = 5.0                 # Gumbel-softmax temperature τ = tau0 · exp(−tau_decay · epoch) (fbnet)
+    arch_every: int = 1  # one α step per this many weight steps
+    tau0: float = 5.0  # Gumbel-softmax temperature τ = tau0 · exp(−tau_decay · epoch) (fbnet)
     tau_decay: float = 0.045
     latency_loss: LatencyLoss | None = None  # None: the mode's paper form
-    latency_weight: float | None = None      # b (fbnet), λ (linear, bisided), β (mnas); None: the form's default
+    latency_weight: float | None = None  # b (fbnet), λ (linear, bisided), β (mnas); None: the form's default
     fbnet_a: float = 0.2
-    adapt_rate: float = 0.0           # dual-ascent rate on the latency weight (0: fixed weight)
-    controller_samples: int = 4       # enas: archs per controller step
-    baseline_decay: float = 0.9       # enas: moving-average reward baseline
-    entropy_weight: float = 1e-3      # enas: entropy bonus
+    adapt_rate: float = 0.0  # dual-ascent rate on the latency weight (0: fixed weight)
+    controller_samples: int = 4  # enas: archs per controller step
+    baseline_decay: float = 0.9  # enas: moving-average reward baseline
+    entropy_weight: float = 1e-3  # enas: entropy bonus
     seed: int = 0
     schedule_knots: tuple[tuple[int, float], ...] = ()
     schedule_steps: int = 0

@@ -36,21 +36,28 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from hwnas.atomic import atomic_path, atomic_write_json
-from hwnas.train.checkpoint import CHECKPOINT, FORMAT, read_checkpoint, save_checkpoint
-from hwnas.train.config import TrainConfig, config_to_dict
 from hwnas.data import Dataset, epoch_order, make_batch
 from hwnas.errors import HwnasError
 from hwnas.latency import LatencyTable
 from hwnas.space import SpaceSpec, space_hash
 from hwnas.supernet import Supernet
 from hwnas.train.arch_params import ArchParams, decode_indices
+from hwnas.train.checkpoint import CHECKPOINT, FORMAT, read_checkpoint, save_checkpoint
+from hwnas.train.config import TrainConfig, config_to_dict
 from hwnas.train.expected_latency import arch_latency_ms, decode_near_target, expected_latency_ms, latency_arrays
 from hwnas.train.nas_config import NasConfig, nas_config_from_dict, nas_config_to_dict, temperature
 from hwnas.train.nas_state import NasState
 from hwnas.train.strategy import extend_schedule, schedule_step
 
-__all__ = ["NasResult", "train_nas", "mode_module", "pick_resolution", "load_nas_checkpoint", "weight_steps",
-           "run_weight_steps"]
+__all__ = [
+    "NasResult",
+    "train_nas",
+    "mode_module",
+    "pick_resolution",
+    "load_nas_checkpoint",
+    "weight_steps",
+    "run_weight_steps",
+]
 
 log = logging.getLogger(__name__)
 NAS_FORMAT = 1
@@ -63,8 +70,8 @@ class NasResult:
     predicted_ms: float
     expected_ms: float
     target_ms: float
-    epochs: float   # epochs trained (fractional when the run ended mid-epoch)
-    steps: int      # weight steps trained
+    epochs: float  # epochs trained (fractional when the run ended mid-epoch)
+    steps: int  # weight steps trained
     seconds: float
 
 
@@ -100,40 +107,91 @@ def _cosine_lr(cfg: NasConfig, step: int, total: int) -> float:
 def _snapshot(state: NasState, epoch: int, metrics: dict[str, float]) -> dict[str, Any]:
     params = state.params
     argmax = params.arch()
-    near = decode_indices(params, decode_near_target(params, state.arrays, state.cfg.target_ms,
-                                                     generator=torch.Generator().manual_seed(state.cfg.seed + epoch)))
+    near = decode_indices(
+        params,
+        decode_near_target(
+            params, state.arrays, state.cfg.target_ms, generator=torch.Generator().manual_seed(state.cfg.seed + epoch)
+        ),
+    )
     probs = params.probs().detach()
-    return {"epoch": epoch, "tau": state.tau, "latency_scale": state.scale,
-            "expected_ms": float(expected_latency_ms(probs.double(), state.arrays)),
-            "arch": str(near), "arch_ms": arch_latency_ms(params, state.arrays, near),
-            "argmax_arch": str(argmax), "argmax_ms": arch_latency_ms(params, state.arrays, argmax),
-            "probs": [[[round(float(v), 5) for v in row] for row in stage] for stage in probs.tolist()],
-            **{k: v for k, v in metrics.items() if k not in ("expected_ms",)}}
+    return {
+        "epoch": epoch,
+        "tau": state.tau,
+        "latency_scale": state.scale,
+        "expected_ms": float(expected_latency_ms(probs.double(), state.arrays)),
+        "arch": str(near),
+        "arch_ms": arch_latency_ms(params, state.arrays, near),
+        "argmax_arch": str(argmax),
+        "argmax_ms": arch_latency_ms(params, state.arrays, argmax),
+        "probs": [[[round(float(v), 5) for v in row] for row in stage] for stage in probs.tolist()],
+        **{k: v for k, v in metrics.items() if k not in ("expected_ms",)},
+    }
 
 
 def _train_config(cfg: NasConfig, space: SpaceSpec, dataset: Dataset, data_dir: str | None) -> TrainConfig:
     """The supernet-training view of this run, so `load_run` (search, export) reads the checkpoint like any other."""
-    return TrainConfig(space=space.name, width=space.width, dataset=dataset.name, data_dir=data_dir, mode=cfg.mode,
-                       epochs=float(cfg.epochs), max_steps=cfg.max_steps or 0, batch_size=cfg.batch_size, lr=cfg.lr,
-                       momentum=cfg.momentum, weight_decay=cfg.weight_decay, val_size=len(dataset.val), seed=cfg.seed,
-                       channels_last=False)
+    return TrainConfig(
+        space=space.name,
+        width=space.width,
+        dataset=dataset.name,
+        data_dir=data_dir,
+        mode=cfg.mode,
+        epochs=float(cfg.epochs),
+        max_steps=cfg.max_steps or 0,
+        batch_size=cfg.batch_size,
+        lr=cfg.lr,
+        momentum=cfg.momentum,
+        weight_decay=cfg.weight_decay,
+        val_size=len(dataset.val),
+        seed=cfg.seed,
+        channels_last=False,
+    )
 
 
-def _save(run_dir: Path, state: NasState, w_opt: torch.optim.Optimizer, epoch: int, history: list[dict[str, Any]],
-          config: dict[str, Any], *, train_cfg: TrainConfig, step: int, total: int, preprocess: dict[str, Any],
-          partial: dict[str, Any]) -> None:
+def _save(
+    run_dir: Path,
+    state: NasState,
+    w_opt: torch.optim.Optimizer,
+    epoch: int,
+    history: list[dict[str, Any]],
+    config: dict[str, Any],
+    *,
+    train_cfg: TrainConfig,
+    step: int,
+    total: int,
+    preprocess: dict[str, Any],
+    partial: dict[str, Any],
+) -> None:
     """`partial`: the metric sums and counts of an epoch the checkpoint ends inside (empty at an epoch's end)."""
     space = state.supernet.space
-    save_checkpoint(run_dir / CHECKPOINT, {
-        "format": FORMAT, "config": config_to_dict(train_cfg), "space_hash": space_hash(space),
-        "in_channels": space.in_channels, "num_classes": space.num_classes, "preprocess": preprocess,
-        "model": state.supernet.state_dict(), "optimizer": w_opt.state_dict(), "step": step, "total_steps": total,
-        "nas": {"format": NAS_FORMAT, "epoch": epoch, "alpha": state.params.logits.detach().cpu().clone(),
-                "alpha_optimizer": state.alpha_opt.state_dict(), "nu": state.nu, "tau": state.tau,
+    save_checkpoint(
+        run_dir / CHECKPOINT,
+        {
+            "format": FORMAT,
+            "config": config_to_dict(train_cfg),
+            "space_hash": space_hash(space),
+            "in_channels": space.in_channels,
+            "num_classes": space.num_classes,
+            "preprocess": preprocess,
+            "model": state.supernet.state_dict(),
+            "optimizer": w_opt.state_dict(),
+            "step": step,
+            "total_steps": total,
+            "nas": {
+                "format": NAS_FORMAT,
+                "epoch": epoch,
+                "alpha": state.params.logits.detach().cpu().clone(),
+                "alpha_optimizer": state.alpha_opt.state_dict(),
+                "nu": state.nu,
+                "tau": state.tau,
                 "baseline": state.baseline if state.baseline is not None else float("nan"),
-                "generator": state.generator.get_state(), "history": json.dumps(history), "config": json.dumps(config),
-                "partial": json.dumps(partial)},
-    })
+                "generator": state.generator.get_state(),
+                "history": json.dumps(history),
+                "config": json.dumps(config),
+                "partial": json.dumps(partial),
+            },
+        },
+    )
 
 
 def load_nas_checkpoint(path: Path) -> dict[str, Any]:
@@ -141,8 +199,10 @@ def load_nas_checkpoint(path: Path) -> dict[str, Any]:
     payload = read_checkpoint(path)
     nas = payload.get("nas")
     if not isinstance(nas, dict) or nas.get("format") != NAS_FORMAT:
-        raise HwnasError(f"{path} holds no architecture parameters (not a --mode fbnet|proxyless|darts|enas run); "
-                         "resume it with its own mode or use a new --out")
+        raise HwnasError(
+            f"{path} holds no architecture parameters (not a --mode fbnet|proxyless|darts|enas run); "
+            "resume it with its own mode or use a new --out"
+        )
     return payload
 
 
@@ -152,33 +212,61 @@ def _write_outputs(run_dir: Path, state: NasState, history: list[dict[str, Any]]
     rows = [{k: v for k, v in h.items() if k != "probs"} for h in history]
     with atomic_path(run_dir / "metrics.csv") as tmp:
         pd.DataFrame(rows).to_csv(tmp, index=False)
-    atomic_write_json(run_dir / "alpha_history.json", {"choices": [[str(c) for c in cs] + ["skip"]
-                                                                   for cs in state.params.choices],
-                                                       "target_ms": state.cfg.target_ms, "epochs": history})
+    atomic_write_json(
+        run_dir / "alpha_history.json",
+        {
+            "choices": [[str(c) for c in cs] + ["skip"] for cs in state.params.choices],
+            "target_ms": state.cfg.target_ms,
+            "epochs": history,
+        },
+    )
     last = history[-1]
-    atomic_write_json(run_dir / "arch.json", {
-        "arch": last["arch"], "predicted_ms": last["arch_ms"], "target_ms": state.cfg.target_ms,
-        "argmax_arch": last["argmax_arch"], "argmax_ms": last["argmax_ms"],
-        "expected_ms": last["expected_ms"], "mode": state.cfg.mode, "resolution": state.params.resolution,
-        "device": config.get("device"), "lut": config.get("lut"), "epochs": last["epoch"] + 1,
-        "steps": last.get("step"),
-        "alpha": state.params.distributions(),
-    })
+    atomic_write_json(
+        run_dir / "arch.json",
+        {
+            "arch": last["arch"],
+            "predicted_ms": last["arch_ms"],
+            "target_ms": state.cfg.target_ms,
+            "argmax_arch": last["argmax_arch"],
+            "argmax_ms": last["argmax_ms"],
+            "expected_ms": last["expected_ms"],
+            "mode": state.cfg.mode,
+            "resolution": state.params.resolution,
+            "device": config.get("device"),
+            "lut": config.get("lut"),
+            "epochs": last["epoch"] + 1,
+            "steps": last.get("step"),
+            "alpha": state.params.distributions(),
+        },
+    )
 
 
 def _resume_config(saved: NasConfig, cfg: NasConfig, run_dir: Path) -> None:
     """Refuse a resume whose config differs from the stored one in anything but the run's length."""
     for f in dataclasses.fields(NasConfig):
         if f.name not in ("epochs", "max_steps") and getattr(saved, f.name) != getattr(cfg, f.name):
-            raise HwnasError(f"--resume cannot change {f.name} of {run_dir} (stored {getattr(saved, f.name)!r}, given "
-                             f"{getattr(cfg, f.name)!r}); only the length (epochs, max_steps) may change, or use a new "
-                             "--out")
+            raise HwnasError(
+                f"--resume cannot change {f.name} of {run_dir} (stored {getattr(saved, f.name)!r}, given "
+                f"{getattr(cfg, f.name)!r}); only the length (epochs, max_steps) may change, or use a new "
+                "--out"
+            )
 
 
-def train_nas(space: SpaceSpec, dataset: Dataset, table: LatencyTable, cfg: NasConfig, *, out_dir: Path,
-              resume: bool = False, device: torch.device | None = None, progress: bool = True,
-              data_dir: str | None = None, extra_config: dict[str, Any] | None = None,
-              on_epoch: Callable[[int], None] | None = None, init_from: Path | None = None) -> NasResult:
+def train_nas(
+    space: SpaceSpec,
+    dataset: Dataset,
+    table: LatencyTable,
+    cfg: NasConfig,
+    *,
+    out_dir: Path,
+    resume: bool = False,
+    device: torch.device | None = None,
+    progress: bool = True,
+    data_dir: str | None = None,
+    extra_config: dict[str, Any] | None = None,
+    on_epoch: Callable[[int], None] | None = None,
+    init_from: Path | None = None,
+) -> NasResult:
     """Train supernet weights and architecture parameters together; write the run folder (see module docstring).
 
     With `resume`, `cfg` must equal the stored config except `epochs` and `max_steps`; a new length at or beyond the
@@ -196,11 +284,18 @@ def train_nas(space: SpaceSpec, dataset: Dataset, table: LatencyTable, cfg: NasC
     n_train, n_val = len(dataset.train), len(dataset.val)
     steps = weight_steps(cfg, n_train)
     if steps < 1 or n_val < cfg.batch_size:
-        raise HwnasError(f"batch size {cfg.batch_size} is larger than the train ({n_train}) or val ({n_val}) split; "
-                         "lower --batch-size")
+        raise HwnasError(
+            f"batch size {cfg.batch_size} is larger than the train ({n_train}) or val ({n_val}) split; "
+            "lower --batch-size"
+        )
     total = run_weight_steps(cfg, steps)
-    space_info = {"name": space.name, "width": space.width, "in_channels": space.in_channels,
-                  "num_classes": space.num_classes, "hash": space_hash(space)}
+    space_info = {
+        "name": space.name,
+        "width": space.width,
+        "in_channels": space.in_channels,
+        "num_classes": space.num_classes,
+        "hash": space_hash(space),
+    }
     done, payload, ckpt = 0, {}, {}
     if resume:
         if init_from is not None:
@@ -210,37 +305,62 @@ def train_nas(space: SpaceSpec, dataset: Dataset, table: LatencyTable, cfg: NasC
         saved_config = json.loads(ckpt["config"])
         saved = nas_config_from_dict(saved_config.get("nas", {}))
         if saved_config["space"] != space_info:
-            raise HwnasError(f"{run_dir} was trained on another space ({saved_config['space']['name']} width "
-                             f"{saved_config['space']['width']}); resume with the same options or use a new --out")
+            raise HwnasError(
+                f"{run_dir} was trained on another space ({saved_config['space']['name']} width "
+                f"{saved_config['space']['width']}); resume with the same options or use a new --out"
+            )
         _resume_config(saved, cfg, run_dir)
         done, saved_total = int(payload["step"]), int(payload["total_steps"])
         if total < done:
-            raise HwnasError(f"{run_dir} has already trained {done} weight steps; a length of {total} steps would end "
-                             f"before that: pass --max-steps or --epochs of at least {done} steps")
-        knots, span = extend_schedule(saved.schedule_knots, saved.schedule_steps, old_total=saved_total,
-                                      new_total=total, done=done)
+            raise HwnasError(
+                f"{run_dir} has already trained {done} weight steps; a length of {total} steps would end "
+                f"before that: pass --max-steps or --epochs of at least {done} steps"
+            )
+        knots, span = extend_schedule(
+            saved.schedule_knots, saved.schedule_steps, old_total=saved_total, new_total=total, done=done
+        )
         cfg = dataclasses.replace(cfg, schedule_knots=knots, schedule_steps=span)
         if total != saved_total:
-            log.info("%s: run length %d -> %d weight steps; the LR schedule continues from step %d%s", run_dir,
-                     saved_total, total, done, "" if done < saved_total else ", where the cosine had reached 0: the "
-                     "weights stay settled and the new steps train α (a new run with --init-from retrains them)")
+            log.info(
+                "%s: run length %d -> %d weight steps; the LR schedule continues from step %d%s",
+                run_dir,
+                saved_total,
+                total,
+                done,
+                ""
+                if done < saved_total
+                else ", where the cosine had reached 0: the "
+                "weights stay settled and the new steps train α (a new run with --init-from retrains them)",
+            )
     params = ArchParams(space, resolution=resolution).to(device)
     arrays = latency_arrays(table, space, params).to(device)
-    config = {"kind": "nas", "space": space_info, "dataset": dataset.name, "data_dir": data_dir,
-              "preprocess": dataset.preprocess, "device": table.device, "lut": table.source, "resolution": resolution,
-              "nas": nas_config_to_dict(cfg), **(extra_config or {})}
+    config = {
+        "kind": "nas",
+        "space": space_info,
+        "dataset": dataset.name,
+        "data_dir": data_dir,
+        "preprocess": dataset.preprocess,
+        "device": table.device,
+        "lut": table.source,
+        "resolution": resolution,
+        "nas": nas_config_to_dict(cfg),
+        **(extra_config or {}),
+    }
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)  # weight init only; forked so the caller's global RNG is untouched
         supernet = Supernet(space).to(device)
     if init_from is not None:
         source = read_checkpoint(Path(init_from) / CHECKPOINT)
         if source.get("space_hash") != space_hash(space):
-            raise HwnasError(f"--init-from {init_from} was trained on another space (hash {source.get('space_hash')}, "
-                             f"need {space_hash(space)}); pick a run of {space.name}")
+            raise HwnasError(
+                f"--init-from {init_from} was trained on another space (hash {source.get('space_hash')}, "
+                f"need {space_hash(space)}); pick a run of {space.name}"
+            )
         supernet.load_state_dict(source["model"])
         config["init_from"] = str(init_from)
-    w_opt = torch.optim.SGD(supernet.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
-                            nesterov=True)
+    w_opt = torch.optim.SGD(
+        supernet.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=True
+    )
     a_opt = torch.optim.Adam([params.logits], lr=cfg.alpha_lr, betas=(0.5, 0.999), weight_decay=cfg.alpha_weight_decay)
     state = NasState(supernet, params, arrays, cfg, torch.Generator().manual_seed(cfg.seed), a_opt)
     history: list[dict[str, Any]] = []
@@ -263,13 +383,29 @@ def train_nas(space: SpaceSpec, dataset: Dataset, table: LatencyTable, cfg: NasC
     train_cfg = _train_config(cfg, space, dataset, data_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     if resume and config != saved_config:  # the checkpoint, not config.json, is what a later resume reads
-        _save(run_dir, state, w_opt, int(ckpt["epoch"]), history, config, train_cfg=train_cfg, step=done, total=total,
-              preprocess=dataset.preprocess, partial={"sums": sums, "counts": counts} if sums else {})
+        _save(
+            run_dir,
+            state,
+            w_opt,
+            int(ckpt["epoch"]),
+            history,
+            config,
+            train_cfg=train_cfg,
+            step=done,
+            total=total,
+            preprocess=dataset.preprocess,
+            partial={"sums": sums, "counts": counts} if sums else {},
+        )
     atomic_write_json(run_dir / "config.json", config)
     if cfg.warmup_epochs * steps >= total > done:
-        log.warning("%s: the run's %d weight steps end within the weight-only warm-up (%d epoch(s) of %d steps), so α "
-                    "is never trained; pass --warmup-epochs 0 or a smaller --steps-per-epoch to search", run_dir, total,
-                    cfg.warmup_epochs, steps)
+        log.warning(
+            "%s: the run's %d weight steps end within the weight-only warm-up (%d epoch(s) of %d steps), so α "
+            "is never trained; pass --warmup-epochs 0 or a smaller --steps-per-epoch to search",
+            run_dir,
+            total,
+            cfg.warmup_epochs,
+            steps,
+        )
     bar = tqdm(total=total, initial=done, desc=cfg.mode, unit="step", disable=not progress, leave=False)
     for global_step in range(done, total):
         epoch, step = divmod(global_step, steps)
@@ -283,8 +419,12 @@ def train_nas(space: SpaceSpec, dataset: Dataset, table: LatencyTable, cfg: NasC
             bar.set_description(f"{cfg.mode} epoch {epoch + 1}/{math.ceil(total / steps)}")
         for group in w_opt.param_groups:
             group["lr"] = _cosine_lr(cfg, global_step, total)
-        x, y = make_batch(dataset.train, order[step * cfg.batch_size : (step + 1) * cfg.batch_size],
-                          resolution=resolution, device=device)
+        x, y = make_batch(
+            dataset.train,
+            order[step * cfg.batch_size : (step + 1) * cfg.batch_size],
+            resolution=resolution,
+            device=device,
+        )
         logits = mode.weight_forward(state, x)
         loss = F.cross_entropy(logits, y)
         w_opt.zero_grad(set_to_none=True)
@@ -296,8 +436,9 @@ def train_nas(space: SpaceSpec, dataset: Dataset, table: LatencyTable, cfg: NasC
             if getattr(mode, "USES_TEMPERATURE", False):
                 state.tau = temperature(cfg, epoch - cfg.warmup_epochs + step / steps)
             start = (step // cfg.arch_every * cfg.batch_size) % (n_val - cfg.batch_size + 1)
-            xv, yv = make_batch(dataset.val, val_order[start : start + cfg.batch_size], resolution=resolution,
-                                device=device)
+            xv, yv = make_batch(
+                dataset.val, val_order[start : start + cfg.batch_size], resolution=resolution, device=device
+            )
             metrics.update(mode.arch_step(state, xv, yv))
         for k, v in metrics.items():
             sums[k] = sums.get(k, 0.0) + v
@@ -314,10 +455,22 @@ def train_nas(space: SpaceSpec, dataset: Dataset, table: LatencyTable, cfg: NasC
             history[-1] = entry
         else:
             history.append(entry)
-        log.info("epoch %d (step %d/%d): %s", epoch + 1, global_step + 1, total,
-                 {k: round(v, 4) for k, v in means.items()})
-        _save(run_dir, state, w_opt, epoch, history, config, train_cfg=train_cfg, step=global_step + 1, total=total,
-              preprocess=dataset.preprocess, partial={} if epoch_end else {"sums": sums, "counts": counts})
+        log.info(
+            "epoch %d (step %d/%d): %s", epoch + 1, global_step + 1, total, {k: round(v, 4) for k, v in means.items()}
+        )
+        _save(
+            run_dir,
+            state,
+            w_opt,
+            epoch,
+            history,
+            config,
+            train_cfg=train_cfg,
+            step=global_step + 1,
+            total=total,
+            preprocess=dataset.preprocess,
+            partial={} if epoch_end else {"sums": sums, "counts": counts},
+        )
         _write_outputs(run_dir, state, history, config)
         if on_epoch is not None:
             on_epoch(epoch)
@@ -325,5 +478,13 @@ def train_nas(space: SpaceSpec, dataset: Dataset, table: LatencyTable, cfg: NasC
     if not history:
         raise HwnasError(f"{run_dir} has no finished step to report; train it with more --max-steps or --epochs")
     last = history[-1]
-    return NasResult(run_dir, last["arch"], last["arch_ms"], last["expected_ms"], cfg.target_ms,
-                     round(total / steps, 4), total, time.perf_counter() - start_time)
+    return NasResult(
+        run_dir,
+        last["arch"],
+        last["arch_ms"],
+        last["expected_ms"],
+        cfg.target_ms,
+        round(total / steps, 4),
+        total,
+        time.perf_counter() - start_time,
+    )

@@ -34,7 +34,7 @@ class NasState:
     generator: torch.Generator
     alpha_opt: torch.optim.Optimizer
     tau: float = 1.0
-    nu: float = 0.0               # log of the latency-weight multiplier (dual ascent)
+    nu: float = 0.0  # log of the latency-weight multiplier (dual ascent)
     baseline: float | None = None  # ENAS moving-average reward
     extra: dict[str, float] = field(default_factory=dict)
 
@@ -60,5 +60,9 @@ def differentiable_arch_step(state: NasState, logits: torch.Tensor, labels: torc
     state.alpha_opt.step()
     state.adapt(float(lat.detach()))
     acc = float((logits.argmax(1) == labels).float().mean())
-    return {"arch_loss": float(loss.detach()), "val_ce": float(ce.detach()), "val_acc": acc,
-            "expected_ms": float(lat.detach())}
+    return {
+        "arch_loss": float(loss.detach()),
+        "val_ce": float(ce.detach()),
+        "val_acc": acc,
+        "expected_ms": float(lat.detach()),
+    }

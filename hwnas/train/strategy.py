@@ -39,8 +39,18 @@ from hwnas.supernet import Supernet
 from hwnas.train.config import TrainConfig
 
 __all__ = [
-    "StepContext", "available_modes", "load_strategy", "subnet_logits", "ce_loss", "kd_loss", "distillation_kl",
-    "warmup_cosine", "warmup_exp_constant", "Knots", "schedule_step", "extend_schedule",
+    "StepContext",
+    "available_modes",
+    "load_strategy",
+    "subnet_logits",
+    "ce_loss",
+    "kd_loss",
+    "distillation_kl",
+    "warmup_cosine",
+    "warmup_exp_constant",
+    "Knots",
+    "schedule_step",
+    "extend_schedule",
 ]
 
 _PACKAGE = "hwnas.train.strategies"
@@ -80,8 +90,9 @@ class StepContext:
         return contextlib.nullcontext()
 
 
-def subnet_logits(ctx: StepContext, images: torch.Tensor, arch: Arch,
-                  net: Callable[[torch.Tensor, Arch], torch.Tensor] | None = None) -> torch.Tensor:
+def subnet_logits(
+    ctx: StepContext, images: torch.Tensor, arch: Arch, net: Callable[[torch.Tensor, Arch], torch.Tensor] | None = None
+) -> torch.Tensor:
     """Logits (float32) of `arch` on `images` resized to the arch's resolution."""
     x = resize(images, arch.resolution)
     if ctx.cfg.channels_last:

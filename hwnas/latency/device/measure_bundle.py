@@ -65,8 +65,9 @@ def load_sessions(bundle: str, items: Sequence[dict[str, Any]], threads: int) ->
     rng = np.random.default_rng(0)
     runs: dict[str, Run] = {}
     for item in items:
-        session = ort.InferenceSession(os.path.join(bundle, item["file"]), sess_options=so,
-                                       providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(
+            os.path.join(bundle, item["file"]), sess_options=so, providers=["CPUExecutionProvider"]
+        )
         feed = {session.get_inputs()[0].name: rng.standard_normal(item["input_shape"]).astype(np.float32)}
         runs[item["key"]] = _runner(session, feed)
     return runs
@@ -110,8 +111,15 @@ def write_results(path: str, rows: dict[str, Any], meta: dict[str, Any]) -> None
     os.replace(stem + ".meta.json.tmp", stem + ".meta.json")
 
 
-def measure_bundle(argv: Sequence[str], *, fmt: str, script: str, description: str, load: Loader,
-                   versions: Callable[[], dict[str, str]]) -> int:
+def measure_bundle(
+    argv: Sequence[str],
+    *,
+    fmt: str,
+    script: str,
+    description: str,
+    load: Loader,
+    versions: Callable[[], dict[str, str]],
+) -> int:
     """Load the bundle's models with `load`, time them with protocol.py, write the results; 0, or 2 on a bad bundle."""
     args = parse_args(argv, description)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -125,8 +133,13 @@ def measure_bundle(argv: Sequence[str], *, fmt: str, script: str, description: s
         log.error("error: %s/manifest.json is not an hwnas latency bundle", args.bundle)
         return 2
     if manifest.get("format", "onnx") != fmt:
-        log.error("error: %s is a %s bundle, which %s does not time; run %s", args.bundle,
-                  manifest.get("format", "onnx"), script, manifest.get("script", "measure_bundle.py"))
+        log.error(
+            "error: %s is a %s bundle, which %s does not time; run %s",
+            args.bundle,
+            manifest.get("format", "onnx"),
+            script,
+            manifest.get("script", "measure_bundle.py"),
+        )
         return 2
     try:
         protocol, threads = settings(manifest, args)
@@ -138,26 +151,50 @@ def measure_bundle(argv: Sequence[str], *, fmt: str, script: str, description: s
     log.info("loading %d models", len(items))
     runs = load(args.bundle, items, threads)
     subnet_keys = {item["key"] for item in items if item["kind"] == "subnet"}
-    log.info("timing %d blocks + %d calibration subnets: %s", len(runs) - len(subnet_keys), len(subnet_keys),
-             protocol)
-    stats = run_table_protocol({k: r for k, r in runs.items() if k not in subnet_keys},
-                               {k: r for k, r in runs.items() if k in subnet_keys}, protocol,
-                               rng=random.Random(args.seed), progress=sys.stderr.isatty(), desc="measure")
+    log.info("timing %d blocks + %d calibration subnets: %s", len(runs) - len(subnet_keys), len(subnet_keys), protocol)
+    stats = run_table_protocol(
+        {k: r for k, r in runs.items() if k not in subnet_keys},
+        {k: r for k, r in runs.items() if k in subnet_keys},
+        protocol,
+        rng=random.Random(args.seed),
+        progress=sys.stderr.isatty(),
+        desc="measure",
+    )
     used = protocol.to_dict()
     del used["checkpoint_s"]
-    meta = {"kind": "hwnas-bundle-results", "format": fmt, "script": script, "space": manifest["space"],
-            "resolutions": manifest["resolutions"], "device": manifest["device"],
-            "complete": manifest.get("complete", True), "protocol": used,
-            "profile": {**manifest["profile"], "threads": threads, **{k: used[k] for k in PROFILE_FIELDS}},
-            "machine": {"platform": platform.platform(), "machine": platform.machine(),
-                        "python": platform.python_version(), "cpu_count": os.cpu_count(), "versions": versions()},
-            "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            "seconds": round(time.monotonic() - started, 1)}
+    meta = {
+        "kind": "hwnas-bundle-results",
+        "format": fmt,
+        "script": script,
+        "space": manifest["space"],
+        "resolutions": manifest["resolutions"],
+        "device": manifest["device"],
+        "complete": manifest.get("complete", True),
+        "protocol": used,
+        "profile": {**manifest["profile"], "threads": threads, **{k: used[k] for k in PROFILE_FIELDS}},
+        "machine": {
+            "platform": platform.platform(),
+            "machine": platform.machine(),
+            "python": platform.python_version(),
+            "cpu_count": os.cpu_count(),
+            "versions": versions(),
+        },
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "seconds": round(time.monotonic() - started, 1),
+    }
     write_results(args.out, stats, meta)
     log.info("wrote %s (%d models) in %s s", args.out, len(stats), meta["seconds"])
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(measure_bundle(sys.argv[1:], fmt="onnx", script="measure_bundle.py",
-                            description=(__doc__ or "").split("\n\n")[0], load=load_sessions, versions=onnx_versions))
+    sys.exit(
+        measure_bundle(
+            sys.argv[1:],
+            fmt="onnx",
+            script="measure_bundle.py",
+            description=(__doc__ or "").split("\n\n")[0],
+            load=load_sessions,
+            versions=onnx_versions,
+        )
+    )

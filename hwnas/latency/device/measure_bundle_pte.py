@@ -57,5 +57,13 @@ def pte_versions() -> dict[str, str]:
 
 
 if __name__ == "__main__":
-    sys.exit(measure_bundle(sys.argv[1:], fmt="pte", script="measure_bundle_pte.py",
-                            description=(__doc__ or "").split("\n\n")[0], load=load_programs, versions=pte_versions))
+    sys.exit(
+        measure_bundle(
+            sys.argv[1:],
+            fmt="pte",
+            script="measure_bundle_pte.py",
+            description=(__doc__ or "").split("\n\n")[0],
+            load=load_programs,
+            versions=pte_versions,
+        )
+    )

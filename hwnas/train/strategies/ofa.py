@@ -73,7 +73,9 @@ def _sample(ctx: StepContext, name: str) -> Arch:
     for stage in space.stages:
         depth = rng.choice(stage.depths) if name in ("depth", "expand") else max(stage.depths)
         layers = tuple(
-            LayerChoice(rng.choice(stage.kernels), rng.choice(stage.expands) if name == "expand" else max(stage.expands))
+            LayerChoice(
+                rng.choice(stage.kernels), rng.choice(stage.expands) if name == "expand" else max(stage.expands)
+            )
             for _ in range(depth)
         )
         stages.append(layers)
@@ -93,12 +95,14 @@ def train_step(ctx: StepContext, images: torch.Tensor, labels: torch.Tensor) -> 
     for _ in range(n):
         arch = _sample(ctx, name)
         with torch.no_grad():
-            soft = torch.softmax(subnet_logits(ctx, images, largest(ctx.space, resolution=arch.resolution), teacher)
-                                 / ctx.cfg.kd_temperature, dim=1)
+            soft = torch.softmax(
+                subnet_logits(ctx, images, largest(ctx.space, resolution=arch.resolution), teacher)
+                / ctx.cfg.kd_temperature,
+                dim=1,
+            )
         logits = subnet_logits(ctx, images, arch)
         ce, kd = ce_loss(logits, labels, ctx.cfg), kd_loss(logits, soft, ctx.cfg)
         (ce + kd).backward()
         total += float(ce.detach())
         kd_total += float(kd.detach())
     return {"loss": total / n, "loss_kd": kd_total / n}
-
