@@ -172,14 +172,13 @@ def ensure_lut(
 def _search(
     space: Any, run_dir: Path, lut: Path, out_dir: Path, cfg: QuickstartConfig, *, progress: bool
 ) -> tuple[Path, float, tuple[float, float], float]:
-    """Evolution under a budget `budget_fraction` of the way from the fastest to the slowest predicted subnet."""
-    import numpy as np
-
+    """Evolution under a budget `budget_fraction` of the way from the fastest to the slowest predicted subnet: the
+    search `hwnas search --budget-ms B --evaluations N --seed S` runs (`hwnas.search.budgets`)."""
     from hwnas.latency.lut import load_lut
-    from hwnas.search import EvolutionConfig, evolve, gene_latency_from_lut
+    from hwnas.search import gene_latency_from_lut
+    from hwnas.search.budgets import SearchPlan, search_budgets, search_context
     from hwnas.search.output import write_search_outputs
     from hwnas.search.scorer import ScorerConfig, scorer_for_run
-    from hwnas.space import space_hash
     from hwnas.train.checkpoint import load_run
 
     table = load_lut(lut, space=space)
@@ -194,15 +193,11 @@ def _search(
         cfg.evaluations,
     )
     scorer = scorer_for_run(load_run(run_dir, space=space), cfg=ScorerConfig(val_images=cfg.val_images, seed=cfg.seed))
-    evo = EvolutionConfig(population=16, generations=10_000, max_evaluations=cfg.evaluations, progress=progress)
-    result = evolve(space, scorer, latency, budget_ms=budget, cfg=evo, rng=np.random.default_rng(cfg.seed))
+    plan = SearchPlan(strategy="evolution", evaluations=cfg.evaluations, seed=cfg.seed, progress=progress)
+    [result], _ = search_budgets(space, scorer, latency, [budget], plan=plan)
     context = {
-        "seed": cfg.seed,
-        "run": str(run_dir),
-        "lut": str(lut),
-        "device": table.device,
-        "space": space.name,
-        "space_hash": space_hash(space),
+        **search_context(seed=cfg.seed, run=run_dir, lut=lut, device=table.device, space=space),
+        "scorer": "measured",
         "extra": {"quickstart": True},
     }
     write_search_outputs([result], out_dir, context=context)

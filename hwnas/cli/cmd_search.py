@@ -325,69 +325,24 @@ def _run_strategy(
 def _strategies(
     args: argparse.Namespace, space: Any, latency: Any, budgets: list[float], scorer: Any, effort: dict[str, int]
 ) -> tuple[list[Any], dict[str, Any]]:
-    import numpy as np
+    from hwnas.search.budgets import SearchPlan, search_budgets
 
-    from hwnas.search import (
-        EvolutionConfig,
-        RandomConfig,
-        RLConfig,
-        differentiable_search,
-        evolve,
-        random_search,
-        read_run_arch,
-        rl_search,
+    plan = SearchPlan(
+        strategy=args.strategy,
+        evaluations=effort["evaluations"],
+        population=effort["population"],
+        generations=effort["generations"],
+        fitted_predictor=args.predictor,
+        seed=args.seed,
+        run_dir=args.run,
     )
-    from hwnas.search.predicted import predicted_evolution
-
-    results, extra = [], {}
-    for i, budget in enumerate(budgets):
-        rng = np.random.default_rng([args.seed, i])
-        if args.strategy == "evolution" and args.predictor != "none":
-            res, info = predicted_evolution(
-                space, scorer, latency, budget_ms=budget, measured=effort["evaluations"], kind=args.predictor, rng=rng
-            )
-            extra[str(budget)] = info
-        elif args.strategy == "evolution":
-            cfg = EvolutionConfig(
-                population=effort["population"],
-                generations=effort["generations"],
-                max_evaluations=effort["evaluations"],
-            )
-            res = evolve(space, scorer, latency, budget_ms=budget, cfg=cfg, rng=rng)
-        elif args.strategy == "random":
-            res = random_search(
-                space, scorer, latency, budget_ms=budget, cfg=RandomConfig(evaluations=effort["evaluations"]), rng=rng
-            )
-        elif args.strategy == "rl":
-            res = rl_search(
-                space, scorer, latency, budget_ms=budget, cfg=RLConfig(evaluations=effort["evaluations"]), rng=rng
-            )
-        else:
-            res = differentiable_search(space, scorer, latency, arch=read_run_arch(args.run, space), budget_ms=budget)
-        log.info(
-            "budget %g ms: %s  %.4f ms  acc %.4f  (%d evaluated, %.1f s)",
-            budget,
-            res.arch,
-            res.predicted_ms,
-            res.accuracy,
-            res.evaluated,
-            res.seconds,
-        )
-        results.append(res)
-    return results, extra
+    return search_budgets(space, scorer, latency, budgets, plan=plan)
 
 
 def _context(args: argparse.Namespace, table: Any, space: Any) -> dict[str, Any]:
-    from hwnas.space import space_hash
+    from hwnas.search.budgets import search_context
 
-    return {
-        "seed": args.seed,
-        "run": str(args.run),
-        "lut": str(args.lut),
-        "device": table.device,
-        "space": space.name,
-        "space_hash": space_hash(space),
-    }
+    return search_context(seed=args.seed, run=args.run, lut=args.lut, device=table.device, space=space)
 
 
 def _write(
