@@ -11,15 +11,17 @@ import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from hwnas.errors import HwnasError
+from hwnas.space import SpaceSpec, largest
 from hwnas.train.strategy import distillation_kl
 
-__all__ = ["FinetuneConfig", "kd_loss", "finetune_kd"]
+__all__ = ["FinetuneConfig", "kd_loss", "finetune_kd", "kd_teacher", "AtResolution"]
 
 log = logging.getLogger(__name__)
 
@@ -125,3 +127,38 @@ def finetune_kd(
         bar.close()
         student.eval()
     return losses
+
+
+class AtResolution(torch.nn.Module):
+    """`model` fed its batches resized to `resolution` (the fine-tune's batches come at the data's own size)."""
+
+    def __init__(self, model: torch.nn.Module, resolution: int) -> None:
+        super().__init__()
+        self.model, self.resolution = model, resolution
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        from hwnas.data import resize
+
+        return self.model(resize(x, self.resolution))  # type: ignore[no-any-return]
+
+
+def kd_teacher(supernet: Any, space: SpaceSpec, train: Any, *, batch_size: int, seed: int, recalib_batches: int) -> Any:
+    """The fine-tune's teacher: the supernet's largest subnet at the space's largest resolution, BN re-estimated for it.
+
+    Why that resolution and not the student's: sandwich training (BigNAS) trains the largest subnet only at the largest
+    resolution, so at a smaller one it can score below the small student it is meant to teach; and the stored BN
+    statistics belong to whatever subnet was evaluated last. Returns a callable on batches of any size (each is resized
+    for the teacher).
+    """
+    from hwnas.data import batches, resize
+    from hwnas.train.evaluate import recalibrate_bn
+
+    arch = largest(space)
+    gen = torch.Generator().manual_seed(seed + 7)
+    recalibrate_bn(
+        supernet,
+        (x for x, _ in batches(train, batch_size=batch_size, shuffle=True, generator=gen, limit=recalib_batches)),
+        arch=arch,
+    )
+    supernet.eval()
+    return lambda x: supernet(resize(x, arch.resolution), arch)

@@ -183,7 +183,7 @@ def export_pte_checked(
         )
     measured = predicted = lut_used = None
     if profile is not None:
-        from hwnas.export.pipeline import predicted_ms_for
+        from hwnas.export.latency import predicted_ms_for
 
         measured = measure_pte_ms(path, (1, space.in_channels, arch.resolution, arch.resolution), profile)
         predicted, lut_used = predicted_ms_for(space, arch, lut=lut, device=profile.name)
