@@ -305,7 +305,8 @@ LAT, LAT_RUNS = "Latency tables", "Latency tables: other recorded runs"
 TRAIN, NAS = "Supernet training", "Latency-aware training"
 SEARCH, QUALITY, QUALITY_RUNS = "Search", "Result quality against baselines", "Result quality: other recorded runs"
 EXPORT, ET, OFA, RELIABILITY = "Export", "ExecuTorch", "OFA specialization", "Reliability"
-SECTIONS = (LAT, LAT_RUNS, TRAIN, NAS, SEARCH, QUALITY, QUALITY_RUNS, EXPORT, ET, OFA, RELIABILITY)
+DEMO = "make demo"
+SECTIONS = (LAT, LAT_RUNS, TRAIN, NAS, SEARCH, QUALITY, QUALITY_RUNS, EXPORT, ET, OFA, DEMO, RELIABILITY)
 M = Metric
 LF, EX, BL = "lut_fidelity.json", "export.json", "baselines.json"
 _MBV3_L224 = _speed_row("mbv3", resolution=224)
@@ -780,6 +781,22 @@ METRICS: tuple[Metric, ...] = (
         "all_within_budget",
     ),
     M("ofa_import_s", OFA, "`hwnas import-ofa` time", "ofa_specialize.json", "import_seconds", unit="s"),
+    M("demo_test_acc", DEMO, "the exported winner's test accuracy (Fashion-MNIST)", "demo.json", "summary.test_acc"),
+    M(
+        "demo_predicted_error",
+        DEMO,
+        "measured / predicted latency - 1 of the exported winner, as measured",
+        "demo.json",
+        "summary.predicted_error",
+    ),
+    M(
+        "demo_predicted_error_drift_corrected",
+        DEMO,
+        "the same with the table's reference subnets' speed factor taken out",
+        "demo.json",
+        "summary.predicted_error_drift_corrected",
+    ),
+    M("demo_wall_s", DEMO, "wall time of the whole demo (venv in place)", "demo.json", "wall_seconds", unit="s"),
     M(
         "ofa_specialize_export_max_abs_diff",
         OFA,

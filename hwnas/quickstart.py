@@ -37,15 +37,16 @@ class QuickstartConfig:
     device: str = "cpu-ort-1t"
     space: str = "mbv3-tiny"
     epochs: float = 1.0
-    max_steps: int = 560  # batches of 64 (~0.65 epoch, ~6 min on 2 idle cores); 0: the whole `epochs`
+    max_steps: int = 300  # batches of 64 (~0.35 epoch): enough for the search to rank subnets; 0: the whole `epochs`
     budget_fraction: float = 0.4  # where the budget sits between the fastest (0) and slowest (1) predicted subnet
     evaluations: int = 40  # measured search evaluations
     val_images: int = 2000
     int8: bool = True
-    finetune_epochs: int = 1  # KD fine-tune of the winner before export (0: ship the extracted weights)
+    finetune_epochs: int = 2  # KD fine-tune of the winner before export (0: ship the extracted weights)
     seed: int = 0
     committed_luts: Path = REPO / "latency_tables"
-    lut: Path | None = None  # a table to use as it is (default: the committed one if it fits, else profile)
+    lut: Path | None = None  # a table to use as it is (default: profile one now)
+    reuse_committed_lut: bool = False  # use the committed table when it was built on this kind of machine
 
     def __post_init__(self) -> None:
         if not 0.0 < self.budget_fraction < 1.0:
@@ -229,10 +230,17 @@ def run_quickstart(
         load_lut(cfg.lut, space=space)  # a table of another space is an error before minutes of training
         lut, reused = cfg.lut, True
         log.info("[1/4] using the given LUT %s", lut)
-    else:
+    elif cfg.reuse_committed_lut:
         lut, reused = ensure_lut(
             space, profile, committed_dir=cfg.committed_luts, out_dir=out / "latency_tables", progress=progress
         )
+    else:  # this machine as it runs today: a committed table of the same CPU may be days and a speed drift away
+        from hwnas.latency.lut import lut_path
+        from hwnas.latency.profiler import profile_space
+
+        lut, reused = lut_path(out / "latency_tables", profile.name, space), False
+        log.info("[1/4] profiling %s on %s -> %s", space.name, profile.name, lut)
+        profile_space(space, profile, out_path=lut, progress=progress)
     seconds["latency table"] = time.monotonic() - t0
 
     t0 = time.monotonic()

@@ -23,9 +23,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument(
         "--steps",
         type=positive_int,
-        default=560,
+        default=300,
         metavar="N",
-        help="supernet training steps of 64 images (default 560, ~6 min on 2 idle cores)",
+        help="supernet training steps of 64 images (default 300, enough for the search to rank subnets)",
     )
     p.add_argument(
         "--evaluations", type=positive_int, default=40, metavar="N", help="measured search evaluations (default 40)"
@@ -33,17 +33,16 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument(
         "--finetune-epochs",
         type=non_negative_int,
-        default=1,
+        default=2,
         metavar="E",
-        help="KD fine-tune epochs of the winner before export (default 1; 0 ships the extracted weights)",
+        help="KD fine-tune epochs of the winner before export (default 2; 0 ships the extracted weights)",
     )
     p.add_argument(
         "--lut",
         type=Path,
         default=None,
         metavar="PATH",
-        help="use this latency table as it is (default: the committed one if it was built on this kind of "
-        "machine, else profile one)",
+        help="use this latency table as it is (default: profile this machine now, about half a minute)",
     )
     p.add_argument("--no-int8", dest="int8", action="store_false", help="skip the int8 export")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
@@ -74,7 +73,7 @@ def _quickstart(args: argparse.Namespace) -> int:
     total = time.monotonic() - started
     print()
     print(f"hwnas quickstart: {cfg.space} on Fashion-MNIST, device {cfg.device}, {total / 60:.1f} min")
-    print(f"latency table  {r.lut} ({'committed, matches this machine' if r.lut_reused else 'profiled now'})")
+    print(f"latency table  {r.lut} ({'given' if cfg.lut is not None else 'committed, matches this machine' if r.lut_reused else 'profiled now'})")
     print(
         f"budget         {r.budget_ms:.4f} ms (predicted subnet latencies span {r.range_ms[0]:.4f}-{r.range_ms[1]:.4f} ms)"
     )

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from hwnas.errors import HwnasError
+from hwnas.latency.protocol import Protocol
 
 __all__ = [
     "DeviceProfile",
@@ -37,6 +38,9 @@ RUNTIMES: tuple[str, ...] = ("onnxruntime", "torch", "executorch")
 PROVIDERS: tuple[str, ...] = ("cpu", "cuda")
 DTYPES: tuple[str, ...] = ("fp32", "int8")
 CLOCKS: tuple[str, ...] = ("thread", "wall")
+
+
+_PROTOCOL = Protocol()
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,14 +67,14 @@ class DeviceProfile:
     batch: int = 1
     dtype: Dtype = "fp32"
     clock: Clock = "wall"
-    warmup_s: float = 5.0
-    warmup: int = 3
-    rounds: int = 5
-    repeats: int = 10
-    max_cv: float = 0.03
-    remeasure: int = 3
+    warmup_s: float = _PROTOCOL.warmup_s  # the timing protocol's defaults are declared once, in `protocol.Protocol`
+    warmup: int = _PROTOCOL.warmup
+    rounds: int = _PROTOCOL.rounds
+    repeats: int = _PROTOCOL.repeats
+    max_cv: float = _PROTOCOL.max_cv
+    remeasure: int = _PROTOCOL.remeasure
     calib_subnets: int = 24
-    calib_passes: int = 0
+    calib_passes: int = _PROTOCOL.calib_passes
     remote: bool = False
     description: str = ""
 
