@@ -67,27 +67,7 @@ def make_preprocess(dataset_preprocess: Mapping[str, Any], *, resolution: int) -
         resize = method if method != "none" else "bilinear"
     if resize not in _RESIZE_METHODS:
         raise HwnasError(f"unsupported resize method {resize!r}; supported: {', '.join(_RESIZE_METHODS)}")
-    if "center_crop" in dataset_preprocess:  # ImageNet's eval transform: shorter side to r / 0.875, centre crop r
-        import math
-
-        from hwnas.data.imagenet import CROP_FRACTION
-
-        shorter = int(math.ceil(resolution / CROP_FRACTION))
-        return {
-            "resolution": resolution,
-            "channels": channels,
-            "mean": mean,
-            "std": std,
-            "resize": resize,
-            "resize_shorter": shorter,
-            "center_crop": resolution,
-            "native_resolution": None,
-            "scale": "divide uint8 pixels by 255 before subtracting mean",
-            "layout": "NCHW float32",
-            "recipe": f"resize the shorter side to {shorter} px ({resize}), centre-crop {resolution}x{resolution}; "
-            "x = img / 255; x = (x - mean) / std; feed x[None] (N, C, H, W) as 'input'",
-        }
-    return {
+    recipe = {
         "resolution": resolution,
         "channels": channels,
         "mean": mean,
@@ -98,6 +78,20 @@ def make_preprocess(dataset_preprocess: Mapping[str, Any], *, resolution: int) -
         "layout": "NCHW float32",
         "recipe": "x = resize(img, resolution) / 255; x = (x - mean) / std; feed x[None] (N, C, H, W) as 'input'",
     }
+    if "center_crop" in dataset_preprocess:  # ImageNet's eval transform: shorter side to r / 0.875, centre crop r
+        import math
+
+        from hwnas.data.imagenet import CROP_FRACTION
+
+        shorter = int(math.ceil(resolution / CROP_FRACTION))
+        recipe.update(
+            resize_shorter=shorter,
+            center_crop=resolution,
+            native_resolution=None,
+            recipe=f"resize the shorter side to {shorter} px ({resize}), centre-crop {resolution}x{resolution}; "
+            "x = img / 255; x = (x - mean) / std; feed x[None] (N, C, H, W) as 'input'",
+        )
+    return recipe
 
 
 def _as_list(value: Any) -> list[Any]:
