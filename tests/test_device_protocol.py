@@ -214,6 +214,8 @@ def test_installed_wheel_writes_bundles(tmp_path):
     shutil.copytree(ROOT / "hwnas", src / "hwnas", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(ROOT / name, src / name)
+    for folder in ("profiles", "latency_tables"):  # shipped as data files
+        shutil.copytree(ROOT / folder, src / folder)
     run(
         sys.executable,
         "-m",
@@ -236,6 +238,19 @@ def test_installed_wheel_writes_bundles(tmp_path):
     run(sys.executable, "-m", "pip", "--python", python, "install", "-q", "--no-deps", "--no-index", wheel)
     package = Path(run(python, "-c", "import hwnas; print(hwnas.__file__)", cwd=tmp_path).strip()).parent
     assert package.is_relative_to(site)  # the wheel's copy, not the checkout
+
+    # the shipped profiles and tables come with the wheel: a named profile and the default table resolve outside a checkout
+    shipped = run(
+        python,
+        "-c",
+        "from hwnas.latency.profiles import data_root, load_profile; "
+        "print(load_profile('cpu-ort-1t').name, data_root())",
+        cwd=tmp_path,
+    ).split()
+    assert shipped[0] == "cpu-ort-1t" and Path(shipped[1]).is_relative_to(venv)
+    assert (Path(shipped[1]) / "latency_tables" / "cpu-ort-1t" / "mbv3.csv").read_bytes() == (
+        ROOT / "latency_tables" / "cpu-ort-1t" / "mbv3.csv"
+    ).read_bytes()
 
     (tmp_path / "tiny-device.yaml").write_text(PROFILE)
     run(

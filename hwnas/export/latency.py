@@ -77,9 +77,9 @@ def lut_for(space: SpaceSpec, *, lut: Path | None, device: str) -> tuple[Any, st
     """(LUT, its path) for `device` and `space`, or (None, None) when no table exists for them (a warning, not an
     error: the export still runs, with the predicted latency left empty)."""
     from hwnas.latency.lut import load_lut, lut_path
-    from hwnas.latency.profiles import profiles_dir
+    from hwnas.latency.profiles import data_root
 
-    path = lut if lut is not None else lut_path(profiles_dir().parent / "latency_tables", Path(device).stem, space)
+    path = lut if lut is not None else lut_path(data_root() / "latency_tables", Path(device).stem, space)
     if lut is None and not path.is_file():
         log.warning(
             "no LUT at %s: predicted latency left empty (run 'hwnas profile --device %s --space %s')",

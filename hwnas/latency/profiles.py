@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,7 @@ __all__ = [
     "load_profile",
     "profile_from_dict",
     "profiles_dir",
+    "data_root",
     "list_profiles",
 ]
 
@@ -131,9 +133,18 @@ def profile_from_dict(data: Any, *, where: str) -> DeviceProfile:
     return DeviceProfile(**data)
 
 
+def data_root() -> Path:
+    """Where the shipped `profiles/` and `latency_tables/` are: the source checkout beside the package (editable
+    install), else `<prefix>/share/hwnas`, where a wheel installs them (pyproject's data-files)."""
+    checkout = Path(__file__).resolve().parents[2]
+    if (checkout / "profiles").is_dir():
+        return checkout
+    return Path(sys.prefix) / "share" / "hwnas"
+
+
 def profiles_dir() -> Path:
-    """`<repo>/profiles`: the shipped profiles live next to the package (editable install / source checkout)."""
-    return Path(__file__).resolve().parents[2] / "profiles"
+    """The shipped device profiles (`profiles/` of the checkout, or of the installed data)."""
+    return data_root() / "profiles"
 
 
 def list_profiles() -> tuple[str, ...]:
