@@ -47,6 +47,7 @@ class QuickstartConfig:
     committed_luts: Path = REPO / "latency_tables"
     lut: Path | None = None  # a table to use as it is (default: profile one now)
     reuse_committed_lut: bool = False  # use the committed table when it was built on this kind of machine
+    threads: int | None = None  # torch CPU threads (None: 2 on an idle 2-core machine, 1 when it is busy)
 
     def __post_init__(self) -> None:
         if not 0.0 < self.budget_fraction < 1.0:
@@ -216,7 +217,7 @@ def run_quickstart(
     from hwnas.latency.profiles import load_profile
     from hwnas.space import get_space
 
-    torch.set_num_threads(_threads())
+    torch.set_num_threads(cfg.threads or _threads())
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     space = get_space(cfg.space)

@@ -119,3 +119,31 @@ def test_search_json_contract_and_outputs(tiny_run: Path, lut: Path, capsys) -> 
     saved = json.loads((tiny_run / "search.json").read_text())
     assert saved["extra"]["cache"]["hits"] >= 0 and len(saved["budgets"]) == 2
     assert main(["report", str(tiny_run)]) == 0 and (tiny_run / "pareto.png").is_file()
+
+
+@pytest.mark.parametrize("command", ["search", "export"])
+def test_threads_flag_sets_torch_threads(lut: Path, tmp_path: Path, command: str) -> None:
+    """`--threads N` replaces the fixed thread caps: torch runs N threads from the start of the command."""
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        if command == "search":
+            argv = ["search", "--run", str(tmp_path), "--lut", str(lut), "--budget-ms", "0.000001", "--threads", "1"]
+        else:
+            argv = [
+                "export",
+                "--run",
+                str(tmp_path / "none"),
+                "--arch",
+                "r32/k3e3",
+                "--out",
+                str(tmp_path / "e"),
+                "--threads",
+                "1",
+            ]
+        assert main(argv) == 2  # both stop at a bad input, after the flag has taken effect
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)

@@ -7,7 +7,15 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from hwnas.cli.common import check_out_dir, non_negative_int, positive_float, positive_int, unit_float
+from hwnas.cli.common import (
+    add_threads_arg,
+    apply_threads,
+    check_out_dir,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    unit_float,
+)
 from hwnas.cli.output import print_json, print_table
 from hwnas.errors import HwnasError
 
@@ -97,6 +105,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="the run's dataset folder if not the one it recorded; required for runs from 'hwnas import-ofa' "
         "(an ImageNet-style folder with train/<class>/ and val/<class>/; test accuracy is on val/)",
     )
+    add_threads_arg(p)
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--force", action="store_true", help="overwrite existing outputs in DIR")
     p.set_defaults(handler=_export)
@@ -105,6 +114,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 def _export(args: argparse.Namespace) -> int:
     from hwnas.space import Arch
 
+    apply_threads(args)
     if not args.run.is_dir():
         raise HwnasError(f"run directory {args.run} not found; pass the --out of 'hwnas train'")
     if args.data_dir is not None and not args.data_dir.is_dir():

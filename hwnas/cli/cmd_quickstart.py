@@ -6,7 +6,7 @@ import argparse
 import time
 from pathlib import Path
 
-from hwnas.cli.common import check_out_dir, non_negative_int, positive_int
+from hwnas.cli.common import add_threads_arg, check_out_dir, non_negative_int, positive_int
 from hwnas.cli.output import print_json, print_table
 from hwnas.errors import HwnasError
 
@@ -45,6 +45,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="use this latency table as it is (default: profile this machine now, about half a minute)",
     )
     p.add_argument("--no-int8", dest="int8", action="store_false", help="skip the int8 export")
+    add_threads_arg(p, default_help="2 on an idle 2-core machine, 1 when other jobs keep it busy")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--force", action="store_true", help="overwrite an earlier quickstart in DIR")
     p.set_defaults(handler=_quickstart)
@@ -64,6 +65,7 @@ def _quickstart(args: argparse.Namespace) -> int:
         int8=args.int8,
         finetune_epochs=args.finetune_epochs,
         lut=args.lut,
+        threads=args.threads,
     )
     r = run_quickstart(cfg, progress=True)  # bars on stderr even when logged to a file: the run takes minutes
     if args.json:

@@ -16,7 +16,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from hwnas.cli.common import budget_list, check_out_dir, positive_float, positive_int
+from hwnas.cli.common import add_threads_arg, apply_threads, budget_list, check_out_dir, positive_float, positive_int
 from hwnas.cli.output import print_json
 from hwnas.errors import HwnasError
 
@@ -98,6 +98,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         action="store_true",
         help="continue an interrupted search from OUT/search.journal.jsonl (same options as the first run)",
     )
+    add_threads_arg(p)
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(handler=_search)
 
@@ -108,6 +109,7 @@ def _search(args: argparse.Namespace) -> int:
     from hwnas.search.latency_model import check_budget, gene_latency_from_lut
     from hwnas.search.output import OUTPUT_FILES
 
+    apply_threads(args)
     budgets = ([args.budget_ms] if args.budget_ms is not None else []) + (args.budgets or [])
     if not budgets:
         raise HwnasError("give a latency budget with --budget-ms T (or several with --budgets T1,T2)")
@@ -266,14 +268,11 @@ def _identity(args: argparse.Namespace, budgets: list[float], space: Any, effort
 
 def _scorer(args: argparse.Namespace, space: Any, *, journal: Path, measured: dict[str, float]) -> Any:
     """Measured accuracy on the run's own val split (the split training held out); journaled as it is measured."""
-    import torch
-
     from hwnas.search.journal import append_measurement
     from hwnas.search.scorer import ScorerConfig, scorer_for_run
     from hwnas.space import space_hash
     from hwnas.train.checkpoint import load_run
 
-    torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
     run = load_run(args.run)
     if space_hash(run.space) != space_hash(space):
         raise HwnasError(

@@ -98,3 +98,22 @@ def check_out_dir(path: Path, *, force: bool, produces: tuple[str, ...] = ()) ->
     if not os.access(ancestor, os.W_OK | os.X_OK):
         raise HwnasError(f"output directory {path} is not writable ({ancestor}); choose a writable --out")
     return path
+
+
+def add_threads_arg(parser: argparse.ArgumentParser, *, default_help: str = "torch's own choice, one per core") -> None:
+    parser.add_argument(
+        "--threads",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help=f"torch CPU threads (default: {default_help}; on a machine other jobs keep busy, fewer threads run "
+        "faster)",
+    )
+
+
+def apply_threads(args: argparse.Namespace) -> None:
+    """Set torch's CPU threads when `--threads` was given (torch is imported only then)."""
+    if getattr(args, "threads", None):
+        import torch
+
+        torch.set_num_threads(args.threads)
