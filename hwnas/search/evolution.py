@@ -20,7 +20,7 @@ from tqdm import tqdm
 from hwnas.errors import HwnasError
 from hwnas.search.genome import genome_of
 from hwnas.search.latency_model import GeneLatency, check_budget
-from hwnas.search.result import Evaluations, ScoreFn, SearchResult, winner_of
+from hwnas.search.result import Evaluations, ScoreFn, SearchResult, best_result
 from hwnas.space import SpaceSpec
 
 __all__ = ["EvolutionConfig", "evolve", "feasible_children"]
@@ -156,20 +156,12 @@ def evolve(
         if cfg.progress:
             bar.set_postfix(best=f"{scores.max():.4f}", generation=generations)
     bar.close()
-    best_genes, best_ms, best_score = winner_of(genome, evals, latency_fn, budget_ms=budget_ms)
-    all_genes, all_scores = evals.arrays()
     log.debug("evolution: %d generations, %d distinct archs scored in %d calls", generations, evals.count, evals.calls)
-    return SearchResult(
-        strategy="evolution",
+    return best_result(
+        "evolution",
+        evals,
+        latency_fn,
         budget_ms=budget_ms,
-        arch=genome.decode(best_genes[None, :])[0],
-        predicted_ms=best_ms,
-        accuracy=best_score,
-        evaluated=evals.count,
-        seconds=time.perf_counter() - start,
-        genome=genome,
-        genes=all_genes,
-        latency_ms=latency_fn(all_genes),
-        scores=all_scores,
+        started=start,
         notes={"generations": generations, "score_calls": evals.calls},
     )

@@ -17,7 +17,7 @@ from hwnas.search.evolution import EvolutionConfig, evolve, feasible_children
 from hwnas.search.genome import genome_of
 from hwnas.search.latency_model import GeneLatency, check_budget
 from hwnas.search.predictor import PredictorConfig, fit_predictor
-from hwnas.search.result import Evaluations, ScoreFn, SearchResult, winner_of
+from hwnas.search.result import Evaluations, ScoreFn, SearchResult, best_result
 from hwnas.space import SpaceSpec
 
 __all__ = ["predicted_evolution"]
@@ -59,8 +59,6 @@ def predicted_evolution(
             seen.add(key)
     if picks:
         evals.score(found.genes[picks])
-    best_genes, best_ms, best_score = winner_of(genome, evals, latency_fn, budget_ms=budget_ms)
-    all_genes, all_scores = evals.arrays()
     info: dict[str, float | int | str] = {
         "predictor": kind,
         "tau": predictor.tau,
@@ -70,18 +68,5 @@ def predicted_evolution(
         "measured_top_k": len(picks),
         "evolution_seconds": round(found.seconds, 3),
     }
-    result = SearchResult(
-        strategy="evolution+predictor",
-        budget_ms=budget_ms,
-        arch=genome.decode(best_genes[None, :])[0],
-        predicted_ms=best_ms,
-        accuracy=best_score,
-        evaluated=evals.count,
-        seconds=time.perf_counter() - start,
-        genome=genome,
-        genes=all_genes,
-        latency_ms=latency_fn(all_genes),
-        scores=all_scores,
-        notes=dict(info),
-    )
+    result = best_result("evolution+predictor", evals, latency_fn, budget_ms=budget_ms, started=start, notes=dict(info))
     return result, info

@@ -15,7 +15,7 @@ from hwnas.errors import HwnasError
 from hwnas.search.evolution import feasible_children
 from hwnas.search.genome import genome_of
 from hwnas.search.latency_model import GeneLatency, check_budget
-from hwnas.search.result import Evaluations, ScoreFn, SearchResult, winner_of
+from hwnas.search.result import Evaluations, ScoreFn, SearchResult, best_result
 from hwnas.space import SpaceSpec
 
 __all__ = ["RandomConfig", "random_search"]
@@ -56,19 +56,6 @@ def random_search(
                 lambda i, r: genome.sample(i.size, r), latency_fn, n, rng, budget_ms=budget_ms, retries=cfg.retries
             )
         )
-    best_genes, best_ms, best_score = winner_of(genome, evals, latency_fn, budget_ms=budget_ms)
-    all_genes, all_scores = evals.arrays()
-    return SearchResult(
-        strategy="random",
-        budget_ms=budget_ms,
-        arch=genome.decode(best_genes[None, :])[0],
-        predicted_ms=best_ms,
-        accuracy=best_score,
-        evaluated=evals.count,
-        seconds=time.perf_counter() - start,
-        genome=genome,
-        genes=all_genes,
-        latency_ms=latency_fn(all_genes),
-        scores=all_scores,
-        notes={"score_calls": evals.calls},
+    return best_result(
+        "random", evals, latency_fn, budget_ms=budget_ms, started=start, notes={"score_calls": evals.calls}
     )

@@ -6,6 +6,7 @@ not build 50k `Arch` objects; only the winner and the Pareto set are decoded.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -14,7 +15,7 @@ import numpy as np
 from hwnas.search.genome import Genome
 from hwnas.space import Arch
 
-__all__ = ["ScoreFn", "SearchResult", "pareto_indices", "Evaluations"]
+__all__ = ["ScoreFn", "SearchResult", "pareto_indices", "Evaluations", "best_result"]
 
 # Score and latency callables take a gene matrix (n, G) and return one float per row (see genome.py for the layout).
 ScoreFn = Callable[[np.ndarray], np.ndarray]
@@ -122,13 +123,35 @@ class SearchResult:
         }
 
 
-def winner_of(
-    genome: Genome, evals: Evaluations, latency_fn: ScoreFn, *, budget_ms: float
-) -> tuple[np.ndarray, float, float]:
-    """Best-scoring evaluated candidate within the budget: (genes, predicted_ms, score)."""
+def best_result(
+    strategy: str,
+    evals: Evaluations,
+    latency_fn: ScoreFn,
+    *,
+    budget_ms: float,
+    started: float,
+    notes: dict[str, float | int | str],
+) -> SearchResult:
+    """The search's result: the best-scoring evaluated candidate within the budget, and every evaluated candidate.
+
+    `started` is the strategy's `time.perf_counter()` at its start.
+    """
     genes, scores = evals.arrays()
     lat = latency_fn(genes)
     ok = np.flatnonzero(lat <= budget_ms)
     assert ok.size, "a strategy must evaluate at least one feasible candidate"
     best = ok[int(np.argmax(scores[ok]))]
-    return genes[best], float(lat[best]), float(scores[best])
+    return SearchResult(
+        strategy=strategy,
+        budget_ms=budget_ms,
+        arch=evals.genome.decode(genes[best][None, :])[0],
+        predicted_ms=float(lat[best]),
+        accuracy=float(scores[best]),
+        evaluated=evals.count,
+        seconds=time.perf_counter() - started,
+        genome=evals.genome,
+        genes=genes,
+        latency_ms=lat,
+        scores=scores,
+        notes=notes,
+    )

@@ -17,7 +17,7 @@ import numpy as np
 from hwnas.errors import HwnasError
 from hwnas.search.genome import genome_of
 from hwnas.search.latency_model import GeneLatency, check_budget
-from hwnas.search.result import Evaluations, ScoreFn, SearchResult, winner_of
+from hwnas.search.result import Evaluations, ScoreFn, SearchResult, best_result
 from hwnas.space import SpaceSpec
 
 __all__ = ["RLConfig", "rl_search", "mnas_reward"]
@@ -99,25 +99,10 @@ def rl_search(
         logits = logits + cfg.lr * grad / scored.sum()
         steps += 1
     all_genes, all_scores = evals.arrays()
-    if not (latency_fn(all_genes) <= budget_ms).any():
-        lat = latency_fn(all_genes)
+    lat = latency_fn(all_genes)
+    if not (lat <= budget_ms).any():
         reward = mnas_reward(all_scores, lat, budget_ms=budget_ms, alpha=cfg.alpha, beta=cfg.beta)
         repaired = latency_fn.repair(all_genes[[int(np.argmax(reward))]], budget_ms=budget_ms)
         evals.max_evaluations = None
         evals.score(repaired)
-        all_genes, all_scores = evals.arrays()
-    best_genes, best_ms, best_score = winner_of(genome, evals, latency_fn, budget_ms=budget_ms)
-    return SearchResult(
-        strategy="rl",
-        budget_ms=budget_ms,
-        arch=genome.decode(best_genes[None, :])[0],
-        predicted_ms=best_ms,
-        accuracy=best_score,
-        evaluated=evals.count,
-        seconds=time.perf_counter() - start,
-        genome=genome,
-        genes=all_genes,
-        latency_ms=latency_fn(all_genes),
-        scores=all_scores,
-        notes={"policy_updates": steps},
-    )
+    return best_result("rl", evals, latency_fn, budget_ms=budget_ms, started=start, notes={"policy_updates": steps})
