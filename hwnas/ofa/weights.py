@@ -25,10 +25,7 @@ its BatchNorm eps (1e-5 in the published networks) is torch's default, which the
 
 from __future__ import annotations
 
-import pickle
 import re
-import warnings
-import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -36,6 +33,7 @@ import torch
 
 from hwnas.errors import HwnasError
 from hwnas.space import SpaceSpec, get_space
+from hwnas.train.checkpoint import load_tensor_file
 
 __all__ = [
     "OFA_WIDTHS",
@@ -56,17 +54,12 @@ def read_torch_file(path: Path, *, what: str) -> object:
     """`torch.load(weights_only=True)` with every failure as one line: missing, truncated, or a pickle that would run code."""
     if not path.is_file():
         raise HwnasError(f"{what} {path} not found; pass the path of the downloaded file")
-    try:
-        with warnings.catch_warnings():  # e.g. "Detected pickle protocol 4": the error below says it all
-            warnings.simplefilter("ignore")
-            return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        raise HwnasError(
-            f"{what} {path} holds Python objects, not only tensors, and hwnas never unpickles code "
-            "(torch.load weights_only); re-save it as a state dict of tensors"
-        ) from None
-    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile):
-        raise HwnasError(f"{what} {path} is truncated or not a file written by torch.save; download it again") from None
+    return load_tensor_file(
+        path,
+        name=f"{what} {path}",
+        pickled_fix="re-save it as a state dict of tensors",
+        truncated_fix="download it again",
+    )
 
 
 def state_dict_of(payload: object, *, what: str, path: Path) -> dict[str, torch.Tensor]:

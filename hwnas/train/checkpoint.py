@@ -34,6 +34,7 @@ __all__ = [
     "load_run",
     "run_space",
     "state_mismatch",
+    "load_tensor_file",
 ]
 
 CHECKPOINT = "checkpoint.pt"
@@ -85,24 +86,35 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
         torch.save(payload, tmp)
 
 
+def load_tensor_file(
+    path: Path, *, name: str, pickled_fix: str, truncated_fix: str, map_location: str | torch.device = "cpu"
+) -> Any:
+    """`torch.load(weights_only=True)` with each failure as one line naming the file (`name`) and the fix: a file that
+    holds pickled Python objects (never unpickled) or one that is truncated or not written by torch.save."""
+    try:
+        with warnings.catch_warnings():  # e.g. "Detected pickle protocol 4": the error below says it all
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError:
+        raise HwnasError(
+            f"{name} holds Python objects, not only tensors, and hwnas never unpickles code "
+            f"(torch.load weights_only); {pickled_fix}"
+        ) from None
+    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile):
+        raise HwnasError(f"{name} is truncated or not a file written by torch.save; {truncated_fix}") from None
+
+
 def read_checkpoint(path: Path, *, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Load a checkpoint safely; a missing, truncated or foreign file is an `HwnasError` naming the fix."""
     if not path.exists():
         raise HwnasError(f"no {path.name} in {path.parent}; train one with 'hwnas train ... --out {path.parent}'")
-    try:
-        with warnings.catch_warnings():  # e.g. "Detected pickle protocol 4": the error below says it all
-            warnings.simplefilter("ignore")
-            payload = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError:
-        raise HwnasError(
-            f"{path} holds Python objects, not only tensors, and hwnas never unpickles code "
-            "(torch.load weights_only); it is not an hwnas checkpoint: retrain the run"
-        ) from None
-    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile):
-        raise HwnasError(
-            f"{path} is truncated or not a file written by torch.save; retrain the run, or resume it "
-            "with 'hwnas train --resume' if an earlier checkpoint survives"
-        ) from None
+    payload = load_tensor_file(
+        path,
+        name=str(path),
+        pickled_fix="it is not an hwnas checkpoint: retrain the run",
+        truncated_fix="retrain the run, or resume it with 'hwnas train --resume' if an earlier checkpoint survives",
+        map_location=map_location,
+    )
     if not isinstance(payload, dict) or payload.get("format") != FORMAT or "model" not in payload:
         raise HwnasError(f"{path} is not an hwnas checkpoint (format {FORMAT}); retrain with 'hwnas train'")
     return payload
