@@ -195,13 +195,13 @@ def train(
         if payload["space_hash"] != space_hash(space):
             raise HwnasError(f"{out / CHECKPOINT} belongs to another space; use another --out")
         start, saved_total = int(payload["step"]), int(payload["total_steps"])
-        if total < start:
-            raise HwnasError(
-                f"{out} has already trained {start} steps; a length of {total} steps would end before "
-                f"that: pass --max-steps or --epochs of at least {start} steps"
-            )
         knots, span = extend_schedule(
-            saved.schedule_knots, saved.schedule_steps, old_total=saved_total, new_total=total, done=start
+            saved.schedule_knots,
+            saved.schedule_steps,
+            old_total=saved_total,
+            new_total=total,
+            done=start,
+            where=str(out),
         )
         cfg = dataclasses.replace(cfg, schedule_knots=knots, schedule_steps=span)
         if total != saved_total:

@@ -311,13 +311,14 @@ def train_nas(
             )
         _resume_config(saved, cfg, run_dir)
         done, saved_total = int(payload["step"]), int(payload["total_steps"])
-        if total < done:
-            raise HwnasError(
-                f"{run_dir} has already trained {done} weight steps; a length of {total} steps would end "
-                f"before that: pass --max-steps or --epochs of at least {done} steps"
-            )
         knots, span = extend_schedule(
-            saved.schedule_knots, saved.schedule_steps, old_total=saved_total, new_total=total, done=done
+            saved.schedule_knots,
+            saved.schedule_steps,
+            old_total=saved_total,
+            new_total=total,
+            done=done,
+            where=str(run_dir),
+            unit="weight steps",
         )
         cfg = dataclasses.replace(cfg, schedule_knots=knots, schedule_steps=span)
         if total != saved_total:

@@ -161,12 +161,27 @@ def schedule_step(step: int, total: int, *, knots: Knots = (), span: int = 0) ->
     return float(span)
 
 
-def extend_schedule(knots: Knots, span: int, *, old_total: int, new_total: int, done: int) -> tuple[Knots, int]:
+def extend_schedule(
+    knots: Knots,
+    span: int,
+    *,
+    old_total: int,
+    new_total: int,
+    done: int,
+    where: str = "the run",
+    unit: str = "steps",
+) -> tuple[Knots, int]:
     """Knots and span of a run of `old_total` steps, `done` of them trained, that now runs to `new_total` steps.
 
     Nothing trained yet: the schedule simply spans the new total. Otherwise a knot at `done` keeps every step already
-    taken where it was and stretches the rest (see `schedule_step`). `span` 0 means the run's own total.
+    taken where it was and stretches the rest (see `schedule_step`). `span` 0 means the run's own total. A new total
+    below `done` is an error naming the run (`where`) and what its steps count (`unit`).
     """
+    if new_total < done:
+        raise HwnasError(
+            f"{where} has already trained {done} {unit}; a length of {new_total} steps would end before "
+            f"that: pass --max-steps or --epochs of at least {done} steps"
+        )
     if new_total == old_total:
         return knots, span
     if done == 0:
