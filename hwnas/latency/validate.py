@@ -80,6 +80,21 @@ def fit_stats(predicted: Sequence[float] | np.ndarray, measured: Sequence[float]
     )
 
 
+def _fit_summary(lut: Fit, raw: Fit, flops: Fit, retest_kendall_tau: float) -> dict[str, Any]:
+    """The fidelity figures both reports print: the calibrated LUT's, the raw sum's and FLOPs' headline numbers."""
+    return {
+        "within_5pct": lut.within_5pct,
+        "within_10pct": lut.within_10pct,
+        "mape": lut.mape,
+        "max_err": lut.max_err,
+        "kendall_tau": lut.kendall_tau,
+        "raw_within_10pct": raw.within_10pct,
+        "flops_kendall_tau": flops.kendall_tau,
+        "flops_mape": flops.mape,
+        "retest_kendall_tau": _finite_or_none(retest_kendall_tau),
+    }
+
+
 @dataclass(frozen=True, slots=True)
 class DriftCorrected:
     """The same comparisons with every prediction × the machine speed factor of the chunk its subnet was timed in."""
@@ -93,15 +108,7 @@ class DriftCorrected:
 
     def summary(self) -> dict[str, Any]:
         return {
-            "within_5pct": self.lut.within_5pct,
-            "within_10pct": self.lut.within_10pct,
-            "mape": self.lut.mape,
-            "max_err": self.lut.max_err,
-            "kendall_tau": self.lut.kendall_tau,
-            "raw_within_10pct": self.raw.within_10pct,
-            "flops_kendall_tau": self.flops.kendall_tau,
-            "flops_mape": self.flops.mape,
-            "retest_kendall_tau": _finite_or_none(self.retest_kendall_tau),
+            **_fit_summary(self.lut, self.raw, self.flops, self.retest_kendall_tau),
             "speed_factors": [round(s, 4) for s in self.speed_factors],
             "references": len(self.references),
         }
@@ -129,15 +136,7 @@ class FidelityReport:
         dc = self.drift_corrected
         return {
             "subnets": self.subnets,
-            "within_5pct": self.lut.within_5pct,
-            "within_10pct": self.lut.within_10pct,
-            "mape": self.lut.mape,
-            "max_err": self.lut.max_err,
-            "kendall_tau": self.lut.kendall_tau,
-            "raw_within_10pct": self.raw.within_10pct,
-            "flops_kendall_tau": self.flops.kendall_tau,
-            "flops_mape": self.flops.mape,
-            "retest_kendall_tau": _finite_or_none(self.retest_kendall_tau),
+            **_fit_summary(self.lut, self.raw, self.flops, self.retest_kendall_tau),
             "seconds": self.seconds,
             "speed_factor": None if dc is None else round(float(np.median(dc.speed_factors)), 4),
             "drift_corrected": None if dc is None else dc.summary(),
