@@ -26,8 +26,8 @@ def cpu_model() -> str:
 
 
 def cpu_signature() -> str | None:
-    """Vendor, family/model and kernel-relevant instruction sets of this CPU, e.g.
-    'AuthenticAMD family 26 model 2 [avx2 avx512f avx512_vnni avx512_bf16]'; None where /proc/cpuinfo is missing.
+    """Vendor, family/model and kernel-relevant instruction sets of this CPU, as
+    '<vendor_id> family <F> model <M> [<instruction sets of _KERNEL_ISA present>]'; None where /proc/cpuinfo is missing.
 
     Why: under a hypervisor the model name says little — the same name can stand for an AVX2-only host and for a host
     of another family with AVX-512 VNNI — so a table keyed by name alone would be reused on a CPU it does not describe.
