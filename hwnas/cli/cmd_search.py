@@ -241,13 +241,13 @@ def _identity(args: argparse.Namespace, budgets: list[float], space: Any, effort
     """What makes a journal this search's: the inputs its accuracies depend on (checkpoint, scorer settings, seed) and
     those its path depends on (LUT, strategy, budgets, counts). Files are named by content digest, not path, so a moved
     run folder still resumes and a retrained checkpoint or re-profiled LUT does not."""
-    import hashlib
 
+    from hwnas.digest import file_sha256
     from hwnas.latency.lut import meta_path
     from hwnas.space import space_hash
 
     def digest(path: Path) -> str | None:
-        return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
+        return file_sha256(path) if path.is_file() else None
 
     return {
         "run_checkpoint_sha256": digest(args.run / "checkpoint.pt"),

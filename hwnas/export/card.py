@@ -8,7 +8,6 @@ numpy only, and reproduces the card's ``test_acc`` without importing hwnas.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Mapping
@@ -16,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from hwnas.atomic import atomic_write_json
+from hwnas.digest import file_sha256
 from hwnas.errors import HwnasError
 from hwnas.machine import machine_info, package_versions
 from hwnas.space import Arch, SpaceSpec, space_hash
@@ -33,14 +33,6 @@ __all__ = [
 CARD_SCHEMA = "hwnas.model_card/1"
 PREPROCESS_KEYS = ("resolution", "channels", "mean", "std", "resize")
 _RESIZE_METHODS = ("none", "bilinear")
-
-
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def make_preprocess(dataset_preprocess: Mapping[str, Any], *, resolution: int) -> dict[str, Any]:

@@ -22,7 +22,6 @@ modified.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import random
 import time
@@ -33,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from hwnas.digest import file_sha256
 from hwnas.errors import HwnasError
 from hwnas.latency.harness import Protocol, Timer, TimingStats, run_protocol
 from hwnas.latency.lut import LatencyTable, load_lut, meta_path, save_lut
@@ -191,12 +191,8 @@ def measure_extra_rows(
     return MeasuredRows(rows, factor, references, time.monotonic() - started)
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def _extends(lut_path: Path) -> dict[str, str]:
-    return {"lut": lut_path.name, "sha256": _sha256(lut_path), "meta_sha256": _sha256(meta_path(lut_path))}
+    return {"lut": lut_path.name, "sha256": file_sha256(lut_path), "meta_sha256": file_sha256(meta_path(lut_path))}
 
 
 def _empty(table: LatencyTable, lut_path: Path) -> LatencyTable:

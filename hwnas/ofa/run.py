@@ -12,7 +12,6 @@ run folder behind.
 
 from __future__ import annotations
 
-import hashlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Any
 
 from hwnas.atomic import atomic_write_json
 from hwnas.data.imagenet import IMAGENET_DATASET, imagenet_preprocess
+from hwnas.digest import file_sha256
 from hwnas.errors import HwnasError
 from hwnas.ofa.predictor import load_predictor_state, predictor_from_state
 from hwnas.ofa.weights import infer_width, ofa_space, read_torch_file, state_dict_of, supernet_state_from_ofa
@@ -52,14 +52,6 @@ class ImportResult:
         }
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def import_ofa(
     checkpoint: Path, out: Path, *, width: float | None = None, predictor: Path | None = None
 ) -> ImportResult:
@@ -84,9 +76,9 @@ def import_ofa(
             "kind": bound.kind,
             "state": bound.state,
             "file": predictor.name,
-            "sha256": _sha256(predictor),
+            "sha256": file_sha256(predictor),
         }
-    source_sha = _sha256(checkpoint)
+    source_sha = file_sha256(checkpoint)
     cfg = TrainConfig(space="mbv3", width=found, dataset=IMAGENET_DATASET, mode="ofa", epochs=1.0)
     source = {"kind": "ofa", "file": checkpoint.name, "sha256": source_sha, "width": found}
     preprocess = imagenet_preprocess(max(space.resolutions))
