@@ -1,7 +1,7 @@
 """`hwnas quickstart` (what `make demo` runs): the three user jobs end to end on this CPU and real Fashion-MNIST.
 
-1. latency table for `cpu-ort-1t` and `mbv3-tiny` — the committed one when it was measured on this kind of machine with
-   this profile and space, else profiled now;
+1. latency table for `cpu-ort-1t` and `mbv3-tiny`, profiled now (or a given one): the prediction is then checked
+   against the machine as it runs today;
 2. a weight-sharing supernet trained briefly (BigNAS sandwich rule with in-place distillation);
 3. evolution search at a budget between the fastest and the slowest subnet the table predicts;
 4. export of the winner: BN recalibration, a one-epoch KD fine-tune (the supernet's largest subnet teaching), ONNX,
@@ -28,8 +28,6 @@ __all__ = ["QuickstartConfig", "QuickstartResult", "lut_matches_machine", "ensur
 
 log = logging.getLogger(__name__)
 
-REPO = Path(__file__).resolve().parents[1]
-
 
 @dataclass(frozen=True, slots=True)
 class QuickstartConfig:
@@ -44,9 +42,7 @@ class QuickstartConfig:
     int8: bool = True
     finetune_epochs: int = 2  # KD fine-tune of the winner before export (0: ship the extracted weights)
     seed: int = 0
-    committed_luts: Path = REPO / "latency_tables"
     lut: Path | None = None  # a table to use as it is (default: profile one now)
-    reuse_committed_lut: bool = False  # use the committed table when it was built on this kind of machine
     threads: int | None = None  # torch CPU threads (None: 2 on an idle 2-core machine, 1 when it is busy)
 
     def __post_init__(self) -> None:
@@ -231,10 +227,6 @@ def run_quickstart(
         load_lut(cfg.lut, space=space)  # a table of another space is an error before minutes of training
         lut, reused = cfg.lut, True
         log.info("[1/4] using the given LUT %s", lut)
-    elif cfg.reuse_committed_lut:
-        lut, reused = ensure_lut(
-            space, profile, committed_dir=cfg.committed_luts, out_dir=out / "latency_tables", progress=progress
-        )
     else:  # this machine as it runs today: a committed table of the same CPU may be days and a speed drift away
         from hwnas.latency.lut import lut_path
         from hwnas.latency.profiler import profile_space

@@ -75,9 +75,7 @@ def _quickstart(args: argparse.Namespace) -> int:
     total = time.monotonic() - started
     print()
     print(f"hwnas quickstart: {cfg.space} on Fashion-MNIST, device {cfg.device}, {total / 60:.1f} min")
-    print(
-        f"latency table  {r.lut} ({'given' if cfg.lut is not None else 'committed, matches this machine' if r.lut_reused else 'profiled now'})"
-    )
+    print(f"latency table  {r.lut} ({'given' if r.lut_reused else 'profiled now'})")
     print(
         f"budget         {r.budget_ms:.4f} ms (predicted subnet latencies span {r.range_ms[0]:.4f}-{r.range_ms[1]:.4f} ms)"
     )
