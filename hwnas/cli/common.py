@@ -18,6 +18,10 @@ __all__ = [
     "positive_int",
     "non_negative_int",
     "check_out_dir",
+    "add_threads_arg",
+    "apply_threads",
+    "add_device_arg",
+    "device_spec",
 ]
 
 
@@ -117,3 +121,20 @@ def apply_threads(args: argparse.Namespace) -> None:
         import torch
 
         torch.set_num_threads(args.threads)
+
+
+def device_spec(text: str) -> str:
+    """argparse type of `--device`: cpu, cuda or cuda:N (checked torch-free; availability is checked at run time)."""
+    from hwnas.distributed import check_device_spec
+
+    try:
+        return check_device_spec(text)
+    except HwnasError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("--device ")) from None
+
+
+def add_device_arg(parser: argparse.ArgumentParser) -> None:
+    """`--device cpu|cuda|cuda:N`: the torch device the command computes on (see hwnas.distributed)."""
+    from hwnas.distributed import DEVICE_HELP
+
+    parser.add_argument("--device", type=device_spec, default=None, metavar="DEV", help=DEVICE_HELP)
