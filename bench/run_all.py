@@ -27,6 +27,7 @@ BENCHES = (
     "bench_train.py",
     "bench_search.py",
     "bench_search_quality.py",
+    "bench_distributed.py",
     "bench_export.py",
     "bench_nas_modes.py",
     "bench_executorch.py",

@@ -306,7 +306,8 @@ TRAIN, NAS = "Supernet training", "Latency-aware training"
 SEARCH, QUALITY, QUALITY_RUNS = "Search", "Result quality against baselines", "Result quality: other recorded runs"
 EXPORT, ET, OFA, RELIABILITY = "Export", "ExecuTorch", "OFA specialization", "Reliability"
 DEMO = "make demo"
-SECTIONS = (LAT, LAT_RUNS, TRAIN, NAS, SEARCH, QUALITY, QUALITY_RUNS, EXPORT, ET, OFA, DEMO, RELIABILITY)
+DIST = "torchrun on one machine"
+SECTIONS = (LAT, LAT_RUNS, TRAIN, NAS, SEARCH, DIST, QUALITY, QUALITY_RUNS, EXPORT, ET, OFA, DEMO, RELIABILITY)
 M = Metric
 LF, EX, BL = "lut_fidelity.json", "export.json", "baselines.json"
 _MBV3_L224 = _speed_row("mbv3", resolution=224)
@@ -831,6 +832,53 @@ METRICS: tuple[Metric, ...] = (
         "… and same candidates",
         "crash_resume.search.json",
         "search.same_candidates",
+    ),
+    # ---- torchrun on one machine (bench/bench_distributed.py)
+    M(
+        "distributed_search_speedup_wall",
+        DIST,
+        "the same measured search, 2 gloo ranks × 1 thread vs 1 process × 2 threads: wall-time speed-up",
+        "distributed.json",
+        "search.speedup_wall",
+        unit="×",
+    ),
+    M(
+        "distributed_search_speedup_search",
+        DIST,
+        "… the search's own seconds (without process start and loading)",
+        "distributed.json",
+        "search.speedup_search",
+        unit="×",
+    ),
+    M(
+        "distributed_search_same_winner",
+        DIST,
+        "every launch of either kind found the same winner",
+        "distributed.json",
+        "search.same_winner",
+    ),
+    M(
+        "distributed_search_same_scores",
+        DIST,
+        "… and the same candidate scores",
+        "distributed.json",
+        "search.same_candidate_scores",
+    ),
+    M(
+        "distributed_train_img_per_s",
+        DIST,
+        "`hwnas train --mode bignas` throughput at the same global batch, per ranks × threads",
+        "distributed.json",
+        "train.img_per_s",
+        unit="img/s",
+    ),
+    M(
+        "distributed_train_two_ranks_vs_two_threads",
+        DIST,
+        "training img/s, 2 ranks × 1 thread over 1 rank × 2 threads",
+        "distributed.json",
+        "train.two_ranks_vs_two_threads",
+        unit="×",
     ),
 )
 

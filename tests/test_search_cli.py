@@ -88,7 +88,12 @@ def test_search_json_contract_and_outputs(tiny_run: Path, lut: Path, capsys) -> 
     ]
     assert main(argv) == 0
     out = json.loads(capsys.readouterr().out)
-    assert set(out) == {"arch", "predicted_ms", "accuracy", "budget_ms", "evaluated", "seconds", "scorer"}
+    keys = {"arch", "predicted_ms", "accuracy", "budget_ms", "evaluated", "seconds", "scorer", "torch_device"}
+    assert set(out) == keys | {"world_size"}
+    import torch
+
+    assert out["torch_device"] == ("cuda:0" if torch.cuda.is_available() else "cpu")  # the default device
+    assert out["world_size"] == 1
     assert out["predicted_ms"] <= budgets[0] and out["evaluated"] == 3 and 0 <= out["accuracy"] <= 1
     assert out["scorer"] == "measured"  # a trained run has no imported predictor
     for name in ("search.json", "pareto.csv", "candidates.csv"):

@@ -1,33 +1,44 @@
 """`hwnas search`: the most accurate subnet of a trained run within T ms on the LUT's device.
 
 Order of work is chosen so that mistakes fail fast: the LUT is loaded and every budget checked against the smallest
-achievable latency before torch, the checkpoint or the dataset are touched.
+achievable latency before the checkpoint or the dataset are touched.
 
 Every measured candidate is appended to `OUT/search.journal.jsonl` as it is measured (`hwnas.search.journal`): Ctrl-C
 exits 130 saying so, and `--resume` after Ctrl-C or `kill -9` replays the journal, so nothing is measured twice and the
 seeded strategy ends with the winner an uninterrupted run would have found.
+
+Under `torchrun` every rank runs this command. The inputs are checked on every rank before the process group forms, so
+a bad input fails on all of them alike; rank 0 alone prints that error, logs, writes the journal and the outputs. The
+output folder and the journal are rank 0's to check and read; the other ranks receive its verdict and the journal's
+accuracies (`hwnas.search.sharding`), so nodes need not share a filesystem for outputs. Only the measured scorer is
+sharded: a predictor-scored search runs on rank 0 alone (seconds), and `--strategy scale` refuses torchrun.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
+import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from hwnas.cli.common import add_threads_arg, apply_threads, budget_list, check_out_dir, positive_float, positive_int
+from hwnas.cli.common import add_device_arg, add_threads_arg, budget_list, positive_float, positive_int
 from hwnas.cli.output import print_json
+from hwnas.cli.search_inputs import (
+    MEASURED_DEFAULTS,
+    PREDICTOR_DEFAULTS,
+    SCORERS,
+    STRATEGIES,
+    SearchInputs,
+    check_inputs,
+    check_outputs,
+)
 from hwnas.errors import HwnasError
 
-log = logging.getLogger(__name__)
+if TYPE_CHECKING:
+    from hwnas.distributed import Dist
 
-STRATEGIES = ("evolution", "random", "rl", "differentiable", "scale")
-SCORERS = ("measured", "predictor")
-# Search effort per scorer: a measured candidate costs seconds (extract, BN recalibration, val), a predicted one
-# microseconds, so the predictor runs OFA's own setting (population 100, 500 generations).
-MEASURED_DEFAULTS = {"evaluations": 100, "population": 16, "generations": 10_000}
-PREDICTOR_DEFAULTS = {"evaluations": 50_000, "population": 100, "generations": 500}
+log = logging.getLogger(__name__)
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -98,124 +109,107 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         action="store_true",
         help="continue an interrupted search from OUT/search.journal.jsonl (same options as the first run)",
     )
-    add_threads_arg(p)
+    add_threads_arg(p, default_help="torch's own choice, one per core; under torchrun 1 per rank")
+    add_device_arg(p)
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(handler=_search)
 
 
 def _search(args: argparse.Namespace) -> int:
-    from hwnas.latency.lut import load_lut
-    from hwnas.search.journal import JOURNAL, resume_journal
-    from hwnas.search.latency_model import check_budget, gene_latency_from_lut
-    from hwnas.search.output import OUTPUT_FILES
+    """Every torchrun rank runs this; rank 0 alone prints (errors included), logs and writes."""
+    from hwnas.distributed import world_size_from_env
 
-    apply_threads(args)
-    budgets = ([args.budget_ms] if args.budget_ms is not None else []) + (args.budgets or [])
-    if not budgets:
-        raise HwnasError("give a latency budget with --budget-ms T (or several with --budgets T1,T2)")
-    if not args.run.is_dir():
-        raise HwnasError(f"run folder {args.run} not found; train one with 'hwnas train ... --out {args.run}'")
-    if args.resume and args.strategy == "scale":
-        raise HwnasError(
-            "--resume continues a measured search; --strategy scale keeps no journal (the LUT rows it "
-            "times are cached next to the LUT and reused): rerun it without --resume"
-        )
-    out_dir = check_out_dir(args.out or args.run, force=args.force or args.resume, produces=OUTPUT_FILES)
-    journal = out_dir / JOURNAL
-    if args.resume and not journal.is_file():
-        raise HwnasError(f"no search journal {journal}: nothing to resume; run the search without --resume")
-    if not args.resume and not args.force and journal.exists() and args.strategy != "scale":
-        raise HwnasError(
-            f"{journal} holds the measurements of an earlier search; pass --resume to continue it "
-            f"(same options) or --force to start over"
-        )
-    table = load_lut(args.lut)
-    space = table.space()
-    latency = gene_latency_from_lut(table, space)
-    for budget in budgets:
-        check_budget(latency, budget, where=f"LUT {args.lut}")
-    run_config = _check_run_matches(args, table, space)
-    if args.strategy == "scale":
-        return _scale(args, table, space, budgets, out_dir)
+    rank, world = _env_rank(), world_size_from_env()
+    if rank != 0:
+        logging.getLogger().setLevel(logging.WARNING)
+    try:
+        inputs = check_inputs(args, world=world)
+    except HwnasError as exc:
+        if rank == 0:
+            raise
+        if _first_rank_of_another_node():  # its files may differ from rank 0's: it speaks for its node
+            raise HwnasError(f"rank {rank}: {exc}") from None
+        return 2  # the same inputs fail the same way on rank 0, which prints the one line
+    if inputs.scorer == "none":
+        return _scale_on_main(args, inputs)
+    try:
+        if inputs.scorer == "predictor":
+            return _predictor_on_main(args, inputs) if rank == 0 else 0
+        return _measured(args, inputs)
+    except HwnasError:
+        if rank == 0:
+            raise
+        return 2  # broadcast or agreed on (hwnas.search.sharding): rank 0 prints the same error
+    except KeyboardInterrupt:
+        if rank == 0:
+            raise
+        return 130
 
-    scorer = _scorer_kind(args, run_config)
-    effort = _effort(args, scorer)
-    if scorer == "predictor":
-        results, extra = _predictor_search(args, space, latency, budgets, effort)
-    else:
-        identity = _identity(args, budgets, space, effort)
-        measured = resume_journal(journal, identity) if args.resume else {}
-        results, extra = _run_strategy(
-            args, space, latency, budgets, effort, journal=journal, identity=identity, measured=measured
-        )
-    _write(args, results, out_dir, table, space, {**extra, "scorer": scorer})
+
+def _env_rank() -> int:
+    try:
+        return int(os.environ.get("RANK", "0"))
+    except ValueError:
+        return 0
+
+
+def _first_rank_of_another_node() -> bool:
+    """The local rank 0 of a node other than rank 0's (torchrun's GROUP_RANK is the node's rank)."""
+    return os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("GROUP_RANK", "0") not in ("", "0")
+
+
+def _scale_on_main(args: argparse.Namespace, inputs: SearchInputs) -> int:
+    from hwnas.cli.search_scale import scale_search
+
+    out_dir = check_outputs(args)
+    context = _context(args, inputs.table, inputs.space, torch_device=None, world_size=1)
+    return scale_search(args, inputs.table, inputs.space, inputs.budgets, out_dir, context=context)
+
+
+def _predictor_on_main(args: argparse.Namespace, inputs: SearchInputs) -> int:
+    """The whole predictor-scored search on this process (rank 0 alone under torchrun: it takes seconds, and the
+    other ranks would only repeat it)."""
+    out_dir = check_outputs(args)
+    results, extra = _predictor_search(args, inputs.space, inputs.latency, inputs.budgets, inputs.effort)
+    context = _context(args, inputs.table, inputs.space, torch_device="cpu", world_size=1)
+    _write(args, results, out_dir, context, {**extra, "scorer": "predictor"})
     return 0
 
 
-def _check_run_matches(args: argparse.Namespace, table: Any, space: Any) -> dict[str, Any]:
-    """The run's config.json, checked against the LUT's space before anything heavy is loaded: a run of another
-    space or width is told which table it needs and the command that builds it."""
-    from hwnas.latency.lut import lut_path
-    from hwnas.space import get_space, space_hash, with_io
-    from hwnas.train.checkpoint import CONFIG, read_config_json
+def _measured(args: argparse.Namespace, inputs: SearchInputs) -> int:
+    """The measured search on every rank: rank 0 checks the outputs and reads the journal, every rank measures its
+    share of each batch, rank 0 writes."""
+    from hwnas.distributed import setup_distributed
+    from hwnas.search.journal import JOURNAL, resume_journal
+    from hwnas.search.sharding import agree, run_on_main
 
-    if not (args.run / CONFIG).is_file():
-        return {}  # the checkpoint alone still names its space; load_run checks it against the LUT's
-    config = read_config_json(args.run)
-    run_hash = config.get("space_hash")
-    if run_hash is None or run_hash == space_hash(space):
-        return config
-    try:
-        run_space = with_io(
-            get_space(str(config["space"]), width=float(config.get("width", 1.0))),
-            in_channels=int(config["in_channels"]),
-            num_classes=int(config["num_classes"]),
-        )
-    except (KeyError, TypeError, ValueError, HwnasError):
-        run_space = None
-    if run_space is None or space_hash(run_space) != run_hash:
-        raise HwnasError(
-            f"LUT {args.lut} is for space {space.name} (hash {space_hash(space)}) but run {args.run} "
-            f"trained another (hash {run_hash}); profile the run's space or pick the matching LUT"
-        )
-    width = f" --width {run_space.width:g}" if run_space.width != 1.0 else ""
-    need = lut_path(args.lut.parent.parent, table.device, run_space)
-    raise HwnasError(
-        f"run {args.run} is space {run_space.name} at width {run_space.width}, LUT {args.lut} is for "
-        f"{space.name} at width {space.width}: it needs {need}; build it with 'hwnas profile --device "
-        f"{table.device} --space {run_space.name}{width}'"
+    dist = setup_distributed(args.device)
+
+    def journal_state() -> tuple[Path, dict[str, Any], dict[str, float]]:
+        out_dir = check_outputs(args)
+        identity = _identity(args, inputs.budgets, inputs.space, inputs.effort)
+        measured = resume_journal(out_dir / JOURNAL, identity) if args.resume else {}
+        return out_dir, identity, measured
+
+    out_dir, identity, measured = run_on_main(dist, journal_state)
+    journal = out_dir / JOURNAL
+    scorer = agree(dist, lambda: _scorer(args, inputs.space, dist=dist, journal=journal, measured=measured))
+    results, extra = _run_strategy(
+        args, inputs, scorer, journal=journal, identity=identity, measured=measured, main=dist.main
     )
+    if dist.main:
+        context = _context(args, inputs.table, inputs.space, torch_device=str(dist.device), world_size=dist.world)
+        _write(args, results, out_dir, context, {**extra, "scorer": "measured"})
+    _leave_process_group(dist)
+    return 0
 
 
-def _scorer_kind(args: argparse.Namespace, run_config: dict[str, Any]) -> str:
-    has_predictor = bool(run_config.get("predictor"))
-    scorer = args.scorer or ("predictor" if has_predictor else "measured")
-    if scorer == "predictor":
-        if not has_predictor:
-            raise HwnasError(
-                f"run {args.run} has no accuracy predictor; import one with 'hwnas import-ofa ... "
-                "--predictor ACC.pth' or use --scorer measured"
-            )
-        if args.predictor != "none":
-            raise HwnasError(
-                f"--predictor {args.predictor} fits a predictor on measured candidates; it does not combine "
-                "with --scorer predictor (the run's imported predictor)"
-            )
-        if args.resume:
-            raise HwnasError(
-                "--resume continues a measured search; a predictor-scored search takes seconds: rerun it "
-                "without --resume"
-            )
-        if args.data_dir is not None:
-            raise HwnasError("--data-dir is for the measured scorer; --scorer predictor reads no data")
-    return scorer
+def _leave_process_group(dist: Dist) -> None:
+    """Close torchrun's process group once the search is done (NCCL warns at exit about one left open)."""
+    if dist.world > 1:
+        import torch.distributed
 
-
-def _effort(args: argparse.Namespace, scorer: str) -> dict[str, int]:
-    """Evaluations, population and generations: what the user gave, else the scorer's defaults."""
-    defaults = PREDICTOR_DEFAULTS if scorer == "predictor" else MEASURED_DEFAULTS
-    given = {"evaluations": args.evaluations, "population": args.population, "generations": args.generations}
-    return {k: v if v is not None else defaults[k] for k, v in given.items()}
+        torch.distributed.destroy_process_group()
 
 
 def _predictor_search(
@@ -266,14 +260,15 @@ def _identity(args: argparse.Namespace, budgets: list[float], space: Any, effort
     }
 
 
-def _scorer(args: argparse.Namespace, space: Any, *, journal: Path, measured: dict[str, float]) -> Any:
-    """Measured accuracy on the run's own val split (the split training held out); journaled as it is measured."""
+def _scorer(args: argparse.Namespace, space: Any, *, dist: Dist, journal: Path, measured: dict[str, float]) -> Any:
+    """Measured accuracy on the run's own val split (the split training held out), on this rank's device; rank 0
+    journals every measurement as it is merged."""
     from hwnas.search.journal import append_measurement
     from hwnas.search.scorer import ScorerConfig, scorer_for_run
     from hwnas.space import space_hash
     from hwnas.train.checkpoint import load_run
 
-    run = load_run(args.run)
+    run = load_run(args.run, device=dist.device)
     if space_hash(run.space) != space_hash(space):
         raise HwnasError(
             f"LUT {args.lut} is for space {space.name} (hash {space_hash(space)}) but run {args.run} trained "
@@ -288,29 +283,30 @@ def _scorer(args: argparse.Namespace, space: Any, *, journal: Path, measured: di
         cfg=cfg,
         known=measured,
         data_dir=args.data_dir,
-        on_measured=lambda arch, accuracy: append_measurement(journal, arch, accuracy),
+        on_measured=(lambda arch, accuracy: append_measurement(journal, arch, accuracy)) if dist.main else None,
+        dist=dist,
     )
 
 
 def _run_strategy(
     args: argparse.Namespace,
-    space: Any,
-    latency: Any,
-    budgets: list[float],
-    effort: dict[str, int],
+    inputs: SearchInputs,
+    scorer: Any,
     *,
     journal: Path,
     identity: dict[str, Any],
     measured: dict[str, float],
+    main: bool,
 ) -> tuple[list[Any], dict[str, Any]]:
     """Every budget's search on one scorer (shared cache). Ctrl-C (KeyboardInterrupt, wherever it lands) loses at most
-    the measurement in flight: each one was appended and fsynced as it finished, so there is nothing left to flush."""
+    what was in flight, the measurement (one process) or the batch (torchrun: a batch is journaled once every rank's
+    share is merged); everything journaled was fsynced as it was appended, so there is nothing left to flush."""
     from hwnas.search.journal import write_journal
 
-    scorer = _scorer(args, space, journal=journal, measured=measured)
-    write_journal(journal, identity, measured)  # fresh: header only; resumed: compacted, a torn last line cut off
+    if main:
+        write_journal(journal, identity, measured)  # fresh: header only; resumed: compacted, a torn last line cut off
     try:
-        results, extra = _strategies(args, space, latency, budgets, scorer, effort)
+        results, extra = _strategies(args, inputs.space, inputs.latency, inputs.budgets, scorer, inputs.effort)
     except KeyboardInterrupt:
         raise KeyboardInterrupt(
             f"{len(scorer.cache)} measured candidates are saved in {journal}; rerun the same "
@@ -338,20 +334,31 @@ def _strategies(
     return search_budgets(space, scorer, latency, budgets, plan=plan)
 
 
-def _context(args: argparse.Namespace, table: Any, space: Any) -> dict[str, Any]:
+def _context(
+    args: argparse.Namespace, table: Any, space: Any, *, torch_device: str | None, world_size: int
+) -> dict[str, Any]:
     from hwnas.search.budgets import search_context
 
-    return search_context(seed=args.seed, run=args.run, lut=args.lut, device=table.device, space=space)
+    return search_context(
+        seed=args.seed,
+        run=args.run,
+        lut=args.lut,
+        device=table.device,
+        space=space,
+        torch_device=torch_device,
+        world_size=world_size,
+    )
 
 
 def _write(
-    args: argparse.Namespace, results: list[Any], out_dir: Path, table: Any, space: Any, extra: dict[str, Any]
+    args: argparse.Namespace, results: list[Any], out_dir: Path, context: dict[str, Any], extra: dict[str, Any]
 ) -> None:
     from hwnas.search.output import write_search_outputs
 
-    context = {**_context(args, table, space), "scorer": extra.pop("scorer"), "extra": extra}
+    context = {**context, "scorer": extra.pop("scorer"), "extra": extra}
     write_search_outputs(results, out_dir, context=context)
-    summaries = [{**r.summary(), "scorer": context["scorer"]} for r in results]
+    where = {"torch_device": context["torch_device"], "world_size": context["world_size"]}
+    summaries = [{**r.summary(), "scorer": context["scorer"], **where} for r in results]
     if args.json:
         print_json(summaries[0] if len(summaries) == 1 else summaries)
         return
@@ -362,149 +369,5 @@ def _write(
             f"  predicted {s['predicted_ms']:.4f} ms, {what} {s['accuracy']:.4f}, "
             f"{s['evaluated']} evaluated in {s['seconds']:.1f} s"
         )
-    print(f"wrote {out_dir / 'search.json'}, pareto.csv, candidates.csv")
-
-
-def _scale(args: argparse.Namespace, table: Any, space: Any, budgets: list[float], out_dir: Path) -> int:
-    """Compound scaling of the base arch to each budget. Rows the LUT lacks are timed on demand on its device
-    (`hwnas.latency.extra_rows`: same protocol as `hwnas profile`, put on the table's time base by re-timed reference
-    rows) and cached next to the LUT in `<lut>.extra.csv`, so the next run measures nothing it has seen."""
-    import os
-    import sys
-
-    from hwnas.atomic import atomic_write_json
-    from hwnas.cli.common import parse_arch
-    from hwnas.latency.extra_rows import (
-        add_extra_rows,
-        extra_rows_path,
-        load_extra_rows,
-        measure_extra_rows,
-        with_extra_rows,
-    )
-    from hwnas.search.scale import ScaleConfig, scale_to_budget, scaled_to_meta
-    from hwnas.space import blocks_of
-
-    if args.arch is not None:
-        arch = parse_arch(space, args.arch)
-    else:
-        prior = args.run / "search.json"
-        if not prior.is_file():
-            raise HwnasError(
-                f"--strategy scale needs a base arch: pass --arch ARCH or run a search into {args.run} first"
-            )
-        arch = parse_arch(space, json.loads(prior.read_text())["arch"])
-    cache_file = extra_rows_path(args.lut)
-    cache = load_extra_rows(table, args.lut)
-    batches: list[Any] = []
-
-    def measure(specs: Any) -> Any:
-        nonlocal cache
-        if not os.access(cache_file.parent, os.W_OK):
-            raise HwnasError(
-                f"cannot cache measured rows next to LUT {args.lut} (folder not writable); copy the table "
-                f"and its .meta.json to a writable folder and pass that with --lut"
-            )
-        batch = measure_extra_rows(
-            table,
-            specs,
-            near=[b.key for b in blocks_of(space, arch)],
-            runner=_row_runner(table),
-            progress=sys.stderr.isatty(),
-        )
-        cache = add_extra_rows(table, args.lut, batch)
-        batches.append(batch)
-        return batch.rows
-
-    cfg = ScaleConfig()
-    entries: list[dict[str, Any]] = []
-    for budget in budgets:
-        done = len(batches)
-        result = scale_to_budget(with_extra_rows(table, cache), space, arch, budget_ms=budget, cfg=cfg, measure=measure)
-        scaled = result.best
-        needed = {b.key for s in result.tried for b in blocks_of(s.space, s.arch)} - set(table.rows)
-        fresh = {key for b in batches[done:] for key in b.rows}
-        measured, reused = len(fresh), len(needed - fresh)
-        entries.append(
-            {
-                "arch": str(scaled.arch),
-                "predicted_ms": round(scaled.predicted_ms, 6),
-                "accuracy": None,
-                "budget_ms": budget,
-                "evaluated": 0,
-                "seconds": round(result.seconds, 3),
-                "phi": scaled.phi,
-                "width": scaled.space.width,
-                "base_arch": str(arch),
-                "rows_measured": measured,
-                "rows_reused": reused,
-                "time_base_factors": [round(b.factor, 4) for b in batches[done:]],
-                "scaled": {**scaled_to_meta(scaled, cfg), "predicted_ms": round(scaled.predicted_ms, 6)},
-                "tried": [
-                    {
-                        "phi": s.phi,
-                        "width": s.space.width,
-                        "resolution": s.arch.resolution,
-                        "depths": [len(x) for x in s.arch.stages],
-                        "predicted_ms": round(s.predicted_ms, 6),
-                    }
-                    for s in result.tried
-                ],
-                "note": "scaled arch is outside the trained supernet: its accuracy is unknown until it is "
-                "fine-tuned ('hwnas export --search' does that)",
-            }
-        )
-    payload = {
-        "schema": "hwnas.search/1",
-        **entries[0],
-        "strategy": "scale",
-        **_context(args, table, space),
-        "extra_rows": str(cache_file),
-        "budgets": entries,
-    }
-    atomic_write_json(out_dir / "search.json", payload)
-    if args.json:
-        keys = (
-            "arch",
-            "predicted_ms",
-            "accuracy",
-            "budget_ms",
-            "evaluated",
-            "seconds",
-            "phi",
-            "width",
-            "rows_measured",
-            "rows_reused",
-            "time_base_factors",
-        )
-        summary = [{**{k: e[k] for k in keys}, "extra_rows": str(cache_file)} for e in entries]
-        print_json(summary[0] if len(summary) == 1 else summary)
-    else:
-        for e in entries:
-            print(
-                f"budget {e['budget_ms']:g} ms -> {e['arch']} (phi {e['phi']}, width {e['width']}, "
-                f"predicted {e['predicted_ms']:.4f} ms; accuracy unknown until fine-tuned)"
-            )
-            if e["rows_measured"]:
-                factors = ", ".join(f"x{f:.3f}" for f in e["time_base_factors"])
-                print(
-                    f"  timed {e['rows_measured']} new LUT rows on {table.device} (put on the table's time base "
-                    f"by {factors}); reused {e['rows_reused']} cached rows"
-                )
-            elif e["rows_reused"]:
-                print(f"  all {e['rows_reused']} rows beyond the LUT came from the cache")
-        print(f"wrote {out_dir / 'search.json'}; extra rows in {cache_file}")
-    return 0
-
-
-def _row_runner(table: Any) -> Any:
-    """The runner for the table's profile; int8 profiles quantize each block like 'hwnas export --int8' (None: the
-    profile's default runner)."""
-    from hwnas.latency.extra_rows import table_profile
-
-    profile = table_profile(table)
-    if profile.dtype != "int8":
-        return None
-    from hwnas.export.int8 import quantize_onnx_bytes
-    from hwnas.latency.runtime import make_runner
-
-    return make_runner(profile, quantize=quantize_onnx_bytes)
+    ranks = f" on {context['world_size']} ranks" if context["world_size"] > 1 else ""
+    print(f"wrote {out_dir / 'search.json'}, pareto.csv, candidates.csv (scored on {context['torch_device']}{ranks})")

@@ -103,8 +103,19 @@ def search_budgets(
     return results, extra
 
 
-def search_context(*, seed: int, run: Path, lut: Path, device: str, space: SpaceSpec) -> dict[str, Any]:
-    """The identity every search.json records: seed, run folder, table, device and space."""
+def search_context(
+    *,
+    seed: int,
+    run: Path,
+    lut: Path,
+    device: str,
+    space: SpaceSpec,
+    torch_device: str | None = None,
+    world_size: int = 1,
+) -> dict[str, Any]:
+    """The identity every search.json records: seed, run folder, table, the table's device and space, and where the
+    accuracies were computed (`torch_device`, None when no torch model scored; `world_size`, the torchrun ranks that
+    shared the scoring)."""
     return {
         "seed": seed,
         "run": str(run),
@@ -112,4 +123,6 @@ def search_context(*, seed: int, run: Path, lut: Path, device: str, space: Space
         "device": device,
         "space": space.name,
         "space_hash": space_hash(space),
+        "torch_device": torch_device,
+        "world_size": world_size,
     }

@@ -7,6 +7,10 @@ channels_last under `torch.inference_mode`, and results are cached by arch strin
 measures the same subnet twice. `known` seeds that cache with accuracies measured by an earlier process (a resumed
 search's journal) and `on_measured` hears of every fresh measurement as it happens (the journal's append), so an
 interrupted search never pays twice for a candidate.
+
+Under torchrun (`dist` with more than one rank) a batch call splits its unmeasured candidates between the ranks
+(`hwnas.search.sharding`); `on_measured` then hears of the whole batch, in batch order, once every rank's share has been
+merged, so the journal reads the same as a single process's.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from hwnas.space import Arch, SpaceSpec
 from hwnas.train.evaluate import recalibrate_bn
 
 if TYPE_CHECKING:
+    from hwnas.distributed import Dist
     from hwnas.train.checkpoint import LoadedRun
 
 __all__ = ["ScorerConfig", "SupernetScorer", "scorer_for_run"]
@@ -56,7 +61,9 @@ class SupernetScorer:
 
     `build(arch)` returns the candidate's static model (`extract(supernet, arch)` for a trained run). State: the result
     cache and per-resolution batch cache, both local to this object. `known` entries are served as cache hits;
-    `on_measured(arch_string, accuracy)` runs after each fresh measurement, before it enters the cache.
+    `on_measured(arch_string, accuracy)` runs after each fresh measurement, before it enters the cache. With `dist`
+    of several ranks, every rank must make the same calls (the same seeded strategy does): each measures its share of a
+    batch and all of them end with the same cache, hits and misses.
     """
 
     def __init__(
@@ -70,6 +77,7 @@ class SupernetScorer:
         device: torch.device | None = None,
         known: Mapping[str, float] | None = None,
         on_measured: Callable[[str, float], None] | None = None,
+        dist: Dist | None = None,
     ) -> None:
         self.space = space
         self.build = build
@@ -79,6 +87,7 @@ class SupernetScorer:
         self.device = device or torch.device("cpu")
         self.cache: dict[str, float] = dict(known or {})
         self.on_measured = on_measured
+        self.dist = dist
         self.hits = 0
         self.misses = 0
         self._batches: dict[int, tuple[list[torch.Tensor], list[tuple[torch.Tensor, torch.Tensor]]]] = {}
@@ -113,12 +122,7 @@ class SupernetScorer:
             self._batches[resolution] = (calib, val)
         return self._batches[resolution]
 
-    def accuracy(self, arch: Arch) -> float:
-        key = str(arch)
-        if key in self.cache:
-            self.hits += 1
-            return self.cache[key]
-        self.misses += 1
+    def _measure(self, arch: Arch) -> float:
         calib, val = self._data(arch.resolution)
         model = self.build(arch).to(self.device).to(memory_format=torch.channels_last)
         recalibrate_bn(model, calib)
@@ -128,14 +132,47 @@ class SupernetScorer:
                 correct += int((model(x).argmax(1) == y).sum())
                 total += int(y.numel())
         acc = correct / max(total, 1)
-        if self.on_measured is not None:
-            self.on_measured(key, acc)
-        self.cache[key] = acc
-        log.debug("measured %s: val acc %.4f", key, acc)
+        log.debug("measured %s: val acc %.4f", arch, acc)
         return acc
+
+    def _record(self, key: str, accuracy: float) -> None:
+        if self.on_measured is not None:
+            self.on_measured(key, accuracy)
+        self.cache[key] = accuracy
+
+    def accuracy(self, arch: Arch) -> float:
+        key = str(arch)
+        if key in self.cache:
+            self.hits += 1
+            return self.cache[key]
+        self.misses += 1
+        acc = self._measure(arch)
+        self._record(key, acc)
+        return acc
+
+    def _sharded(self, archs: list[Arch], dist: Dist) -> list[float]:
+        """One batch measured by all ranks together: the same result, cache and counters on every rank."""
+        from hwnas.search.sharding import merge_shares, shard_indices
+
+        keys = [str(a) for a in archs]
+        pending = {k: a for k, a in zip(keys, archs) if k not in self.cache}
+        if pending:  # every rank holds the same cache, so every rank skips the exchange together
+            todo = list(pending.values())
+            mine = {
+                str(todo[i]): self._measure(todo[i])
+                for i in shard_indices([a.resolution for a in todo], rank=dist.rank, world=dist.world)
+            }
+            merged = merge_shares(dist, list(pending), mine)
+            for key in pending:
+                self._record(key, merged[key])
+        self.misses += len(pending)
+        self.hits += len(keys) - len(pending)
+        return [self.cache[k] for k in keys]
 
     def __call__(self, genes: np.ndarray) -> np.ndarray:
         archs = genome_of(self.space).decode(genes)
+        if self.dist is not None and self.dist.world > 1:
+            return np.array(self._sharded(archs, self.dist))
         return np.array([self.accuracy(a) for a in archs])
 
 
@@ -147,11 +184,14 @@ def scorer_for_run(
     known: Mapping[str, float] | None = None,
     on_measured: Callable[[str, float], None] | None = None,
     data_dir: Path | None = None,
+    dist: Dist | None = None,
 ) -> SupernetScorer:
     """Scorer of a run on the exact train/val split its training used (same val_size and seed: no leakage).
 
     `data_dir` replaces the data folder the run recorded (needed for imported ImageNet supernets, which record none);
-    from an ImageNet-style folder only the calibration and validation images the scorer uses are decoded.
+    from an ImageNet-style folder only the calibration and validation images the scorer uses are decoded. Candidates are
+    extracted and evaluated on the device the run was loaded to (`load_run(..., device=)`). `dist` shares each batch
+    between torchrun ranks (see `SupernetScorer`); every rank reads the same val split.
     """
     from hwnas.data.run_data import load_run_dataset
     from hwnas.supernet.supernet import extract
@@ -172,6 +212,8 @@ def scorer_for_run(
         train=data.train,
         val=data.split(split),
         cfg=cfg,
+        device=next(run.supernet.parameters()).device,
         known=known,
         on_measured=on_measured,
+        dist=dist,
     )
