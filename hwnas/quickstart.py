@@ -1,4 +1,4 @@
-"""`hwnas quickstart` (what `make demo` runs): the three user jobs end to end on this CPU and real Fashion-MNIST.
+"""`hwnas quickstart` (what `make demo` runs): the three user jobs end to end on this machine and real Fashion-MNIST.
 
 1. latency table for `cpu-ort-1t` and `mbv3-tiny`, profiled now (or a given one): the prediction is then checked
    against the machine as it runs today;
@@ -9,10 +9,15 @@
 
 Every stage is the library function the matching command runs (profile_space, train, evolve + SupernetScorer,
 export_run); this module only sequences them, sized so the whole run takes minutes on 2 cores.
+
+Two devices, as everywhere: `target` is the latency profile the table is built for and the exported files are timed
+on (this machine's CPU); `device` is the torch device that trains, scores candidates and fine-tunes (cpu, cuda or
+cuda:N; None: cuda when available), handed to each stage.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -32,7 +37,7 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True, slots=True)
 class QuickstartConfig:
     out: Path = Path("runs/quickstart")
-    device: str = "cpu-ort-1t"
+    target: str = "cpu-ort-1t"  # latency profile of the table and of the exported files' timing
     space: str = "mbv3-tiny"
     epochs: float = 1.0
     max_steps: int = 300  # batches of 64 (~0.35 epoch): enough for the search to rank subnets; 0: the whole `epochs`
@@ -44,8 +49,13 @@ class QuickstartConfig:
     seed: int = 0
     lut: Path | None = None  # a table to use as it is (default: profile one now)
     threads: int | None = None  # torch CPU threads (None: 2 on an idle 2-core machine, 1 when it is busy)
+    device: str | None = None  # torch device of training, search scoring and export (None: cuda when available)
 
     def __post_init__(self) -> None:
+        if self.device is not None:
+            from hwnas.distributed import check_device_spec
+
+            check_device_spec(self.device)
         if not 0.0 < self.budget_fraction < 1.0:
             raise HwnasError(f"budget_fraction must lie strictly between 0 and 1, got {self.budget_fraction}")
         if self.epochs <= 0 or self.max_steps < 0 or self.evaluations < 1 or self.finetune_epochs < 0:
@@ -65,6 +75,7 @@ class QuickstartResult:
     search_accuracy: float
     export: Any  # hwnas.export.pipeline.ExportResult
     seconds: dict[str, float] = field(default_factory=dict)
+    torch_device: str = "cpu"  # where training, search scoring and export ran
 
     def summary(self) -> dict[str, Any]:
         """The `hwnas quickstart --json` contract."""
@@ -89,6 +100,7 @@ class QuickstartResult:
             "predicted_error_drift_corrected": corrected,
             "max_abs_diff": e.parity.max_abs_diff,
             "lut_reused": self.lut_reused,
+            "torch_device": self.torch_device,
             "seconds": {k: round(v, 1) for k, v in self.seconds.items()},
             "files": {
                 "lut": str(self.lut),
@@ -172,6 +184,7 @@ def _search(
 ) -> tuple[Path, float, tuple[float, float], float]:
     """Evolution under a budget `budget_fraction` of the way from the fastest to the slowest predicted subnet: the
     search `hwnas search --budget-ms B --evaluations N --seed S` runs (`hwnas.search.budgets`)."""
+    from hwnas.distributed import resolve_device
     from hwnas.latency.lut import load_lut
     from hwnas.search import gene_latency_from_lut
     from hwnas.search.budgets import SearchPlan, search_budgets, search_context
@@ -190,11 +203,15 @@ def _search(
         budget,
         cfg.evaluations,
     )
-    scorer = scorer_for_run(load_run(run_dir, space=space), cfg=ScorerConfig(val_images=cfg.val_images, seed=cfg.seed))
+    device = resolve_device(cfg.device)
+    run = load_run(run_dir, space=space, device=device)  # the scorer extracts and evaluates on the run's device
+    scorer = scorer_for_run(run, cfg=ScorerConfig(val_images=cfg.val_images, seed=cfg.seed))
     plan = SearchPlan(strategy="evolution", evaluations=cfg.evaluations, seed=cfg.seed, progress=progress)
     [result], _ = search_budgets(space, scorer, latency, [budget], plan=plan)
     context = {
-        **search_context(seed=cfg.seed, run=run_dir, lut=lut, device=table.device, space=space),
+        **search_context(
+            seed=cfg.seed, run=run_dir, lut=lut, device=table.device, space=space, torch_device=str(device)
+        ),
         "scorer": "measured",
         "extra": {"quickstart": True},
     }
@@ -209,15 +226,17 @@ def run_quickstart(
     """Run all four stages into `cfg.out` (lut/, run/, search.json, export/); returns what the summary needs."""
     import torch
 
+    from hwnas.distributed import resolve_device
     from hwnas.export.pipeline import ExportConfig, export_run
     from hwnas.latency.profiles import load_profile
     from hwnas.space import get_space
 
+    device = str(resolve_device(cfg.device))  # a missing GPU is a one-line error before anything is written
     torch.set_num_threads(cfg.threads or _threads())
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     space = get_space(cfg.space)
-    profile = load_profile(cfg.device)
+    profile = load_profile(cfg.target)
     seconds: dict[str, float] = {}
 
     t0 = time.monotonic()
@@ -239,18 +258,21 @@ def run_quickstart(
     t0 = time.monotonic()
     run_dir = out / "run"
     log.info(
-        "[2/4] training a %s supernet on Fashion-MNIST (bignas, %g epochs%s) -> %s",
+        "[2/4] training a %s supernet on Fashion-MNIST (bignas, %g epochs%s) on %s -> %s",
         space.name,
         cfg.epochs,
         f", at most {cfg.max_steps} steps" if cfg.max_steps else "",
+        device,
         run_dir,
     )
     train = train_fn if train_fn is not None else _train
-    train(space, run_dir, epochs=cfg.epochs, max_steps=cfg.max_steps, seed=cfg.seed, progress=progress)
+    train(space, run_dir, epochs=cfg.epochs, max_steps=cfg.max_steps, seed=cfg.seed, progress=progress, device=device)
     seconds["train"] = time.monotonic() - t0
 
     t0 = time.monotonic()
-    search_json, budget, span, search_acc = _search(space, run_dir, lut, out, cfg, progress=progress)
+    search_json, budget, span, search_acc = _search(
+        space, run_dir, lut, out, dataclasses.replace(cfg, device=device), progress=progress
+    )
     seconds["search"] = time.monotonic() - t0
 
     t0 = time.monotonic()
@@ -265,7 +287,7 @@ def run_quickstart(
         f" after a {cfg.finetune_epochs}-epoch KD fine-tune" if cfg.finetune_epochs else "",
     )
     export_cfg = ExportConfig(
-        finetune=FinetuneConfig(epochs=cfg.finetune_epochs), int8=cfg.int8, device=cfg.device, lut=lut
+        finetune=FinetuneConfig(epochs=cfg.finetune_epochs), int8=cfg.int8, target=cfg.target, device=device, lut=lut
     )
     result = export_run(run_dir, arch, out / "export", cfg=export_cfg, progress=progress)
     seconds["export"] = time.monotonic() - t0
@@ -279,6 +301,7 @@ def run_quickstart(
         search_accuracy=search_acc,
         export=result,
         seconds=seconds,
+        torch_device=device,
     )
 
 
@@ -297,8 +320,9 @@ def _threads() -> int:
     return threads
 
 
-def _train(space: Any, run_dir: Path, *, epochs: float, max_steps: int, seed: int, progress: bool) -> Path:
-    """BigNAS (sandwich rule + in-place distillation) on Fashion-MNIST via `hwnas.train.train`."""
+def _train(space: Any, run_dir: Path, *, epochs: float, max_steps: int, seed: int, progress: bool, device: str) -> Path:
+    """BigNAS (sandwich rule + in-place distillation) on Fashion-MNIST via `hwnas.train.train`, on torch `device`
+    (the default precision for it: bf16 autocast on CUDA, float32 on the CPU)."""
     from hwnas.train import TrainConfig, train
 
     cfg = TrainConfig(
@@ -312,7 +336,7 @@ def _train(space: Any, run_dir: Path, *, epochs: float, max_steps: int, seed: in
         val_size=5000,
         augment="none",
     )  # a short run: no augmentation
-    result = train(cfg, run_dir, progress=progress)
+    result = train(cfg, run_dir, progress=progress, device=device)
     log.info(
         "[2/4] trained %d steps (%.2f epochs) in %.0f s, %.0f img/s; val accuracy largest %.4f, smallest %.4f",
         result.steps,

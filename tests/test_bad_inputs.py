@@ -331,8 +331,12 @@ CASES = [
     ("export-search-other-space", ["export", "--run", "{run}", "--search", "{other_search}", "--out", "{root}/e7"]),
     ("export-existing-out", ["export", "--run", "{run}", "--arch", TINY_ARCH, "--out", "{existing_out}"]),
     (
-        "export-unknown-device",
-        ["export", "--run", "{run}", "--arch", TINY_ARCH, "--device", "pixel99", "--out", "{root}/e8"],
+        "export-unknown-target",
+        ["export", "--run", "{run}", "--arch", TINY_ARCH, "--target", "pixel99", "--out", "{root}/e8"],
+    ),
+    (  # --device is the torch device; a profile name there points to --target
+        "export-profile-as-device",
+        ["export", "--run", "{run}", "--arch", TINY_ARCH, "--device", "cpu-ort-1t", "--out", "{root}/e8b"],
     ),
     (
         "export-kd-weight-above-1",

@@ -193,6 +193,9 @@ def test_latency_aware_training_writes_its_run_files(mode: str, nas_run: Callabl
     # config.json: what the run was trained with
     expected = dict(kind="nas", dataset="fashion-mnist", device="cpu-ort-1t", resolution=28)
     assert _pick(config, expected) == expected
+    gpu = torch.cuda.is_available()  # the torch device and precision it ran with: facts beside the LUT's device
+    torch_device, amp = ("cuda:0", "bf16") if gpu else ("cpu", "none")
+    assert (config["torch_device"], config["amp_used"], config["nas"]["amp"]) == (torch_device, amp, "auto")
     assert config["space"]["hash"] == space_hash(SPACE) and Path(config["lut"]) == LUT
     expected = dict(mode=mode, target_ms=NAS_TARGET_MS, epochs=2, steps_per_epoch=2, warmup_epochs=0, batch_size=16)
     assert _pick(config["nas"], expected) == expected and config["nas"]["max_steps"] is None
@@ -209,6 +212,8 @@ def test_latency_aware_training_writes_its_run_files(mode: str, nas_run: Callabl
         "target_ms": NAS_TARGET_MS,
         "epochs": 2.0,
         "steps": 4,
+        "torch_device": torch_device,
+        "amp": amp,
     }
 
 
@@ -287,7 +292,7 @@ def int8_export(
     out = root / "export-int8"
     paths = ["--run", str(supernet_run), "--search", str(rl_search[0] / "search.json"), "--out", str(out)]
     summary = _main_json(
-        [*"export --int8 --parity-images 32 --test-images 100".split(), *paths, "--device", str(profiles["cpu-ort-1t"])]
+        [*"export --int8 --parity-images 32 --test-images 100".split(), *paths, "--target", str(profiles["cpu-ort-1t"])]
     )
     return out, summary
 
@@ -345,7 +350,7 @@ def test_export_finetune_one_epoch(
     arch = json.loads((plain / "model_card.json").read_text())["arch"]
     out = tmp_path / "ft"
     argv = "export --finetune-epochs 1 --parity-images 32 --test-images 100 --json".split()
-    paths = ["--run", str(supernet_run), "--arch", arch, "--out", str(out), "--device", str(profiles["cpu-ort-1t"])]
+    paths = ["--run", str(supernet_run), "--arch", arch, "--out", str(out), "--target", str(profiles["cpu-ort-1t"])]
     code, stdout, err = _cli(capsys, [*argv, *paths])
     assert code == 0, err
     assert "fine-tune epoch 1/1" in err
@@ -376,8 +381,8 @@ def test_export_pte_with_parity_and_latency(
     arch = str(smallest(SPACE, resolution=28))  # the cheapest subnet to lower
     out = tmp_path / "pte"
     argv = "export --format pte --parity-images 16 --test-images 50 --json".split()
-    paths = ["--run", str(supernet_run), "--arch", arch, "--out", str(out), "--device", str(profiles["cpu-ort-1t"])]
-    code, stdout, err = _cli(capsys, [*argv, *paths, "--pte-device", str(profiles["cpu-et-xnnpack-1t"])])
+    paths = ["--run", str(supernet_run), "--arch", arch, "--out", str(out), "--target", str(profiles["cpu-ort-1t"])]
+    code, stdout, err = _cli(capsys, [*argv, *paths, "--pte-target", str(profiles["cpu-et-xnnpack-1t"])])
     assert code == 0, err
     summary = json.loads(stdout)
     assert sorted(p.name for p in out.iterdir()) == ["model.onnx", "model.pte", "model_card.json"]

@@ -78,7 +78,8 @@ def test_export_run_writes_verified_files_and_a_real_card(trained) -> None:  # t
     out = root / "out"
     cfg = ExportConfig(
         int8=True,
-        device=str(profile_yaml),
+        target=str(profile_yaml),
+        device="cpu",
         lut=lut,
         parity_images=300,
         calib_images=64,
@@ -114,6 +115,7 @@ def test_export_run_writes_verified_files_and_a_real_card(trained) -> None:  # t
     assert card["files"]["onnx"]["bytes"] == r.onnx.stat().st_size and len(card["files"]["onnx"]["sha256"]) == 64
     assert card["versions"]["onnxruntime"] and card["versions"]["torch"] and card["date"]
     assert card["parity"]["top1_agreement"] == 1.0
+    assert card["parity"]["torch_device"] == card["training"]["torch_device"] == r.torch_device == "cpu"
 
     # The standalone deployer script (numpy + onnxruntime, no hwnas) reproduces the card's accuracy.
     done = subprocess.run(
@@ -139,7 +141,7 @@ def test_cli_export_json_and_bad_inputs(trained, capsys) -> None:  # type: ignor
         str(search),
         "--out",
         str(out),
-        "--device",
+        "--target",
         str(profile_yaml),
         "--lut",
         str(lut),
@@ -161,7 +163,7 @@ def test_cli_export_json_and_bad_inputs(trained, capsys) -> None:  # type: ignor
         assert err.startswith("hwnas: error:") and needle in err and "Traceback" not in err
 
     fails(argv, "already exists")  # no --force
-    base = ["export", "--out", str(root / "x"), "--device", str(profile_yaml)]
+    base = ["export", "--out", str(root / "x"), "--target", str(profile_yaml)]
     fails(base + ["--run", str(root / "nope"), "--arch", str(ARCH)], "not found")
     fails(base + ["--run", str(root / "run"), "--arch", "r28/k4e3"], "kernel")
     fails(
@@ -169,7 +171,11 @@ def test_cli_export_json_and_bad_inputs(trained, capsys) -> None:  # type: ignor
         "not in space",
     )
     fails(base + ["--run", str(root / "run"), "--search", str(root / "missing.json")], "not found")
-    fails(base + ["--run", str(root / "run"), "--arch", str(ARCH), "--device", "no-such-device"], "unknown device")
+    fails(base + ["--run", str(root / "run"), "--arch", str(ARCH), "--target", "no-such-device"], "unknown device")
+    fails(  # --device is the torch device: a latency profile name there points to --target
+        base + ["--run", str(root / "run"), "--arch", str(ARCH), "--device", "cpu-ort-1t"],
+        "--device takes cpu, cuda or cuda:N; the latency profile is --target cpu-ort-1t",
+    )
     fails(base + ["--run", str(root), "--arch", str(ARCH)], "checkpoint")  # a folder without checkpoint.pt
     fails(["export", "--run", str(root / "run"), "--arch", str(ARCH)], "--out")
 

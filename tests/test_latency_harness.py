@@ -196,6 +196,35 @@ def test_cuda_profiles_need_a_gpu():
             make_runner(load_profile(name))
 
 
+@pytest.mark.gpu
+def test_cuda_profiles_run_on_a_gpu():
+    """The real path of `test_cuda_profiles_need_a_gpu` where CUDA exists: cuda-torch loads a block onto the GPU and runs
+    it there; cuda-ort does the same when onnxruntime has its CUDA provider, and otherwise says how to get it."""
+    import onnxruntime
+    import torch
+
+    from hwnas.blocks import build_block
+    from hwnas.latency.runtime import make_runner
+    from hwnas.space import BlockSpec
+
+    if not torch.cuda.is_available():
+        pytest.skip("CUDA not available")
+    spec = BlockSpec.parse_key("8x8x16:ir_k3_e3_c16_s1_se_hs")
+    loaded = make_runner(load_profile("cuda-torch")).load(build_block(spec), (1, 16, 8, 8))
+    out = loaded.run()
+    assert isinstance(out, torch.Tensor) and out.device.type == "cuda" and tuple(out.shape) == (1, 16, 8, 8)
+    loaded.release()
+    if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+        loaded = make_runner(load_profile("cuda-ort")).load(build_block(spec), (1, 16, 8, 8))
+        out = loaded.run()
+        out = out[0] if isinstance(out, list) else out
+        assert tuple(out.shape) == (1, 16, 8, 8)
+        loaded.release()
+    else:
+        with pytest.raises(HwnasError, match="onnxruntime-gpu"):
+            make_runner(load_profile("cuda-ort"))
+
+
 def test_runner_plugins_share_one_interface():
     import torch
 

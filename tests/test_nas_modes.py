@@ -135,13 +135,13 @@ def test_latency_term_alone_lowers_expected_latency(small) -> None:
     space, table, _ = small
     state = _state(space, table, NasConfig(mode="fbnet", target_ms=0.1, alpha_lr=0.05))
     arrays = state.arrays
-    start = float(expected_latency_ms(state.params.probs(torch.float64), arrays))
+    start = float(expected_latency_ms(state.params.probs(torch.float64), arrays).detach())
     for _ in range(20):
         lat = expected_latency_ms(state.params.probs(torch.float64), arrays)
         state.alpha_opt.zero_grad()
         lat.backward()
         state.alpha_opt.step()
-    assert float(expected_latency_ms(state.params.probs(torch.float64), arrays)) < 0.8 * start
+    assert float(expected_latency_ms(state.params.probs(torch.float64), arrays).detach()) < 0.8 * start
 
 
 def test_enas_controller_moves_sampled_latency_toward_target(small) -> None:

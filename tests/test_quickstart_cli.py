@@ -41,10 +41,16 @@ def test_quickstart_json_summary(tmp_path, capsys, fashion_dir):
     assert summary["predicted_ms"] > 0 and summary["measured_ms"] > 0
     assert summary["predicted_error"] == pytest.approx(summary["measured_ms"] / summary["predicted_ms"] - 1)
     assert summary["max_abs_diff"] <= 1e-4
+    import torch
+
+    assert summary["torch_device"] == ("cuda:0" if torch.cuda.is_available() else "cpu")  # --device's default
     search = json.loads((out / "search.json").read_text())
     assert search["arch"] == summary["arch"] and search["predicted_ms"] <= summary["budget_ms"]
+    assert search["torch_device"] == summary["torch_device"]  # the candidates were scored there
     card = json.loads(Path(summary["files"]["card"]).read_text())
     assert card["arch"] == summary["arch"] and card["accuracy"]["test_acc"] == pytest.approx(summary["test_acc"])
+    assert card["training"]["torch_device"] == summary["torch_device"]
+    assert json.loads((out / "run" / "config.json").read_text())["torch_device"] == summary["torch_device"]
     for key in ("run", "onnx", "card"):
         assert Path(summary["files"][key]).exists()
 

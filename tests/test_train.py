@@ -134,8 +134,10 @@ def test_cli_train_json_and_errors(tmp_path: Path, capsys: pytest.CaptureFixture
     ]
     assert main(args) == 0
     summary = json.loads(capsys.readouterr().out)
-    assert set(summary) == {"run", "steps", "epochs", "val_acc_max", "val_acc_min", "img_per_s"}
+    assert set(summary) == {"run", "steps", "epochs", "val_acc_max", "val_acc_min", "img_per_s", "torch_device", "amp"}
     assert summary["steps"] == 2
+    gpu = torch.cuda.is_available()  # the defaults: cuda when available, and bf16 autocast there
+    assert (summary["torch_device"], summary["amp"]) == (("cuda:0", "bf16") if gpu else ("cpu", "none"))
     assert main(args) == 2  # exists: needs --force
     assert "--force" in capsys.readouterr().err
     assert main(["train", "--dataset", "synthetic", "--mode", "nope", "--out", str(tmp_path / "x")]) == 2

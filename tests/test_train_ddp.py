@@ -59,6 +59,7 @@ def test_torchrun_two_ranks_gloo(tmp_path: Path) -> None:
     assert summary["steps"] == 3
     config = json.loads((out / "config.json").read_text())
     assert config["world_size"] == 2
+    assert config["torch_device"] == summary["torch_device"] == "cpu"  # CUDA hidden: each rank on the CPU, gloo
     assert sorted(p.name for p in out.iterdir()) == ["checkpoint.pt", "config.json", "metrics.csv"]  # no temp files
     run = load_run(out)
     assert run.step == 3

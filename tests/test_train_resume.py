@@ -111,7 +111,7 @@ def test_resume_with_larger_max_steps_continues_a_finished_run(
     assert (ckpt["step"], ckpt["total_steps"]) == (40, 40)
     stored = json.loads((run / "config.json").read_text())
     assert stored["max_steps"] == 40 and stored["schedule_knots"] == [[20, 20.0]] and stored["schedule_steps"] == 20
-    extra = ("space_hash", "preprocess", "world_size")
+    extra = ("space_hash", "preprocess", "world_size", "torch_device", "amp_used")  # facts of the run, not config
     assert config_from_dict(ckpt["config"]) == config_from_dict({k: v for k, v in stored.items() if k not in extra})
     lrs = _lr_rows(run)
     assert sorted(lrs) == list(range(1, 41))

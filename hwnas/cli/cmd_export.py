@@ -1,4 +1,9 @@
-"""`hwnas export`: a trained run + an arch → verified model.onnx (+ model.int8.onnx) and model_card.json."""
+"""`hwnas export`: a trained run + an arch → verified model.onnx (+ model.int8.onnx) and model_card.json.
+
+`--device cpu|cuda|cuda:N` is the torch device (fine-tune, test accuracy, the float32 reference of the parity checks),
+as for train, search and quickstart; `--target PROFILE` is the latency profile the exported files are timed on
+(`--pte-target` for the .pte). A profile name given to `--device` is refused with a pointer to `--target`.
+"""
 
 from __future__ import annotations
 
@@ -17,6 +22,7 @@ from hwnas.cli.common import (
     unit_float,
 )
 from hwnas.cli.output import print_json, print_table
+from hwnas.distributed import DEVICE_HELP
 from hwnas.errors import HwnasError
 
 if TYPE_CHECKING:
@@ -61,27 +67,34 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         choices=("onnx", "pte"),
         default="onnx",
         help="pte: also write model.pte for ExecuTorch + XNNPACK (Android/iOS), parity-checked and timed on "
-        "--pte-device; needs pip install 'hwnas[mobile]' (default onnx)",
+        "--pte-target; needs pip install 'hwnas[mobile]' (default onnx)",
     )
     p.add_argument(
-        "--pte-device",
+        "--pte-target",
         default="cpu-et-xnnpack-1t",
         metavar="PROFILE",
-        help="executorch profile for the .pte latency (default cpu-et-xnnpack-1t)",
+        help="executorch latency profile the .pte is timed on (default cpu-et-xnnpack-1t)",
     )
     p.add_argument("--int8", action="store_true", help="also write a static int8 model (onnxruntime, QDQ per-channel)")
     p.add_argument(
-        "--device",
+        "--target",
         default="cpu-ort-1t",
         metavar="PROFILE",
-        help="device profile for the measured latency (default cpu-ort-1t)",
+        help="latency profile the exported files are timed on (default cpu-ort-1t)",
+    )
+    p.add_argument(
+        "--device",
+        default=None,
+        metavar="DEV",
+        help=f"{DEVICE_HELP}; runs the fine-tune, test accuracy and the torch side of the parity checks (the "
+        "latency profile is --target)",
     )
     p.add_argument(
         "--lut",
         type=Path,
         default=None,
         metavar="PATH",
-        help="LUT for the predicted latency (default latency_tables/<device>/<space>.csv)",
+        help="LUT for the predicted latency (default latency_tables/<target>/<space>.csv)",
     )
     p.add_argument(
         "--parity-images",
@@ -112,15 +125,19 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def _export(args: argparse.Namespace) -> int:
+    from hwnas.export.pipeline import check_torch_device
     from hwnas.space import Arch
 
+    if args.device is not None:  # a latency profile name here gets the pointer to --target
+        check_torch_device(args.device)
     apply_threads(args)
     if not args.run.is_dir():
         raise HwnasError(f"run directory {args.run} not found; pass the --out of 'hwnas train'")
     if args.data_dir is not None and not args.data_dir.is_dir():
         raise HwnasError(f"--data-dir {args.data_dir} is not a folder; pass the run's dataset folder")
     if args.lut is not None and not args.lut.is_file():
-        raise HwnasError(f"LUT {args.lut} not found; run 'hwnas profile --device {args.device}' or omit --lut")
+        raise HwnasError(f"LUT {args.lut} not found; run 'hwnas profile --device {args.target}' or omit --lut")
+    from hwnas.distributed import resolve_device
     from hwnas.export.finetune import FinetuneConfig
     from hwnas.export.pipeline import (
         OUTPUT_FILES,
@@ -132,24 +149,25 @@ def _export(args: argparse.Namespace) -> int:
     )
     from hwnas.latency.profiles import load_profile
 
-    load_profile(args.device)  # fail on a bad profile before minutes of work
+    load_profile(args.target)  # fail on a bad profile or a missing GPU before minutes of work
+    device = str(resolve_device(args.device))
     if args.format == "pte":
         from hwnas.latency.executorch_runner import require_executorch
 
         require_executorch("--format pte")
-        if load_profile(args.pte_device).runtime != "executorch":
-            raise HwnasError(f"--pte-device {args.pte_device} is not an executorch profile; use cpu-et-xnnpack-1t")
+        if load_profile(args.pte_target).runtime != "executorch":
+            raise HwnasError(f"--pte-target {args.pte_target} is not an executorch profile; use cpu-et-xnnpack-1t")
     arch_text, lut, scaled = args.arch, args.lut, None
     if args.search is not None:
         arch_text, searched_lut = read_search(args.search)
         scaled = read_scaled(args.search)
-        if lut is None and searched_lut is not None and searched_lut.parent.name == Path(args.device).stem:
-            lut = searched_lut  # the table the search used, when it is for the device we measure on
+        if lut is None and searched_lut is not None and searched_lut.parent.name == Path(args.target).stem:
+            lut = searched_lut  # the table the search used, when it is for the profile we measure on
         elif (
             lut is None
             and searched_lut is not None
             and scaled is not None
-            and json.loads(args.search.read_text()).get("device") == Path(args.device).stem
+            and json.loads(args.search.read_text()).get("device") == Path(args.target).stem
         ):
             lut = searched_lut  # a scaled arch is priced only by the table its extra rows were timed for
     arch = Arch.parse(arch_text)
@@ -160,12 +178,13 @@ def _export(args: argparse.Namespace) -> int:
     cfg = ExportConfig(
         finetune=finetune,
         int8=args.int8,
-        device=args.device,
+        target=args.target,
+        device=device,
         lut=lut,
         parity_images=args.parity_images,
         test_images=args.test_images,
         pte=args.format == "pte",
-        pte_device=args.pte_device,
+        pte_target=args.pte_target,
         data_dir=args.data_dir,
     )
     result = export_run(args.run, arch, args.out, cfg=cfg, progress=not args.json, scaled=scaled)
@@ -193,8 +212,8 @@ def print_summary(r: ExportResult) -> None:
         print(note)
     p = r.parity
     print(
-        f"ONNX parity on {p.n_images} test images: max |diff| {p.max_abs_diff:.2e}, "
-        f"top-1 agreement {100 * p.top1_agreement:.1f}%; onnx.checker passed"
+        f"ONNX parity on {p.n_images} test images (torch float32 on {r.torch_device}): max |diff| "
+        f"{p.max_abs_diff:.2e}, top-1 agreement {100 * p.top1_agreement:.1f}%; onnx.checker passed"
     )
     if (tradeoff := r.int8_tradeoff()) is not None:
         speedup, drop, worth = tradeoff

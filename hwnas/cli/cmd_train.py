@@ -5,8 +5,10 @@ Ctrl-C saves a checkpoint first, then exits 130; `--resume` continues from it.
 
 `--resume` takes every option from the run. An option given with it must equal the stored value, except the run's
 length (`--epochs`, `--max-steps`: set exactly as for a new run; training continues to the new total with the schedule
-stretched, see `hwnas.train.strategy.schedule_step`) and how it runs (`--checkpoint-every`, `--threads`, `--data-dir`).
-Anything else is refused with one line, and so is an option the mode does not use: no option is silently dropped.
+stretched, see `hwnas.train.strategy.schedule_step`) and how it runs (`--checkpoint-every`, `--threads`, `--data-dir`,
+`--device`, `--amp`: a run trained on a GPU continues on the CPU and back; its `--amp`, if not given, is the stored one,
+where the stored `auto` means the default of the device it continues on). Anything else is refused with one line, and
+so is an option the mode does not use: no option is silently dropped.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from hwnas.cli.common import check_out_dir, positive_float, positive_int
+from hwnas.cli.common import add_device_arg, check_out_dir, positive_float, positive_int
 from hwnas.cli.output import print_json
 from hwnas.errors import HwnasError
 from hwnas.space import SPACE_NAMES
@@ -37,7 +39,8 @@ _FIXED = {
 }
 _SUPERNET_ONLY = ("augment", "num_random", "max_random_resolution", "checkpoint_every")
 # what a resume may change: hwnas.train.config.RESUME_CHANGEABLE (not imported here: it would import torch)
-_CHANGEABLE = ("epochs", "max_steps", "checkpoint_every", "threads", "data_dir")
+_CHANGEABLE = ("epochs", "max_steps", "checkpoint_every", "threads", "data_dir", "device", "amp")
+AMP_CHOICES = ("none", "bf16", "fp16")  # hwnas.train.amp.AMP_MODES (not imported here: it would import torch)
 
 
 def flag(name: str) -> str:
@@ -122,12 +125,20 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "--seed", type=int, default=None, help="seed of init, data order, augmentation and sampling (default 0)"
     )
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    add_device_arg(p)
+    p.add_argument(
+        "--amp",
+        choices=AMP_CHOICES,
+        default=None,
+        help="mixed precision: none, bf16 or fp16 (fp16: CUDA only, with loss scaling); default bf16 on CUDA, none "
+        "on the CPU; a --resume keeps the run's own unless given",
+    )
     p.add_argument(
         "--resume",
         action="store_true",
         help="continue RUN from its checkpoint with its options; --epochs / --max-steps set a new length "
-        "(the schedule continues, stretched), --checkpoint-every, --threads and --data-dir may change, "
-        "any other option must equal the stored one",
+        "(the schedule continues, stretched), --checkpoint-every, --threads, --data-dir, --device and --amp may "
+        "change, any other option must equal the stored one",
     )
     p.add_argument("--force", action="store_true", help="overwrite an existing run")
     p.add_argument("--json", action="store_true", help="print a JSON summary at the end")
@@ -160,6 +171,7 @@ def _config(args: argparse.Namespace, mode: str) -> object:
         "checkpoint_every",
         "seed",
         "threads",
+        "amp",
     ):
         if getattr(args, name) is not None:
             values[name] = getattr(args, name)
@@ -182,7 +194,7 @@ def _resumed_config(stored: Any, args: argparse.Namespace) -> Any:
     if args.max_random_resolution and stored.max_resolution_for_max:
         raise resume_conflict("max_random_resolution", "off", "on", args.out, changeable=changeable)
     changes: dict[str, object] = {}
-    for name in ("checkpoint_every", "threads"):
+    for name in ("checkpoint_every", "threads", "amp"):
         if getattr(args, name) is not None:
             changes[name] = getattr(args, name)
     if args.data_dir is not None:
@@ -243,7 +255,7 @@ def _train(args: argparse.Namespace) -> int:
             check_out_dir(args.out, force=args.force, produces=_OUTPUTS)
     from hwnas.train import train
 
-    result = train(cfg, args.out, resume=args.resume, progress=not args.no_progress)
+    result = train(cfg, args.out, resume=args.resume, progress=not args.no_progress, device=args.device)
     if rank != 0:
         return 0
     summary = {
@@ -253,6 +265,8 @@ def _train(args: argparse.Namespace) -> int:
         "val_acc_max": round(result.val_acc_max, 4),
         "val_acc_min": round(result.val_acc_min, 4),
         "img_per_s": round(result.img_per_s, 1),
+        "torch_device": result.torch_device,
+        "amp": result.amp,
     }
     if args.json:
         print_json(summary)
@@ -260,6 +274,6 @@ def _train(args: argparse.Namespace) -> int:
         print(
             f"trained {result.steps} steps ({result.epochs} epochs) into {args.out}: val acc largest "
             f"{result.val_acc_max:.4f}, smallest {result.val_acc_min:.4f} (BN recalibrated); "
-            f"{result.img_per_s:.0f} img/s"
+            f"{result.img_per_s:.0f} img/s on {result.torch_device} (amp {result.amp})"
         )
     return 0

@@ -3,13 +3,14 @@ supernet training. Options are added to `hwnas train` by `add_nas_args`; `run_na
 
 `--max-steps N` stops after N weight steps (SGD steps of the supernet weights, warm-up included; see
 `hwnas.train.nas_config.NasConfig`). `--resume` takes every option from the run (config.json in its checkpoint); as for
-the supernet modes, `--epochs` / `--max-steps` set a new length, `--threads` and `--data-dir` may change, and any other
-option given must equal the stored value.
+the supernet modes, `--epochs` / `--max-steps` set a new length, `--threads`, `--data-dir`, `--device` and `--amp` may
+change, and any other option given must equal the stored value.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import os
 from pathlib import Path
@@ -32,7 +33,7 @@ NAS_ONLY = (
     "resolution",
     "init_from",
 )  # options only these modes use
-NAS_CHANGEABLE = ("epochs", "max_steps", "threads", "data_dir")  # options a resume may change
+NAS_CHANGEABLE = ("epochs", "max_steps", "threads", "data_dir", "device", "amp")  # options a resume may change
 _LOSSES = ("fbnet", "linear", "mnas", "bisided", "none")
 _OUTPUTS = ("checkpoint.pt", "config.json", "metrics.csv", "arch.json", "alpha_history.json")
 _CONFIG_FLAGS = (
@@ -89,8 +90,6 @@ def _whole_epochs(epochs: float | None, mode: str) -> int | None:
 def _length(cfg: Any, args: argparse.Namespace, mode: str, n_train: int) -> Any:
     """`cfg` with the length the flags give, as for a new run: --epochs alone clears the step cap; --max-steps alone
     keeps enough epochs (at least the current number) for exactly that many steps; both: the smaller wins."""
-    import dataclasses
-
     from hwnas.train.nas_loop import weight_steps
 
     epochs = _whole_epochs(args.epochs, mode)
@@ -157,15 +156,20 @@ def run_nas(args: argparse.Namespace, mode: str) -> int:
     import torch
 
     from hwnas.data import load_dataset
+    from hwnas.distributed import resolve_device
     from hwnas.latency import LatencyPredictor, latency_range_ms, load_lut
     from hwnas.space import get_space, with_io
+    from hwnas.train.amp import resolve_amp
     from hwnas.train.nas_config import NasConfig, nas_config_from_dict
     from hwnas.train.nas_loop import train_nas
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)  # before minutes of data loading: a missing GPU is a one-line error
     if args.resume:
         cfg = nas_config_from_dict(stored["nas"])
+        if args.amp is not None:
+            cfg = dataclasses.replace(cfg, amp=args.amp)
         data_dir = str(args.data_dir.resolve()) if args.data_dir else stored.get("data_dir")
         space_name, width, dataset, lut = (
             stored["space"]["name"],
@@ -178,9 +182,12 @@ def run_nas(args: argparse.Namespace, mode: str) -> int:
         for name in _CONFIG_FLAGS:
             if getattr(args, name, None) is not None:
                 values[name] = getattr(args, name)
+        if args.amp is not None:
+            values["amp"] = args.amp
         cfg = NasConfig(**values)  # type: ignore[arg-type]
         data_dir = str(args.data_dir.resolve()) if args.data_dir else None
         space_name, width, dataset, lut = args.space or "mbv3-tiny", args.width or 1.0, args.dataset, args.lut
+    resolve_amp(cfg.amp, device)  # fp16 on the CPU is a one-line error before the data loads
     data = load_dataset(dataset, Path(data_dir) if data_dir else None, seed=cfg.seed)
     space = with_io(get_space(space_name, width=width), in_channels=data.channels, num_classes=data.num_classes)
     table = load_lut(lut, space=space)
@@ -200,6 +207,7 @@ def run_nas(args: argparse.Namespace, mode: str) -> int:
         cfg,
         out_dir=args.out,
         resume=args.resume,
+        device=device,
         progress=not args.no_progress,
         data_dir=data_dir,
         init_from=None if args.resume else args.init_from,
@@ -212,6 +220,8 @@ def run_nas(args: argparse.Namespace, mode: str) -> int:
         "target_ms": result.target_ms,
         "epochs": result.epochs,
         "steps": result.steps,
+        "torch_device": str(device),
+        "amp": resolve_amp(cfg.amp, device),
     }
     if args.json:
         print_json(summary)

@@ -142,13 +142,22 @@ class AtResolution(torch.nn.Module):
         return self.model(resize(x, self.resolution))  # type: ignore[no-any-return]
 
 
-def kd_teacher(supernet: Any, space: SpaceSpec, train: Any, *, batch_size: int, seed: int, recalib_batches: int) -> Any:
+def kd_teacher(
+    supernet: Any,
+    space: SpaceSpec,
+    train: Any,
+    *,
+    batch_size: int,
+    seed: int,
+    recalib_batches: int,
+    device: torch.device | None = None,
+) -> Any:
     """The fine-tune's teacher: the supernet's largest subnet at the space's largest resolution, BN re-estimated for it.
 
     Why that resolution and not the student's: sandwich training (BigNAS) trains the largest subnet only at the largest
     resolution, so at a smaller one it can score below the small student it is meant to teach; and the stored BN
     statistics belong to whatever subnet was evaluated last. Returns a callable on batches of any size (each is resized
-    for the teacher).
+    for the teacher). `device`: where the supernet lives (the recalibration batches are put there).
     """
     from hwnas.data import batches, resize
     from hwnas.train.evaluate import recalibrate_bn
@@ -157,7 +166,12 @@ def kd_teacher(supernet: Any, space: SpaceSpec, train: Any, *, batch_size: int, 
     gen = torch.Generator().manual_seed(seed + 7)
     recalibrate_bn(
         supernet,
-        (x for x, _ in batches(train, batch_size=batch_size, shuffle=True, generator=gen, limit=recalib_batches)),
+        (
+            x
+            for x, _ in batches(
+                train, batch_size=batch_size, shuffle=True, generator=gen, device=device, limit=recalib_batches
+            )
+        ),
         arch=arch,
     )
     supernet.eval()

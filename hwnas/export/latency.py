@@ -73,35 +73,35 @@ def drift_references(table: Any, space: SpaceSpec, arch: Arch, *, profile: Any) 
     )
 
 
-def lut_for(space: SpaceSpec, *, lut: Path | None, device: str) -> tuple[Any, str | None]:
-    """(LUT, its path) for `device` and `space`, or (None, None) when no table exists for them (a warning, not an
-    error: the export still runs, with the predicted latency left empty)."""
+def lut_for(space: SpaceSpec, *, lut: Path | None, target: str) -> tuple[Any, str | None]:
+    """(LUT, its path) for the latency profile `target` and `space`, or (None, None) when no table exists for them (a
+    warning, not an error: the export still runs, with the predicted latency left empty)."""
     from hwnas.latency.lut import load_lut, lut_path
     from hwnas.latency.profiles import data_root
 
-    path = lut if lut is not None else lut_path(data_root() / "latency_tables", Path(device).stem, space)
+    path = lut if lut is not None else lut_path(data_root() / "latency_tables", Path(target).stem, space)
     if lut is None and not path.is_file():
         log.warning(
             "no LUT at %s: predicted latency left empty (run 'hwnas profile --device %s --space %s')",
             path,
-            device,
+            target,
             space.name,
         )
         return None, None
     table = load_lut(path, space=space)
-    if table.device != Path(device).stem:
+    if table.device != Path(target).stem:
         raise HwnasError(
-            f"LUT {path} was measured on {table.device!r}, but latency is measured on {device!r}; "
-            f"pass --device {table.device} or a LUT for {device}"
+            f"LUT {path} was measured on {table.device!r}, but latency is measured on {target!r}; "
+            f"pass --target {table.device} or a LUT for {target}"
         )
     return table, str(path)
 
 
-def predicted_ms_for(space: SpaceSpec, arch: Arch, *, lut: Path | None, device: str) -> tuple[float | None, str | None]:
-    """(calibrated LUT prediction, LUT path), or (None, None) when no table exists for this device and space."""
+def predicted_ms_for(space: SpaceSpec, arch: Arch, *, lut: Path | None, target: str) -> tuple[float | None, str | None]:
+    """(calibrated LUT prediction, LUT path), or (None, None) when no table exists for this profile and space."""
     from hwnas.latency.predictor import predict_ms
 
-    table, path = lut_for(space, lut=lut, device=device)
+    table, path = lut_for(space, lut=lut, target=target)
     return (None, None) if table is None else (predict_ms(table, space, arch), path)
 
 

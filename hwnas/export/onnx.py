@@ -19,12 +19,31 @@ from hwnas.errors import HwnasError
 from hwnas.latency.runtime import OPSET, onnx_bytes
 from hwnas.space import Arch, SpaceSpec, check_arch, space_hash
 
-__all__ = ["OPSET", "INPUT_NAME", "OUTPUT_NAME", "export_onnx", "check_onnx", "read_onnx_metadata", "ort_session"]
+__all__ = [
+    "OPSET",
+    "INPUT_NAME",
+    "OUTPUT_NAME",
+    "export_onnx",
+    "check_onnx",
+    "read_onnx_metadata",
+    "ort_session",
+    "on_cpu",
+]
 
 log = logging.getLogger(__name__)
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
+
+
+def on_cpu(model: nn.Module) -> nn.Module:
+    """`model` itself when it lives on the CPU, else a CPU copy: exported files are traced on the CPU whatever device
+    fine-tuned the model (the model itself stays where it is, for the parity reference)."""
+    if all(t.device.type == "cpu" for t in (*model.parameters(), *model.buffers())):
+        return model
+    import copy
+
+    return copy.deepcopy(model).cpu()
 
 
 def _to_onnx_proto(model: nn.Module, input_shape: tuple[int, ...], *, dynamic_batch: bool) -> onnx.ModelProto:
@@ -57,7 +76,7 @@ def export_onnx(
     check_arch(space, arch)
     shape = (1, space.in_channels, arch.resolution, arch.resolution)
     try:
-        proto = _to_onnx_proto(model, shape, dynamic_batch=dynamic_batch)
+        proto = _to_onnx_proto(on_cpu(model), shape, dynamic_batch=dynamic_batch)
     except RuntimeError as exc:
         raise HwnasError(
             f"cannot export arch {arch} to ONNX: {str(exc).splitlines()[0]}; check the model matches the arch"

@@ -1,12 +1,17 @@
 """Does the ONNX file compute what the torch model computes? Max abs logit difference and top-1 agreement on real images.
 
 Run on real test images (not random noise): noise keeps logits near zero and hides differences that matter on data
-the model is confident about. Also home of `onnx_logits` / `onnx_accuracy`, used for fp32 and int8 files alike.
+the model is confident about. Also home of `onnx_logits` / `onnx_accuracy`, used for fp32 and int8 files alike, and of
+`torch_logits`, the torch side of every check: float32 on whichever device holds the model (`hwnas export --device`),
+with TF32 off on CUDA so a GPU reference is compared fp32 to fp32 (TF32 matmuls and convolutions round inputs to 10
+mantissa bits, about 1e-3 relative: far above the 1e-4 parity limit).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,7 +21,7 @@ from torch import nn
 from hwnas.errors import HwnasError
 from hwnas.export.onnx import INPUT_NAME, ort_session
 
-__all__ = ["ParityResult", "onnx_logits", "onnx_accuracy", "check_parity"]
+__all__ = ["ParityResult", "onnx_logits", "onnx_accuracy", "check_parity", "torch_logits", "full_fp32"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +39,34 @@ def _as_batch(images: torch.Tensor | np.ndarray) -> np.ndarray:
             f"expected a non-empty NCHW image batch, got shape {tuple(arr.shape)}; pass preprocessed images"
         )
     return np.ascontiguousarray(arr, dtype=np.float32)
+
+
+@contextlib.contextmanager
+def full_fp32() -> Iterator[None]:
+    """TF32 off for CUDA matmuls and cuDNN convolutions inside the block (restored after); a no-op on the CPU."""
+    matmul, cudnn = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = matmul
+        torch.backends.cudnn.allow_tf32 = cudnn
+
+
+def torch_logits(model: nn.Module, images: torch.Tensor | np.ndarray, *, batch_size: int = 256) -> np.ndarray:
+    """Eval-mode float32 logits of `model` for preprocessed NCHW images, computed on the model's own device (TF32 off),
+    returned on the CPU as numpy."""
+    arr = _as_batch(images)
+    device = next(model.parameters()).device
+    model = model.eval()
+    with torch.no_grad(), full_fp32():
+        return np.concatenate(
+            [
+                model(torch.from_numpy(arr[i : i + batch_size]).to(device)).float().cpu().numpy()
+                for i in range(0, len(arr), batch_size)
+            ]
+        )
 
 
 def onnx_logits(
@@ -75,13 +108,10 @@ def check_parity(
     batch_size: int = 256,
     threads: int = 1,
 ) -> ParityResult:
-    """Compare eval-mode torch logits with onnxruntime logits on the same images."""
+    """Compare eval-mode torch logits (float32, on the model's device: `torch_logits`) with onnxruntime logits on the
+    same images."""
     arr = _as_batch(images)
-    model = model.eval()
-    with torch.no_grad():
-        ref = np.concatenate(
-            [model(torch.from_numpy(arr[i : i + batch_size])).numpy() for i in range(0, len(arr), batch_size)]
-        )
+    ref = torch_logits(model, arr, batch_size=batch_size)
     got = onnx_logits(path, arr, batch_size=batch_size, threads=threads)
     diff = np.abs(ref - got)
     return ParityResult(

@@ -5,6 +5,11 @@ onnxruntime parity on real test images → optional static int8 with its accurac
 with the device profile's protocol, next to the LUT prediction → model_card.json. Every file is written atomically; a
 failed step leaves no half-written outputs behind.
 
+Two devices take part: the torch device (`ExportConfig.device`, `hwnas export --device cpu|cuda|cuda:N`) runs the
+BN recalibration, the fine-tune, the test accuracy and the float32 torch reference of the parity checks (TF32 off);
+the latency profile (`ExportConfig.target`, `--target`) says where and how the exported files are timed — ONNX files
+always on that profile's runtime, never on the torch device. The files are traced from a CPU copy of the model.
+
 A compound-scaled arch (`hwnas search --strategy scale`) is outside the trained supernet: its model is built in the
 scaled space and initialised from the supernet's weights of the base arch (`hwnas.search.scale.init_scaled_model`),
 then the KD fine-tune is required (at least `MIN_SCALED_FINETUNE_EPOCHS`), since its accuracy comes from it.
@@ -28,11 +33,12 @@ from hwnas.export.finetune import AtResolution, FinetuneConfig, finetune_kd, kd_
 from hwnas.export.int8 import quantize_int8
 from hwnas.export.latency import drift_references, lut_for, measure_exported, predicted_ms_for, rel_error
 from hwnas.export.onnx import OPSET, export_onnx
-from hwnas.export.parity import ParityResult, check_parity, onnx_accuracy
+from hwnas.export.parity import ParityResult, check_parity, onnx_accuracy, torch_logits
 from hwnas.export.search_file import arch_from_search, read_scaled, read_search
 from hwnas.space import Arch, SpaceSpec, check_arch
 
 __all__ = [
+    "check_torch_device",
     "ExportConfig",
     "ExportResult",
     "OUTPUT_FILES",
@@ -56,12 +62,23 @@ MIN_SCALED_FINETUNE_EPOCHS = 1  # a scaled arch's new channels and layers start 
 SCALED_FINETUNE_EPOCHS = 3  # the command line's default for a scaled arch
 
 
+def check_torch_device(text: str) -> str:
+    """`text` if it is a torch device spec (cpu, cuda, cuda:N); otherwise an error that points what is most likely a
+    latency profile name to `--target`, the flag that takes one."""
+    from hwnas.distributed import check_device_spec
+
+    try:
+        return check_device_spec(text)
+    except HwnasError:
+        raise HwnasError(f"--device takes cpu, cuda or cuda:N; the latency profile is --target {text}") from None
+
+
 @dataclass(frozen=True, slots=True)
 class ExportConfig:
     finetune: FinetuneConfig = FinetuneConfig()
     int8: bool = False
-    device: str = "cpu-ort-1t"  # profile name or YAML path for the measured latency
-    lut: Path | None = None  # LUT for the predicted latency (None: latency_tables/<device>/<space>.csv if present)
+    target: str = "cpu-ort-1t"  # latency profile (name or YAML path) the exported files are timed on
+    lut: Path | None = None  # LUT for the predicted latency (None: latency_tables/<target>/<space>.csv if present)
     parity_images: int = 1000
     test_images: int | None = None  # None: the whole test split (first N test images otherwise, for quick checks)
     calib_images: int = 512  # train images for int8 calibration
@@ -70,10 +87,13 @@ class ExportConfig:
     seed: int = 0
     measure: bool = True  # time the exported files (skip in tests that only check files)
     pte: bool = False  # also write model.pte (ExecuTorch + XNNPACK; needs hwnas[mobile])
-    pte_device: str = "cpu-et-xnnpack-1t"  # executorch profile the .pte is timed on
+    pte_target: str = "cpu-et-xnnpack-1t"  # executorch profile the .pte is timed on
     data_dir: Path | None = None  # the run's data folder, if not the one it recorded (required for imported runs)
+    device: str | None = None  # torch device: cpu, cuda or cuda:N (None: cuda when available, else cpu)
 
     def __post_init__(self) -> None:
+        if self.device is not None:
+            check_torch_device(self.device)
         for name in ("parity_images", "calib_images", "recalib_batches", "batch_size", "test_images"):
             value = getattr(self, name)
             if value is None and name == "test_images":
@@ -98,6 +118,7 @@ class ExportResult:
     pte: dict[str, Any] | None = None  # the model card's "pte" entry when --format pte
     machine_speed_factor: float | None = None  # machine now vs the LUT's build (> 1: slower now), from its references
     scaled: dict[str, Any] | None = None  # the model card's "scaled" entry for a compound-scaled arch
+    torch_device: str = "cpu"  # where the fine-tune, test accuracy and parity reference ran
 
     def drift_note(self) -> str | None:
         """One line on the machine's drift since the LUT was built and the prediction once it is taken out."""
@@ -135,6 +156,7 @@ class ExportResult:
             "pte": self.pte,
             "machine_speed_factor": self.machine_speed_factor,
             "scaled": self.scaled,
+            "torch_device": self.torch_device,
         }
 
 
@@ -154,6 +176,7 @@ class _Job:
     profile: Any  # DeviceProfile or None (not measuring)
     cfg: ExportConfig
     out: Path
+    device: torch.device  # the torch device of recalibration, fine-tune, test accuracy and parity reference
 
     @property
     def resolution(self) -> int:
@@ -171,6 +194,7 @@ class _Job:
                 resolution=self.resolution,
                 shuffle=True,
                 generator=generator,
+                device=self.device,
                 limit=cfg.recalib_batches,
             )
         )
@@ -181,6 +205,7 @@ def _open(
 ) -> _Job:
     """Check the inputs, load the run and the data: everything that can fail on bad input, before a file is written."""
     from hwnas.data import load_run_dataset
+    from hwnas.distributed import resolve_device
     from hwnas.latency.profiles import load_profile
     from hwnas.search.scale import scaled_from_meta
     from hwnas.train.checkpoint import load_run
@@ -191,10 +216,11 @@ def _open(
             f"fine-tune; pass --finetune-epochs N with N >= {MIN_SCALED_FINETUNE_EPOCHS} (default for "
             f"scaled archs {SCALED_FINETUNE_EPOCHS})"
         )
-    profile = load_profile(cfg.device) if cfg.measure else None
+    profile = load_profile(cfg.target) if cfg.measure else None
     if profile is not None and profile.dtype == "int8" and not cfg.int8:
-        raise HwnasError(f"device profile {profile.name} times int8 models; add --int8 (or use an fp32 profile)")
-    run = load_run(run_dir)
+        raise HwnasError(f"latency profile {profile.name} times int8 models; add --int8 (or use an fp32 profile)")
+    device = resolve_device(cfg.device)
+    run = load_run(run_dir, device=device)
     space: SpaceSpec = run.space
     scaled_arch = None if scaled is None else scaled_from_meta(scaled, space, where="the scale search result")
     if scaled_arch is not None and scaled_arch.arch != arch:
@@ -215,7 +241,7 @@ def _open(
         val_images=cfg.test_images or 10_000,
         progress=progress,
     )
-    return _Job(run, space, model_space, arch, scaled_arch, dataset, profile, cfg, out_dir)
+    return _Job(run, space, model_space, arch, scaled_arch, dataset, profile, cfg, out_dir, device)
 
 
 def _prepare_model(job: _Job, progress: bool) -> nn.Module:
@@ -244,6 +270,7 @@ def _prepare_model(job: _Job, progress: bool) -> nn.Module:
         batch_size=cfg.batch_size,
         seed=cfg.seed,
         recalib_batches=cfg.recalib_batches,
+        device=job.device,
     )
 
     def epoch_batches(epoch: int) -> Any:  # at the data's own resolution: student and teacher each resize
@@ -255,6 +282,7 @@ def _prepare_model(job: _Job, progress: bool) -> nn.Module:
             shuffle=True,
             generator=g,
             drop_last=True,
+            device=job.device,
         )
 
     finetune_kd(
@@ -280,16 +308,14 @@ def _images(split: Any, n: int, *, resolution: int, batch_size: int) -> tuple[to
 
 
 def _test_accuracy(job: _Job, model: nn.Module) -> tuple[float, torch.Tensor, torch.Tensor]:
-    """Step 3: top-1 of the torch model on the test split (the same tensors are fed to ORT and int8 later)."""
+    """Step 3: top-1 of the torch model (float32 on the torch device) on the test split (the same CPU tensors are fed
+    to ORT and int8 later)."""
     test = job.dataset.test
     n_test = len(test) if job.cfg.test_images is None else min(job.cfg.test_images, len(test))
     test_x, test_y = _images(test, n_test, resolution=job.resolution, batch_size=512)
-    with torch.no_grad():
-        correct = sum(
-            int((model(test_x[i : i + 500]).argmax(1) == test_y[i : i + 500]).sum()) for i in range(0, n_test, 500)
-        )
-    test_acc = float(correct / n_test)
-    log.info("test accuracy (torch, %d images): %.4f", n_test, test_acc)
+    logits = torch_logits(model, test_x, batch_size=500)
+    test_acc = float((logits.argmax(1) == test_y.numpy()).mean())
+    log.info("test accuracy (torch on %s, %d images): %.4f", job.device, n_test, test_acc)
     return test_acc, test_x, test_y
 
 
@@ -350,7 +376,7 @@ def _latency(job: _Job, onnx_path: Path, int8_path: Path | None) -> _Latency:
     from hwnas.search.scale import scaled_latency_ms
 
     space, arch, profile = job.space, job.arch, job.profile
-    table, lut_used = lut_for(space, lut=job.cfg.lut, device=job.cfg.device)
+    table, lut_used = lut_for(space, lut=job.cfg.lut, target=job.cfg.target)
     if table is None:
         predicted = None
     elif job.scaled_arch is None:
@@ -383,9 +409,9 @@ def _pte(job: _Job, model: nn.Module, parity_x: torch.Tensor) -> dict[str, Any] 
         return None
     from hwnas.export.pte import export_pte_checked
 
-    device = job.cfg.pte_device if job.cfg.measure else None
+    target = job.cfg.pte_target if job.cfg.measure else None
     return export_pte_checked(
-        model, job.out, space=job.model_space, arch=job.arch, images=parity_x, device=device
+        model, job.out, space=job.model_space, arch=job.arch, images=parity_x, target=target
     ).card()
 
 
@@ -452,11 +478,13 @@ def _card(
             "n_images": parity.n_images,
             "checker": "passed",
             "opset": OPSET,
+            "torch_device": str(job.device),  # where the float32 reference ran (TF32 off on CUDA)
         },
         training={
             "run": str(run_dir),
             "finetune_epochs": cfg.finetune.epochs,
             "recalib_batches": cfg.recalib_batches,
+            "torch_device": str(job.device),  # where BN recalibration and the fine-tune ran
             "int8_calib_images": cfg.calib_images if cfg.int8 else None,
             "export_seconds": round(seconds, 1),
         },
@@ -525,4 +553,5 @@ def export_run(
         pte=pte_card,
         machine_speed_factor=None if lat.speed is None else round(lat.speed, 4),
         scaled=card.get("scaled"),
+        torch_device=str(job.device),
     )

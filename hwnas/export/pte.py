@@ -21,11 +21,12 @@ from torch import nn
 
 from hwnas.atomic import atomic_write_bytes
 from hwnas.errors import HwnasError
-from hwnas.export.parity import ParityResult
+from hwnas.export.onnx import on_cpu
+from hwnas.export.parity import ParityResult, torch_logits
 from hwnas.space import Arch, SpaceSpec, check_arch
 
 __all__ = [
-    "PTE_DEVICE",
+    "PTE_TARGET",
     "PTE_MAX_ABS_DIFF",
     "PteResult",
     "export_pte",
@@ -36,7 +37,7 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-PTE_DEVICE = "cpu-et-xnnpack-1t"
+PTE_TARGET = "cpu-et-xnnpack-1t"  # the executorch profile a .pte is timed on by default
 PTE_MAX_ABS_DIFF = 1e-4
 
 
@@ -81,13 +82,14 @@ class PteResult:
 
 
 def export_pte(model: nn.Module, path: str | os.PathLike[str], *, space: SpaceSpec, arch: Arch) -> Path:
-    """Lower the static net of `arch` (batch 1, static shape) to `path`, written atomically."""
+    """Lower the static net of `arch` (batch 1, static shape) to `path`, written atomically (from a CPU copy of a model
+    that lives on a GPU: the program runs on a phone's CPU)."""
     from hwnas.latency.executorch_runner import pte_bytes
 
     check_arch(space, arch)
     shape = (1, space.in_channels, arch.resolution, arch.resolution)
     try:
-        data = pte_bytes(model.eval(), shape)
+        data = pte_bytes(on_cpu(model).eval(), shape)
     except HwnasError:
         raise
     except Exception as exc:  # torch.export / exir raise many types; the user can only report it
@@ -121,11 +123,10 @@ def pte_logits(path: str | os.PathLike[str], images: torch.Tensor | np.ndarray) 
 
 
 def check_pte_parity(model: nn.Module, path: str | os.PathLike[str], images: torch.Tensor | np.ndarray) -> ParityResult:
-    """Eval-mode torch logits vs ExecuTorch logits on the same images."""
+    """Eval-mode torch logits (float32 on the model's device: `torch_logits`) vs ExecuTorch logits on the same images."""
     x = torch.as_tensor(np.asarray(images, dtype=np.float32)) if isinstance(images, np.ndarray) else images.float()
-    with torch.no_grad():
-        ref = model.eval()(x).numpy()
-    got = pte_logits(path, x)
+    ref = torch_logits(model, x)
+    got = pte_logits(path, x.cpu())
     diff = np.abs(ref - got)
     return ParityResult(
         max_abs_diff=float(diff.max()),
@@ -143,7 +144,7 @@ def measure_pte_ms(path: str | os.PathLike[str], input_shape: tuple[int, ...], p
     if profile.runtime != "executorch":
         raise HwnasError(
             f"profile {profile.name} times runtime {profile.runtime}, not a .pte; use an executorch "
-            f"profile such as {PTE_DEVICE}"
+            f"profile such as {PTE_TARGET}"
         )
     ExecuTorchRunner(profile)  # validates the profile and sets the threadpool before the program is loaded
     return time_loaded(load_pte(Path(path), input_shape), profile).p50_ms
@@ -156,17 +157,18 @@ def export_pte_checked(
     space: SpaceSpec,
     arch: Arch,
     images: torch.Tensor,
-    device: str | None = PTE_DEVICE,
+    target: str | None = PTE_TARGET,
     lut: Path | None = None,
 ) -> PteResult:
-    """`model.pte` in `out_dir`: lower, parity-check on `images`, time on `device` next to its LUT prediction."""
+    """`model.pte` in `out_dir`: lower, parity-check on `images` against `model` on its own device, time on the
+    executorch profile `target` next to its LUT prediction (None: no timing)."""
     from hwnas.latency.profiles import load_profile
 
-    profile = load_profile(device) if device is not None else None
+    profile = load_profile(target) if target is not None else None
     if profile is not None and profile.runtime != "executorch":
         raise HwnasError(
-            f"--pte-device {profile.name} uses runtime {profile.runtime}; choose an executorch profile "
-            f"such as {PTE_DEVICE}"
+            f"--pte-target {profile.name} uses runtime {profile.runtime}; choose an executorch profile "
+            f"such as {PTE_TARGET}"
         )
     path = export_pte(model, out_dir / "model.pte", space=space, arch=arch)
     parity = check_pte_parity(model, path, images)
@@ -186,7 +188,7 @@ def export_pte_checked(
         from hwnas.export.latency import predicted_ms_for
 
         measured = measure_pte_ms(path, (1, space.in_channels, arch.resolution, arch.resolution), profile)
-        predicted, lut_used = predicted_ms_for(space, arch, lut=lut, device=profile.name)
+        predicted, lut_used = predicted_ms_for(space, arch, lut=lut, target=profile.name)
         log.info(
             ".pte latency on %s: measured %.4f ms, predicted %s ms",
             profile.name,

@@ -172,7 +172,15 @@ class _DepthwiseConv(torch.autograd.Function):
 
 
 def depthwise_conv(x: torch.Tensor, weight: torch.Tensor, *, stride: int, padding: tuple[int, int]) -> torch.Tensor:
-    """`F.conv2d(x, weight, stride=stride, padding=padding, groups=C)` with the faster backward described above."""
-    if not torch.is_grad_enabled() or not (x.requires_grad or weight.requires_grad) or sys.platform == "win32":
+    """`F.conv2d(x, weight, stride=stride, padding=padding, groups=C)` with the faster backward described above.
+
+    Under autocast (`hwnas train --amp`) it is plain `F.conv2d`: its autograd runs the backward in the precision the
+    forward used and hands the float32 weight a float32 gradient; the custom backward is a float32 CPU kernel."""
+    if (
+        not torch.is_grad_enabled()
+        or not (x.requires_grad or weight.requires_grad)
+        or sys.platform == "win32"
+        or torch.is_autocast_enabled(x.device.type)
+    ):
         return F.conv2d(x, weight, None, stride, padding, 1, x.shape[1])
     return _DepthwiseConv.apply(x, weight, stride, padding)  # type: ignore[no-any-return]

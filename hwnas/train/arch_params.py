@@ -61,8 +61,11 @@ class ArchParams(nn.Module):
         return torch.softmax(logits if dtype is None else logits.to(dtype), dim=-1)
 
     def sample(self, generator: torch.Generator, *, n: int = 1) -> torch.Tensor:
-        """`n` samples of the choice index per (stage, position), shape [n, stages, positions] (multinomial on P)."""
-        probs = self.probs().detach().reshape(-1, self.n_choices + 1)
+        """`n` samples of the choice index per (stage, position), shape [n, stages, positions] (multinomial on P).
+
+        Drawn on the CPU from the CPU `generator` wherever α lives, so a seeded run samples the same paths on any
+        device; the indices are returned on the CPU."""
+        probs = self.probs().detach().cpu().reshape(-1, self.n_choices + 1)
         idx = torch.multinomial(probs, n, replacement=True, generator=generator)  # [rows, n]
         return idx.T.reshape(n, *self.shape[:2])
 
@@ -119,6 +122,7 @@ def indices_of(params: ArchParams, arch: Arch) -> torch.Tensor:
 def log_prob(params: ArchParams, indices: torch.Tensor) -> torch.Tensor:
     """log P of sampled archs [n, stages, positions]: sum over the decisions taken (up to each stage's first skip)."""
     logp = torch.log_softmax(params.masked(), dim=-1)
+    indices = indices.to(logp.device)
     taken = logp.expand(indices.shape[0], *logp.shape).gather(-1, indices.unsqueeze(-1)).squeeze(-1)
     skipped = (indices == params.skip).long()
     decided = (torch.cumsum(skipped, dim=-1) - skipped) == 0  # positions before and at the first skip

@@ -8,12 +8,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from hwnas.errors import HwnasError
+from hwnas.train.amp import AMP_MODES
 
 __all__ = ["TrainConfig", "config_to_dict", "config_from_dict", "run_steps", "RESUME_CHANGEABLE", "resume_conflicts"]
 
-RESUME_CHANGEABLE = ("epochs", "max_steps", "checkpoint_every", "threads", "data_dir")
+RESUME_CHANGEABLE = ("epochs", "max_steps", "checkpoint_every", "threads", "data_dir", "amp")
 """Fields a resumed run may change: its length (the schedule is stretched, see `hwnas.train.strategy.schedule_step`)
-and how it runs (checkpoint cadence, CPU threads, where the dataset lives). Anything else would make a different run."""
+and how it runs (checkpoint cadence, CPU threads, where the dataset lives, mixed precision: a run trained on a GPU
+may continue on the CPU and back). Anything else would make a different run. The device is no field at all: it is
+recorded in config.json as a fact (`torch_device`), not part of the run's identity."""
 
 
 @dataclass(frozen=True)
@@ -55,7 +58,7 @@ class TrainConfig:
     recal_batches: int = 20
     eval_batch_size: int = 500
     channels_last: bool = True
-    amp: bool = True  # only takes effect on CUDA
+    amp: str = "auto"  # none | bf16 | fp16 (hwnas.train.amp); auto: bf16 on CUDA, none on the CPU, on each (re)start
     threads: int = 0  # 0 = leave torch's setting alone
     schedule_knots: tuple[tuple[int, float], ...] = ()  # (step, schedule step) where a resume changed the length
     schedule_steps: int = 0  # length of the schedule the strategy sees; 0 = the run's total steps
@@ -71,6 +74,8 @@ class TrainConfig:
             raise HwnasError(f"ofa_phase_fractions must be 4 fractions summing to 1, got {self.ofa_phase_fractions}")
         if self.augment not in ("none", "flip", "crop-flip"):
             raise HwnasError(f"augment must be one of none, flip, crop-flip; got {self.augment!r}")
+        if self.amp not in ("auto", *AMP_MODES):
+            raise HwnasError(f"amp must be auto or one of {', '.join(AMP_MODES)}; got {self.amp!r}")
         if self.checkpoint_every < 1 or self.log_every < 1 or self.num_random < 0:
             raise HwnasError("checkpoint_every and log_every must be >= 1, num_random >= 0")
         steps = [s for s, _ in self.schedule_knots]
@@ -119,6 +124,8 @@ def config_from_dict(data: dict[str, Any]) -> TrainConfig:
     values = dict(data)
     if "ofa_phase_fractions" in values:
         values["ofa_phase_fractions"] = tuple(values["ofa_phase_fractions"])
+    if isinstance(values.get("amp"), bool):  # runs written before --amp had modes: True meant the device's default
+        values["amp"] = "auto" if values["amp"] else "none"
     if "schedule_knots" in values:
         values["schedule_knots"] = tuple((int(s), float(c)) for s, c in values["schedule_knots"])
     return TrainConfig(**values)

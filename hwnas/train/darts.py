@@ -26,4 +26,6 @@ def arch_forward(state: NasState, x: torch.Tensor) -> torch.Tensor:
 
 
 def arch_step(state: NasState, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
-    return differentiable_arch_step(state, arch_forward(state, x), y)
+    with state.autocast():
+        logits = arch_forward(state, x)
+    return differentiable_arch_step(state, logits, y)

@@ -35,7 +35,8 @@ def reinforce_step(state: NasState, indices: torch.Tensor, rewards: torch.Tensor
     state.baseline = state.cfg.baseline_decay * state.baseline + (1 - state.cfg.baseline_decay) * mean_r
     probs = state.params.probs()
     entropy = -(probs * torch.log(probs.clamp_min(1e-12))).sum()
-    loss = -(advantage.to(probs.dtype) * log_prob(state.params, indices)).mean() - state.cfg.entropy_weight * entropy
+    advantage = advantage.to(device=probs.device, dtype=probs.dtype)
+    loss = -(advantage * log_prob(state.params, indices)).mean() - state.cfg.entropy_weight * entropy
     state.alpha_opt.zero_grad(set_to_none=True)
     loss.backward()
     state.alpha_opt.step()
@@ -47,12 +48,12 @@ def reinforce_step(state: NasState, indices: torch.Tensor, rewards: torch.Tensor
 def arch_step(state: NasState, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
     indices = state.params.sample(state.generator, n=state.cfg.controller_samples)
     accs = []
-    with torch.no_grad():
+    with torch.no_grad(), state.autocast():
         for idx in indices:
             logits = gated_forward(state.supernet, x, idx, None)
             accs.append((logits.argmax(1) == y).float().mean())
-    acc = torch.stack(accs).double().cpu()
-    lat = indices_latency_ms(indices, state.arrays)
+    acc = torch.stack(accs).double()
+    lat = indices_latency_ms(indices, state.arrays).to(acc.device)
     rewards = acc * reward_factor(lat, state.cfg, scale=state.scale)
     metrics = reinforce_step(state, indices, rewards)
     return {**metrics, "val_acc": float(acc.mean()), "sampled_ms": float(lat.mean())}

@@ -58,15 +58,17 @@ def _keep(skip_probs: torch.Tensor) -> torch.Tensor:
 
 def expected_latency_ms(probs: torch.Tensor, arrays: LatencyArrays) -> torch.Tensor:
     """E[LAT] under per-layer distributions `probs` [stages, positions, choices + skip] (differentiable in `probs`)."""
-    ms = arrays.ms.to(probs.dtype)
+    ms = arrays.ms.to(device=probs.device, dtype=probs.dtype)
     keep = _keep(probs[..., -1])
     per_layer = (probs[..., :-1] * ms).sum(-1)
     return arrays.fixed_ms + (keep * per_layer).sum()
 
 
 def indices_latency_ms(indices: torch.Tensor, arrays: LatencyArrays) -> torch.Tensor:
-    """Predicted ms of sampled archs given as indices [..., stages, positions] (skip = n_choices): one gather."""
+    """Predicted ms of sampled archs given as indices [..., stages, positions] (skip = n_choices): one gather, on the
+    arrays' device."""
     n_choices = arrays.ms.shape[-1]
+    indices = indices.to(arrays.ms.device)
     skipped = indices == n_choices
     kept = torch.cumsum(skipped.long(), dim=-1) == 0  # before the first skip
     safe = indices.clamp_max(n_choices - 1)

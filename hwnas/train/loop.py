@@ -12,6 +12,11 @@ DDP (`torchrun --nproc-per-node N -m hwnas train ...`): each rank takes its shar
 strategy's backward passes the gradients are averaged with one coalesced all-reduce (gloo on CPU, nccl on GPU). This
 is DistributedDataParallel's reduction done once per step, which suits sandwich steps (several forwards, one update)
 and subnets that leave parameters unused. Only rank 0 writes files.
+
+Device and precision (`hwnas.distributed`, `hwnas.train.amp`): the run computes on `--device` (under torchrun, rank
+r on cuda:LOCAL_RANK) with autocast at `cfg.amp` around each forward pass; fp16 adds a GradScaler whose state is
+checkpointed. Neither is part of the run's identity: a checkpoint loads onto the CPU first and then into whichever
+device resumes it, and config.json records the device and precision used as facts (`torch_device`, `amp_used`).
 """
 
 from __future__ import annotations
@@ -19,7 +24,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-import os
 import random
 import signal
 import time
@@ -35,9 +39,11 @@ from tqdm import tqdm
 
 from hwnas.atomic import atomic_write_json
 from hwnas.data import Dataset, epoch_order, load_dataset, make_batch
+from hwnas.distributed import setup_distributed
 from hwnas.errors import HwnasError
 from hwnas.space import SpaceSpec, largest, smallest, space_hash
 from hwnas.supernet import Supernet
+from hwnas.train.amp import grad_scaler, resolve_amp
 from hwnas.train.checkpoint import CHECKPOINT, CONFIG, FORMAT, METRICS, read_checkpoint, run_space, save_checkpoint
 from hwnas.train.config import TrainConfig, config_from_dict, config_to_dict, resume_conflicts, run_steps
 from hwnas.train.evaluate import evaluate_arch
@@ -58,6 +64,8 @@ class TrainResult:
     val_acc_min: float
     img_per_s: float
     train_s: float
+    torch_device: str = "cpu"  # where this (re)start trained
+    amp: str = "none"  # the precision it trained with
 
 
 def steps_per_epoch(n_train: int, batch_size: int, world: int) -> int:
@@ -85,20 +93,6 @@ class _Interrupt:
     def __exit__(self, *exc: object) -> None:
         if self._previous is not None:
             signal.signal(signal.SIGINT, self._previous)
-
-
-def _dist_setup() -> tuple[int, int, torch.device]:
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    rank = dist.get_rank() if dist.is_initialized() else 0
-    world = dist.get_world_size() if dist.is_initialized() else 1
-    if torch.cuda.is_available():
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-        torch.cuda.set_device(device)
-    else:
-        device = torch.device("cpu")
-    return rank, world, device
 
 
 def _param_groups(net: Supernet, cfg: TrainConfig) -> list[dict[str, Any]]:
@@ -159,14 +153,18 @@ def train(
     data: Dataset | None = None,
     on_step: Callable[[int], None] | None = None,
     progress: bool = True,
+    device: str | None = None,
 ) -> TrainResult:
     """Train a supernet into `out` (checkpoint.pt, config.json, metrics.csv); `resume` continues from checkpoint.pt.
 
     With `resume`, `cfg` is the stored config, where only the fields in `RESUME_CHANGEABLE` may differ; a new length
     (`epochs`, `max_steps`) at or beyond the steps already trained continues the run to it (see the module docstring).
+    `device`: cpu, cuda or cuda:N (None: cuda when available, else cpu; see `hwnas.distributed.resolve_device`).
     `on_step(step)` is called after every completed step (tests use it to interrupt a run).
     """
-    rank, world, device = _dist_setup()
+    job = setup_distributed(device)
+    rank, world, dev = job.rank, job.world, job.device
+    amp = resolve_amp(cfg.amp, dev)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     strategy = load_strategy(cfg.mode)
@@ -174,7 +172,7 @@ def train(
         data = load_dataset(
             cfg.dataset, Path(cfg.data_dir) if cfg.data_dir else None, val_size=cfg.val_size, seed=cfg.seed
         )
-    space, net = _build(cfg, data, device)
+    space, net = _build(cfg, data, dev)
     params = [p for p in net.parameters()]
     optimizer = torch.optim.SGD(_param_groups(net, cfg), lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
     spe = steps_per_epoch(len(data.train), cfg.batch_size, world)
@@ -182,7 +180,7 @@ def train(
     start, rows, train_s = 0, [], 0.0
     payload: dict[str, Any] = {}
     if resume:
-        payload = read_checkpoint(out / CHECKPOINT, map_location=device)
+        payload = read_checkpoint(out / CHECKPOINT)  # on the CPU: the RNG state must stay there, tensors move on load
         saved = config_from_dict(payload["config"])
         conflicts = resume_conflicts(saved, cfg)
         if conflicts:
@@ -213,14 +211,24 @@ def train(
     def clock(step: int) -> float:
         return schedule_step(step, total, knots=cfg.schedule_knots, span=span)
 
+    scaler = grad_scaler(amp, dev)
     ctx = StepContext(
-        supernet=net, space=space, cfg=cfg, device=device, total_steps=total, extra={"optimizer": optimizer}
+        supernet=net,
+        space=space,
+        cfg=cfg,
+        device=dev,
+        total_steps=total,
+        extra={"optimizer": optimizer},
+        amp=amp,
+        scaler=scaler if scaler.is_enabled() else None,
     )
     if resume:
         net.load_state_dict(payload["model"])
         optimizer.load_state_dict(payload["optimizer"])
         if hasattr(strategy, "load_state_dict"):
             strategy.load_state_dict(ctx, payload.get("strategy", {}))
+        if scaler.is_enabled() and payload.get("scaler"):  # fp16 continues with the loss scale it had reached
+            scaler.load_state_dict(payload["scaler"])
         train_s = float(payload.get("train_s", 0.0))
         torch.set_rng_state(payload["rng"]["torch"])
         rows = read_metrics(out / METRICS, before_step=start)
@@ -243,6 +251,7 @@ def train(
                 "optimizer": optimizer.state_dict(),
                 "scheduler": {"kind": f"{cfg.mode}.lr_factor", "step": step, "lr": optimizer.param_groups[0]["lr"]},
                 "strategy": strategy.state_dict(ctx) if hasattr(strategy, "state_dict") else {},
+                "scaler": scaler.state_dict(),
                 "rng": {"torch": torch.get_rng_state()},
                 "step": step,
                 "total_steps": total,
@@ -253,16 +262,18 @@ def train(
         )
         write_metrics(out / METRICS, rows)
 
-    if changed and rank == 0:  # a changed resume re-saves the checkpoint at once: it, not config.json, is what resumes
-        if resume:
+    if rank == 0:  # a changed resume re-saves the checkpoint at once: it, not config.json, is what resumes
+        if resume and changed:
             checkpoint(start)
-        atomic_write_json(
+        atomic_write_json(  # always: the device and precision of this (re)start are facts of the run
             out / CONFIG,
             {
                 **config_to_dict(cfg),
                 "space_hash": space_hash(space),
                 "preprocess": data.preprocess,
                 "world_size": world,
+                "torch_device": str(dev),
+                "amp_used": amp,
             },
         )
     bar = tqdm(
@@ -289,7 +300,7 @@ def train(
             lo = (in_epoch * world + rank) * cfg.batch_size
             gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step * 1009 + rank)
             images, labels = make_batch(
-                data.train, order[lo : lo + cfg.batch_size], augment=cfg.augment, generator=gen, device=device
+                data.train, order[lo : lo + cfg.batch_size], augment=cfg.augment, generator=gen, device=dev
             )
             ctx.step, ctx.phase, ctx.rng = step, phase, random.Random(cfg.seed * 1_000_003 + step)
             lr = cfg.lr * strategy.lr_factor(clock(step), span, cfg)
@@ -300,9 +311,11 @@ def train(
             losses = strategy.train_step(ctx, images, labels)
             if world > 1:
                 _allreduce_grads(params, world)
+            scaler.unscale_(optimizer)  # fp16: true gradients for the clip (every other precision: no-op)
             if cfg.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-            optimizer.step()
+            scaler.step(optimizer)  # fp16: skipped when a gradient overflowed, and the scale backs off
+            scaler.update()
             if not all(math.isfinite(v) for v in losses.values()):
                 raise HwnasError(f"loss became {losses} at step {step + 1}; lower --lr or raise the batch size")
             dt = time.perf_counter() - t0
@@ -320,6 +333,7 @@ def train(
                         "lr": lr,
                         "img_per_s": round(rate, 1),
                         "elapsed_s": round(train_s, 1),
+                        "torch_device": str(dev),
                         **losses,
                     }
                 )
@@ -327,7 +341,7 @@ def train(
                 window_imgs, window_t = 0, time.perf_counter()
             epoch_end = done % spe == 0 and cfg.eval_every_epochs > 0 and (done // spe) % cfg.eval_every_epochs == 0
             if rank == 0 and (epoch_end or done == total):
-                acc_max, acc_min = _evaluate(net, space, data, cfg, device)
+                acc_max, acc_min = _evaluate(net, space, data, cfg, dev)
                 rows.append(
                     {
                         "step": done,
@@ -350,7 +364,7 @@ def train(
                 raise KeyboardInterrupt
     bar.close()
     if start == total and rank == 0:  # resumed a finished run: report its stored numbers
-        acc_max, acc_min = _evaluate(net, space, data, cfg, device)
+        acc_max, acc_min = _evaluate(net, space, data, cfg, dev)
     imgs = total * cfg.batch_size * world
     return TrainResult(
         run=out,
@@ -360,4 +374,6 @@ def train(
         val_acc_min=acc_min,
         img_per_s=imgs / max(1e-9, train_s),
         train_s=train_s,
+        torch_device=str(dev),
+        amp=amp,
     )

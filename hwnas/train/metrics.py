@@ -11,7 +11,19 @@ from hwnas.atomic import atomic_write_text
 
 __all__ = ["COLUMNS", "write_metrics", "read_metrics"]
 
-COLUMNS = ("step", "epoch", "phase", "lr", "loss", "loss_kd", "img_per_s", "val_acc_max", "val_acc_min", "elapsed_s")
+COLUMNS = (
+    "step",
+    "epoch",
+    "phase",
+    "lr",
+    "loss",
+    "loss_kd",
+    "img_per_s",
+    "val_acc_max",
+    "val_acc_min",
+    "elapsed_s",
+    "torch_device",  # where the interval ran (a resumed run may move between devices; img_per_s depends on it)
+)
 
 
 def write_metrics(path: Path, rows: list[dict[str, Any]]) -> None:

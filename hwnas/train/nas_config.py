@@ -22,6 +22,7 @@ from typing import Any, Literal
 import torch
 
 from hwnas.errors import HwnasError
+from hwnas.train.amp import AMP_MODES
 
 __all__ = [
     "NasMode",
@@ -89,12 +90,17 @@ class NasConfig:
     baseline_decay: float = 0.9  # enas: moving-average reward baseline
     entropy_weight: float = 1e-3  # enas: entropy bonus
     seed: int = 0
+    amp: str = (
+        "auto"  # none | bf16 | fp16 (hwnas.train.amp); auto: bf16 on CUDA, none on the CPU; a resume may change it
+    )
     schedule_knots: tuple[tuple[int, float], ...] = ()
     schedule_steps: int = 0
 
     def __post_init__(self) -> None:
         if self.mode not in NAS_MODES:
             raise HwnasError(f"unknown search mode {self.mode!r}; use one of {', '.join(NAS_MODES)}")
+        if self.amp not in ("auto", *AMP_MODES):
+            raise HwnasError(f"amp must be auto or one of {', '.join(AMP_MODES)}; got {self.amp!r}")
         if not (isinstance(self.target_ms, (int, float)) and math.isfinite(self.target_ms) and self.target_ms > 0):
             raise HwnasError(f"--target-ms must be a positive number of milliseconds, got {self.target_ms!r}")
         if self.latency_loss is not None and self.latency_loss not in LOSS_FORMS:

@@ -14,7 +14,9 @@ may then end mid-epoch; its last epoch row covers the steps taken). `--resume` c
 everything restored, so a resumed run matches an uninterrupted one. A resume may change the length (`epochs`,
 `max_steps`): training continues to the new total and the cosine LR continues from where it was, stretched over the
 remaining steps (`hwnas.train.strategy.schedule_step`); the temperature and the warm-up count epochs, so they go on
-unchanged.
+unchanged. The device and the precision (`amp`) may change too: the checkpoint loads onto the CPU and then into the
+device that continues, and config.json records the device used (`torch_device`) and the precision (`amp_used`) as facts,
+not as the run's identity.
 """
 
 from __future__ import annotations
@@ -37,10 +39,12 @@ from tqdm import tqdm
 
 from hwnas.atomic import atomic_path, atomic_write_json
 from hwnas.data import Dataset, epoch_order, make_batch
+from hwnas.distributed import resolve_device
 from hwnas.errors import HwnasError
 from hwnas.latency import LatencyTable
 from hwnas.space import SpaceSpec, space_hash
 from hwnas.supernet import Supernet
+from hwnas.train.amp import grad_scaler, resolve_amp
 from hwnas.train.arch_params import ArchParams, decode_indices
 from hwnas.train.checkpoint import CHECKPOINT, FORMAT, read_checkpoint, save_checkpoint
 from hwnas.train.config import TrainConfig, config_to_dict
@@ -104,7 +108,7 @@ def _cosine_lr(cfg: NasConfig, step: int, total: int) -> float:
     return 0.5 * cfg.lr * (1.0 + math.cos(math.pi * min(clock, span) / max(1, span)))
 
 
-def _snapshot(state: NasState, epoch: int, metrics: dict[str, float]) -> dict[str, Any]:
+def _snapshot(state: NasState, epoch: int, metrics: dict[str, Any]) -> dict[str, Any]:
     params = state.params
     argmax = params.arch()
     near = decode_indices(
@@ -145,6 +149,7 @@ def _train_config(cfg: NasConfig, space: SpaceSpec, dataset: Dataset, data_dir: 
         val_size=len(dataset.val),
         seed=cfg.seed,
         channels_last=False,
+        amp=cfg.amp,
     )
 
 
@@ -156,6 +161,7 @@ def _save(
     history: list[dict[str, Any]],
     config: dict[str, Any],
     *,
+    scaler: torch.amp.GradScaler,
     train_cfg: TrainConfig,
     step: int,
     total: int,
@@ -182,6 +188,8 @@ def _save(
                 "epoch": epoch,
                 "alpha": state.params.logits.detach().cpu().clone(),
                 "alpha_optimizer": state.alpha_opt.state_dict(),
+                "scaler": scaler.state_dict(),  # fp16 only (empty otherwise): the loss scales reached
+                "alpha_scaler": state.alpha_scaler.state_dict() if state.alpha_scaler is not None else {},
                 "nu": state.nu,
                 "tau": state.tau,
                 "baseline": state.baseline if state.baseline is not None else float("nan"),
@@ -242,12 +250,12 @@ def _write_outputs(run_dir: Path, state: NasState, history: list[dict[str, Any]]
 
 
 def _resume_config(saved: NasConfig, cfg: NasConfig, run_dir: Path) -> None:
-    """Refuse a resume whose config differs from the stored one in anything but the run's length."""
+    """Refuse a resume whose config differs from the stored one in anything but the run's length and precision."""
     for f in dataclasses.fields(NasConfig):
-        if f.name not in ("epochs", "max_steps") and getattr(saved, f.name) != getattr(cfg, f.name):
+        if f.name not in ("epochs", "max_steps", "amp") and getattr(saved, f.name) != getattr(cfg, f.name):
             raise HwnasError(
                 f"--resume cannot change {f.name} of {run_dir} (stored {getattr(saved, f.name)!r}, given "
-                f"{getattr(cfg, f.name)!r}); only the length (epochs, max_steps) may change, or use a new "
+                f"{getattr(cfg, f.name)!r}); only the length (epochs, max_steps) and amp may change, or use a new "
                 "--out"
             )
 
@@ -260,7 +268,7 @@ def train_nas(
     *,
     out_dir: Path,
     resume: bool = False,
-    device: torch.device | None = None,
+    device: str | torch.device | None = None,
     progress: bool = True,
     data_dir: str | None = None,
     extra_config: dict[str, Any] | None = None,
@@ -273,9 +281,11 @@ def train_nas(
     steps already trained continues the run to it. `on_epoch(epoch)` runs after each checkpoint (the end of every
     epoch and of the run; tests raise from it to simulate an interrupted run). `init_from` starts the weights from
     another run's checkpoint of the same space (e.g. a warmed-up or SPOS supernet), so several targets or λ values can
-    share one weight warm-up; a resumed run has its own weights and cannot take it."""
+    share one weight warm-up; a resumed run has its own weights and cannot take it. `device`: a torch device or its
+    spec (cpu, cuda, cuda:N; None: cuda when available, else cpu — `hwnas.distributed.resolve_device`)."""
     start_time = time.perf_counter()
-    device = device or torch.device("cpu")
+    device = device if isinstance(device, torch.device) else resolve_device(device)
+    amp = resolve_amp(cfg.amp, device)
     run_dir = Path(out_dir)
     mode = mode_module(cfg.mode)
     resolution = cfg.resolution or pick_resolution(space, dataset.image_size)
@@ -345,6 +355,8 @@ def train_nas(
         "lut": table.source,
         "resolution": resolution,
         "nas": nas_config_to_dict(cfg),
+        "torch_device": str(device),
+        "amp_used": amp,
         **(extra_config or {}),
     }
     with torch.random.fork_rng(devices=[]):
@@ -363,7 +375,17 @@ def train_nas(
         supernet.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=True
     )
     a_opt = torch.optim.Adam([params.logits], lr=cfg.alpha_lr, betas=(0.5, 0.999), weight_decay=cfg.alpha_weight_decay)
-    state = NasState(supernet, params, arrays, cfg, torch.Generator().manual_seed(cfg.seed), a_opt)
+    scaler, alpha_scaler = grad_scaler(amp, device), grad_scaler(amp, device)
+    state = NasState(
+        supernet,
+        params,
+        arrays,
+        cfg,
+        torch.Generator().manual_seed(cfg.seed),
+        a_opt,
+        amp=amp,
+        alpha_scaler=alpha_scaler if alpha_scaler.is_enabled() else None,
+    )
     history: list[dict[str, Any]] = []
     sums: dict[str, float] = {}
     counts: dict[str, int] = {}
@@ -375,6 +397,10 @@ def train_nas(
             params.logits.copy_(ckpt["alpha"])
         w_opt.load_state_dict(payload["optimizer"])
         a_opt.load_state_dict(ckpt["alpha_optimizer"])
+        if scaler.is_enabled() and ckpt.get("scaler"):  # fp16 continues with the loss scales it had reached
+            scaler.load_state_dict(ckpt["scaler"])
+        if alpha_scaler.is_enabled() and ckpt.get("alpha_scaler"):
+            alpha_scaler.load_state_dict(ckpt["alpha_scaler"])
         state.nu, state.baseline = float(ckpt["nu"]), None if math.isnan(ckpt["baseline"]) else float(ckpt["baseline"])
         state.tau = float(ckpt.get("tau", state.tau))
         state.generator.set_state(ckpt["generator"])
@@ -391,6 +417,7 @@ def train_nas(
             int(ckpt["epoch"]),
             history,
             config,
+            scaler=scaler,
             train_cfg=train_cfg,
             step=done,
             total=total,
@@ -426,12 +453,15 @@ def train_nas(
             resolution=resolution,
             device=device,
         )
-        logits = mode.weight_forward(state, x)
-        loss = F.cross_entropy(logits, y)
+        with state.autocast():
+            logits = mode.weight_forward(state, x)
+        loss = F.cross_entropy(logits.float(), y)
         w_opt.zero_grad(set_to_none=True)
-        loss.backward()
+        scaler.scale(loss).backward()
+        scaler.unscale_(w_opt)  # fp16: true gradients for the clip (every other precision: no-op)
         torch.nn.utils.clip_grad_norm_(supernet.parameters(), 5.0)
-        w_opt.step()
+        scaler.step(w_opt)
+        scaler.update()
         metrics = {"train_loss": float(loss.detach()), "train_acc": float((logits.argmax(1) == y).float().mean())}
         if searching and step % cfg.arch_every == 0:
             if getattr(mode, "USES_TEMPERATURE", False):
@@ -451,7 +481,16 @@ def train_nas(
         if not (epoch_end or finished):
             continue
         means = {k: sums[k] / counts[k] for k in sums}
-        entry = _snapshot(state, epoch, {**means, "step": global_step + 1, "seconds": time.perf_counter() - start_time})
+        entry = _snapshot(
+            state,
+            epoch,
+            {
+                **means,
+                "step": global_step + 1,
+                "seconds": time.perf_counter() - start_time,
+                "torch_device": str(device),
+            },
+        )
         if history and history[-1]["epoch"] == epoch:  # the epoch a shorter run or checkpoint ended inside
             history[-1] = entry
         else:
@@ -466,6 +505,7 @@ def train_nas(
             epoch,
             history,
             config,
+            scaler=scaler,
             train_cfg=train_cfg,
             step=global_step + 1,
             total=total,

@@ -2,18 +2,22 @@
 
 Every mode module (`fbnet`, `proxyless`, `darts`, `enas`) is a handful of functions of a `NasState`:
 ``weight_forward(state, x) -> logits`` for the weight step on a train batch and ``arch_step(state, x, y) -> metrics``
-for the α step on a val batch. A new mode is one new module with those two functions.
+for the α step on a val batch. A new mode is one new module with those two functions; its network forwards run
+inside `state.autocast()` (the run's `--amp`), and the loss stays float32 / float64 outside it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from hwnas.supernet import Supernet
+from hwnas.train.amp import autocast
 from hwnas.train.arch_params import ArchParams
 from hwnas.train.expected_latency import LatencyArrays, expected_latency_ms
 from hwnas.train.nas_config import NasConfig, latency_loss
@@ -37,6 +41,12 @@ class NasState:
     nu: float = 0.0  # log of the latency-weight multiplier (dual ascent)
     baseline: float | None = None  # ENAS moving-average reward
     extra: dict[str, float] = field(default_factory=dict)
+    amp: str = "none"  # the precision of the network forwards, resolved for the supernet's device (hwnas.train.amp)
+    alpha_scaler: torch.amp.GradScaler | None = None  # fp16: loss scaling of the α gradient through the network
+
+    def autocast(self) -> contextlib.AbstractContextManager[Any]:
+        """Autocast at the run's precision for a network forward (a no-op for amp "none")."""
+        return autocast(self.amp, self.params.logits.device)
 
     @property
     def scale(self) -> float:
@@ -54,10 +64,15 @@ def differentiable_arch_step(state: NasState, logits: torch.Tensor, labels: torc
     ce = F.cross_entropy(logits.float(), labels)
     lat = expected_latency_ms(state.params.probs(torch.float64), state.arrays)
     loss = latency_loss(ce.double(), lat, state.cfg, scale=state.scale)
-    (grad,) = torch.autograd.grad(loss, [state.params.logits])
+    scaler = state.alpha_scaler
+    (grad,) = torch.autograd.grad(scaler.scale(loss) if scaler is not None else loss, [state.params.logits])
     state.alpha_opt.zero_grad(set_to_none=True)
     state.params.logits.grad = grad
-    state.alpha_opt.step()
+    if scaler is not None:  # unscales, and skips the step when the fp16 forward overflowed
+        scaler.step(state.alpha_opt)
+        scaler.update()
+    else:
+        state.alpha_opt.step()
     state.adapt(float(lat.detach()))
     acc = float((logits.argmax(1) == labels).float().mean())
     return {

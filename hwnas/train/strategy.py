@@ -3,7 +3,9 @@
 A mode is one module `hwnas/train/strategies/<mode>.py` exposing:
 
 - `train_step(ctx, images, labels) -> dict[str, float]`: forward/backward of the subnets of one step (gradients
-  accumulate; the loop zeroes them before and runs clip, all-reduce and the optimizer step after);
+  accumulate; the loop zeroes them before and runs all-reduce, clip and the optimizer step after). Forwards go
+  through `subnet_logits` (autocast at the run's `--amp`) and every backward through `ctx.backward(loss)`, which
+  scales the loss under fp16 (a bare `loss.backward()` would be unscaled by the loop's GradScaler);
 - `lr_factor(step, total_steps, cfg) -> float`: multiplier of `cfg.lr` at `step` (a float: see `schedule_step`);
 - `phase(step, total_steps, cfg) -> str`: phase name written to metrics.csv and the checkpoint (the loop also puts
   the current one in `ctx.phase`);
@@ -36,6 +38,7 @@ from hwnas.data import resize
 from hwnas.errors import HwnasError
 from hwnas.space import Arch, SpaceSpec
 from hwnas.supernet import Supernet
+from hwnas.train.amp import autocast
 from hwnas.train.config import TrainConfig
 
 __all__ = [
@@ -82,12 +85,16 @@ class StepContext:
     phase: str = ""
     rng: random.Random = field(default_factory=random.Random)
     extra: dict[str, Any] = field(default_factory=dict)
+    amp: str = "none"  # the precision this run trains with, resolved for `device` (hwnas.train.amp)
+    scaler: torch.amp.GradScaler | None = None  # the loop's loss scaler (active for fp16 only)
 
     def autocast(self) -> contextlib.AbstractContextManager[Any]:
-        """bf16 autocast on CUDA when `cfg.amp`; a no-op on CPU (CPU autocast is slower for these convs)."""
-        if self.device.type == "cuda" and self.cfg.amp:
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+        """Autocast at the run's precision for a forward pass and its loss (a no-op for amp "none")."""
+        return autocast(self.amp, self.device)
+
+    def backward(self, loss: torch.Tensor) -> None:
+        """Accumulate the gradients of `loss`, scaled by the loop's GradScaler under fp16 (unscaled before the step)."""
+        (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
 
 
 def subnet_logits(

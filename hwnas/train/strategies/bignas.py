@@ -27,13 +27,13 @@ def train_step(ctx: StepContext, images: torch.Tensor, labels: torch.Tensor) -> 
     top = largest(space) if cfg.max_resolution_for_max else largest(space, resolution=ctx.rng.choice(space.resolutions))
     logits = subnet_logits(ctx, images, top)
     loss = ce_loss(logits, labels, cfg)
-    loss.backward()
+    ctx.backward(loss)
     with torch.no_grad():
         soft = torch.softmax(logits.detach() / cfg.kd_temperature, dim=1)
     archs = [smallest(space)] + [sample(space, ctx.rng) for _ in range(cfg.num_random)]
     kd_total = 0.0
     for arch in archs:
         kd = kd_loss(subnet_logits(ctx, images, arch), soft, cfg)
-        kd.backward()
+        ctx.backward(kd)
         kd_total += float(kd.detach())
     return {"loss": float(loss.detach()), "loss_kd": kd_total / len(archs)}

@@ -87,7 +87,7 @@ def train_step(ctx: StepContext, images: torch.Tensor, labels: torch.Tensor) -> 
     if name == "full":
         top = _sample(ctx, "full")
         loss = ce_loss(subnet_logits(ctx, images, top), labels, ctx.cfg)
-        loss.backward()
+        ctx.backward(loss)
         return {"loss": float(loss.detach())}
     teacher: Supernet = ctx.extra["teacher"]
     total, kd_total = 0.0, 0.0
@@ -102,7 +102,7 @@ def train_step(ctx: StepContext, images: torch.Tensor, labels: torch.Tensor) -> 
             )
         logits = subnet_logits(ctx, images, arch)
         ce, kd = ce_loss(logits, labels, ctx.cfg), kd_loss(logits, soft, ctx.cfg)
-        (ce + kd).backward()
+        ctx.backward(ce + kd)
         total += float(ce.detach())
         kd_total += float(kd.detach())
     return {"loss": total / n, "loss_kd": kd_total / n}

@@ -20,5 +20,5 @@ def lr_factor(step: float, total: int, cfg: TrainConfig) -> float:
 def train_step(ctx: StepContext, images: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
     arch = sample(ctx.space, ctx.rng)
     loss = ce_loss(subnet_logits(ctx, images, arch), labels, ctx.cfg)
-    loss.backward()
+    ctx.backward(loss)
     return {"loss": float(loss.detach())}
