@@ -137,9 +137,10 @@ def partial_study(args: argparse.Namespace) -> dict[str, Any]:
 
     from hwnas.blocks import arch_macs, block_macs, build_block, build_model
     from hwnas.latency.calibrate import calibration_archs
-    from hwnas.latency.executorch_runner import load_pte, structure_key
+    from hwnas.latency.executorch_runner import load_pte
     from hwnas.latency.harness import Protocol, run_protocol
     from hwnas.latency.profiles import profile_timer
+    from hwnas.latency.pte_cache import cache_key, read_cached
     from hwnas.latency.validate import heldout_archs
 
     space = get_space(args.space)
@@ -157,17 +158,15 @@ def partial_study(args: argparse.Namespace) -> dict[str, Any]:
             arch_macs(space, arch) / 1e6,
             "subnet",
         )
-    cached = {k: v for k, v in items.items() if (args.cache_dir / f"{structure_key(v[0], v[1])}.pte").is_file()}
+    programs = {k: read_cached(args.cache_dir, cache_key(v[0], v[1])) for k, v in items.items()}
+    cached = {k: v for k, v in items.items() if programs[k] is not None}
     log.info("%d of %d blocks/subnets are lowered in %s", len(cached), len(items), args.cache_dir)
     timings: dict[str, dict[str, float]] = {}
     for name in ("cpu-et-xnnpack-1t", "cpu-ort-1t"):
         profile = load_profile(name)
         if profile.runtime == "executorch":
             ExecuTorchRunner(profile)  # threadpool before loading
-            loaded = {
-                k: load_pte((args.cache_dir / f"{structure_key(m, s)}.pte").read_bytes(), s)
-                for k, (m, s, _, _) in cached.items()
-            }
+            loaded = {k: load_pte(programs[k], s) for k, (m, s, _, _) in cached.items()}  # type: ignore[arg-type]
         else:
             runner = make_runner(profile)
             loaded = {k: runner.load(m, s) for k, (m, s, _, _) in cached.items()}

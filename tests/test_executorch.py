@@ -7,6 +7,7 @@ Lowering is the slow part (seconds per model), so the tests lower a handful of s
 from __future__ import annotations
 
 import dataclasses
+import os
 import random
 import subprocess
 import sys
@@ -26,7 +27,9 @@ RES = 28
 
 
 def _fast(name: str):  # the shipped profile with a short protocol: tests check plumbing, not precision
-    return dataclasses.replace(load_profile(name), warmup_s=0.05, warmup=1, rounds=2, repeats=3, remeasure=0)
+    return dataclasses.replace(
+        load_profile(name), warmup_s=0.05, warmup=1, rounds=2, repeats=3, remeasure=0, calib_passes=0
+    )
 
 
 def _hide_executorch(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -124,10 +127,11 @@ def test_lut_and_bundle_round_trip(tmp_path: Path) -> None:
     picked = [specs[0], next(s for s in specs if s.se)]  # the stem and an SE MBConv (lowering costs seconds each)
     profile = _fast("cpu-et-xnnpack-1t")
     cache = tmp_path / "cache"
-    runner = ExecuTorchRunner(profile, cache_dir=cache)
+    runner = ExecuTorchRunner(profile, cache_dir=cache, workers=2)
     models = {s.key: (build_block(s), (1, s.in_ch, s.in_hw, s.in_hw)) for s in picked}
-    assert runner.prepare(list(models.values()), workers=2) == 2  # lowered in 2 processes into the cache
-    assert len(list(cache.glob("*.pte"))) == 2 and runner.prepare(list(models.values()), workers=2) == 0
+    assert runner.prepare(list(models.values())).lowered == 2  # lowered in 2 processes into the cache
+    runner.close()
+    assert len(list(cache.glob("*.pte"))) == 2 and runner.prepare(list(models.values())).cache_hits == 2
     loaded = {k: runner.load(m, shape) for k, (m, shape) in models.items()}  # from the cache
     try:
         stats = run_protocol(
@@ -185,3 +189,163 @@ def test_lut_and_bundle_round_trip(tmp_path: Path) -> None:
         import_results(tmp_path / "results.csv", device="phone-et", out_dir=tmp_path / "tables")
     with pytest.raises(HwnasError, match="runtime onnxruntime"):
         write_pte_bundle(SPACE, load_profile("cpu-ort-1t"), tmp_path / "b2", resolutions=(RES,))
+
+
+# ---- lowering for timing: workers, the on-disk .pte cache, CLI flags ------------------------------------------------
+
+
+def _tiny_space():  # type: ignore[no-untyped-def]
+    """A real one-stage space with 5 distinct blocks and 1 subnet: a whole profile lowers in seconds."""
+    from hwnas.space.presets import SpaceSpec, StageSpec
+
+    stage = StageSpec(8, 2, "re", False, (1,), (3,), (3,))
+    return SpaceSpec("et-tiny", 1, 10, (16,), 8, 2, 8, (stage,), 2, 16)
+
+
+def test_cache_key_and_corrupt_entries(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import hwnas.latency.pte_cache as pc
+    from hwnas.blocks import build_block
+    from hwnas.latency.executorch_runner import executorch_version
+    from hwnas.space import GRAPH_REVISION
+
+    spec = distinct_blocks(SPACE, (RES,))[RES][1]
+    shape = (1, spec.in_ch, spec.in_hw, spec.in_hw)
+    torch.manual_seed(0)
+    model, twin = build_block(spec), build_block(spec)  # same structure, other weights
+    fields = pc.cache_key_fields(model, shape)
+    assert fields["graph_revision"] == str(GRAPH_REVISION)
+    assert (fields["torch"], fields["executorch"]) == (torch.__version__, executorch_version())
+    assert fields["lowering_recipe"] == str(pc.LOWERING_RECIPE) and fields["module"] == repr(model)
+    key = pc.cache_key(model, shape)
+    assert pc.cache_key(twin, shape) == key  # weights do not change latency, so not the key
+    assert pc.cache_key(model, (1, spec.in_ch, spec.in_hw + 4, spec.in_hw + 4)) != key
+    monkeypatch.setattr(pc, "GRAPH_REVISION", GRAPH_REVISION + 1)
+    assert pc.cache_key(model, shape) != key  # blocks that export to other graphs: a miss, never a stale hit
+    monkeypatch.undo()
+
+    assert pc.read_cached(tmp_path, key) is None
+    path = pc.write_cached(tmp_path, key, b"program bytes")
+    assert pc.read_cached(tmp_path, key) == b"program bytes"
+    path.write_bytes(b"program")  # truncated in place
+    assert pc.read_cached(tmp_path, key) is None and not path.exists()  # a miss, and the bad file is gone
+    pc.write_cached(tmp_path, key, b"old")
+    pc.write_cached(tmp_path, key, b"new")
+    assert pc.read_cached(tmp_path, key) == b"new" and len(list(tmp_path.glob(f"{key}-*.pte"))) == 1
+
+
+@pytest.mark.slow  # 2 spawned workers (import torch + ExecuTorch), ~10 small lowerings: 13 s idle, ~60 s on 2 busy cores
+def test_workers_cache_and_profile_meta(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+
+    from hwnas.blocks import build_block, build_model
+    from hwnas.export.pte import export_pte, pte_logits
+    from hwnas.latency.executorch_runner import ExecuTorchRunner, fold_batchnorm, load_pte, pte_bytes
+    from hwnas.latency.lut import meta_path
+    from hwnas.latency.profiler import profile_space
+    from hwnas.latency.pte_cache import cache_key, read_cached
+
+    space, profile, cache = _tiny_space(), _fast("cpu-et-xnnpack-1t"), tmp_path / "pte"
+    specs = distinct_blocks(space, space.resolutions)[16]
+    torch.manual_seed(0)
+    models = [(build_block(s), (1, s.in_ch, s.in_hw, s.in_hw)) for s in specs[:2]]
+    open_files = len(os.listdir("/proc/self/fd"))
+    runner = ExecuTorchRunner(profile, cache_dir=cache, workers=2)
+    first = runner.prepare(models)
+    assert (first.programs, first.lowered, first.cache_hits, first.workers) == (2, 2, 0, 2)
+    # The workers' shortcuts (verifier off, registry lookup and provenance copies spared) change no byte of what
+    # export's lowering makes of the BatchNorm-folded model, and the timed program computes what the model does.
+    model, shape = models[0]
+    timed = read_cached(cache, cache_key(model, shape))
+    assert timed is not None and timed == pte_bytes(fold_batchnorm(model), shape)
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(0))  # the input `load_pte` runs on
+    with torch.no_grad():
+        assert torch.allclose(load_pte(timed, shape).run()[0], model(x), atol=1e-5)  # type: ignore[index]
+
+    # A whole profile through the same runner: the 2 blocks come from the cache, the rest from the live workers.
+    table = profile_space(space, profile, out_path=tmp_path / "a.csv", calib_subnets=1, runner=runner, resume=False)
+    n = len(specs) + 1  # blocks + the one calibration subnet
+    low = table.meta["lowering"]
+    assert (low["programs"], low["cache_hits"], low["lowered"]) == (n, 2, n - 2)
+    assert low["cache_dir"] == str(cache) and low["cpu_seconds_per_program"] > 0
+    assert len(list(cache.glob("*.pte"))) == n and all(st.p50_ms > 0 for st in table.rows.values())
+    # Models reach the workers as plain pickles: no shared-memory file descriptor per tensor left open (a first
+    # mbv3-tiny build once ran out of the 20000 allowed that way)
+    assert len(os.listdir("/proc/self/fd")) < open_files + 10
+
+    profile_space(
+        space, profile, out_path=tmp_path / "b.csv", calib_subnets=1, runner=ExecuTorchRunner(profile, cache_dir=cache)
+    )
+    low = json.loads(meta_path(tmp_path / "b.csv").read_text())["lowering"]  # recorded in the table's meta.json
+    assert (low["programs"], low["cache_hits"], low["lowered"], low["workers"]) == (n, n, 0, 0)
+
+    victim = next(cache.glob(f"{cache_key(*models[0])}-*.pte"))
+    victim.write_bytes(victim.read_bytes()[:100])  # a truncated entry is lowered again, not loaded
+    redo = ExecuTorchRunner(profile, cache_dir=cache).prepare(models)
+    assert (redo.cache_hits, redo.lowered) == (1, 1)
+    assert read_cached(cache, cache_key(*models[0])) is not None
+
+    # Export never reads the timing cache, even where the CLI would find it: the shipped program has its own weights.
+    monkeypatch.setenv("HWNAS_CACHE_DIR", str(tmp_path))
+    arch = smallest(space, resolution=16)
+    model = build_model(space, arch).eval()
+    cached = read_cached(cache, cache_key(model, (1, 1, 16, 16)))
+    assert cached is not None  # profiled above with other random weights
+    shipped = export_pte(model, tmp_path / "model.pte", space=space, arch=arch)
+    assert shipped.read_bytes() != cached
+    x = torch.randn(1, 1, 16, 16)
+    with torch.no_grad():
+        assert torch.allclose(torch.as_tensor(pte_logits(shipped, x)), model(x), atol=1e-4)
+
+
+def _synthetic_et_table(tmp_path: Path) -> Path:
+    """A 24-px mbv3-tiny table on the fast executorch profile, calibrated on synthetic timings (validate measures)."""
+    from search_lut import synthetic_table
+
+    from hwnas.latency.calibrate import calibration_archs
+    from hwnas.latency.lut import save_lut
+    from hwnas.latency.predictor import raw_sum_ms
+    from hwnas.latency.profiler import calibrate_table
+
+    table = synthetic_table(SPACE, resolutions=(24,)).with_meta(profile=_fast("cpu-et-xnnpack-1t").to_dict())
+    archs = calibration_archs(SPACE, 6, resolutions=(24,))
+    table = calibrate_table(table, SPACE, {a: (1.1 * raw_sum_ms(table, SPACE, a), 0.01) for a in archs})
+    return save_lut(table, tmp_path / "cpu-et-xnnpack-1t" / "mbv3-tiny.csv")
+
+
+@pytest.mark.slow  # lowers one mbv3-tiny subnet twice in-process: 12 s idle, ~55 s on 2 busy cores
+def test_validate_cache_flags_and_json_with_progress(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    from hwnas.cli.main import main
+
+    lut = _synthetic_et_table(tmp_path)
+    home = tmp_path / "cache-home"
+    monkeypatch.setenv("HWNAS_CACHE_DIR", str(home))
+    argv = ["latency", "validate", "--lut", str(lut), "--subnets", "1", "--references", "0", "--json"]
+
+    assert main([*argv, "--no-cache"]) == 0
+    assert json.loads(capsys.readouterr().out)["subnets"] == 1
+    assert not home.exists()  # --no-cache: nothing kept on disk
+
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)  # progress bars on, as in a terminal
+    assert main(argv) == 0
+    out = capsys.readouterr()
+    assert json.loads(out.out)["subnets"] == 1  # stdout stays one JSON document
+    assert "lower .pte" in out.err  # the lowering bar went to stderr
+    assert len(list((home / "pte").glob("*.pte"))) == 1  # default location: $HWNAS_CACHE_DIR/pte
+
+
+def test_cache_flags_are_never_ignored(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from hwnas.cli.main import main
+
+    out = tmp_path / "tables"
+    rc = main(["profile", "--device", "cpu-ort-1t", "--space", "mbv3-tiny", "--out", str(out), "--cache-dir", "x"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "--cache-dir applies to executorch profiles" in err[0]
+    assert not out.exists()  # refused before anything was written
+    rc = main(["profile", "--import", str(tmp_path / "results.csv"), "--device", "phone", "--no-cache"])
+    assert rc == 2 and "--import reads timings" in capsys.readouterr().err
+    assert main(["profile", "--device", "cpu-et-xnnpack-1t", "--cache-dir", "x", "--no-cache"]) == 2
+    assert "not allowed with" in capsys.readouterr().err

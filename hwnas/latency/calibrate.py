@@ -21,13 +21,18 @@ with `sum` the raw sum of the subnet's LUT rows at resolution r, and
   A cache miss costs per byte read, not per ms of compute, hence a term in weights rather than in the rows' ms. A fit
   with w < 0 (weights cheaper cold than hot: noise) drops the term.
 
-How: least squares on whole calibration subnets timed in the same interleaved passes as the blocks (`profiler`), so
-they see the same machine state as the rows they correct. The shared terms are added in order (c, then w) and only
-with enough data — the first once `MIN_SPARE_POINTS` calibration subnets are left over beyond all fitted parameters,
-each further one with `MIN_SPARE_POINTS` more — because on a small calibration set they overfit. A term with no spread
-stops the list there; a joint fit that comes out implausible (a line that does not rise with the sum, or w < 0) is
-retried with fewer terms (`_fit_shared`). How well the calibrated table predicts held-out subnets is measured by
-`hwnas latency validate` (results in bench/results/lut_fidelity*.json).
+How: least squares on whole calibration subnets timed in the same interleaved passes as the blocks (`profiler`), so they
+see the same machine state as the rows they correct, on *relative* residuals (each divided by the subnet's measured
+latency): fidelity is judged in relative error, and a space's subnets can span 50× (mbv3-tiny on ExecuTorch: 0.07–3.5
+ms), where absolute residuals let the few largest subnets set every line — there 38% of 60 held-out subnets fell within
+±10% (× speed factor) with absolute residuals and 24 calibration subnets, 72% with relative ones (the same timings
+refitted), and all 60 with relative ones and 48 calibration subnets; on onnxruntime, whose subnets span 4×, the two
+agree within one subnet of 60. The shared terms are added in order (c, then w) and only with enough data — the first
+once `MIN_SPARE_POINTS` calibration subnets are left over beyond all fitted parameters, each further one with
+`MIN_SPARE_POINTS` more — because on a small calibration set they overfit. A term with no spread stops the list there; a
+joint fit that comes out implausible (a line that does not rise with the sum, or w < 0) is retried with fewer terms
+(`_fit_shared`). How well the calibrated table predicts held-out subnets is measured by `hwnas latency validate`
+(results in bench/results/lut_fidelity*.json).
 """
 
 from __future__ import annotations
@@ -186,13 +191,13 @@ IDENTITY = Calibration()
 
 
 def fit_linear(x: Sequence[float], y: Sequence[float]) -> tuple[float, float]:
-    """Least-squares `y ≈ a·x + b`; with one point or no spread in x, a pure ratio (b = 0)."""
+    """Least-squares `y ≈ a·x + b` on relative residuals; with one point or no spread in x, a pure ratio (b = 0)."""
     xs, ys = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
     if len(xs) == 0:
         return 1.0, 0.0
     if len(xs) < 3 or float(np.ptp(xs)) <= 1e-9 * max(1.0, float(np.abs(xs).max())):
         return float(np.sum(ys) / np.sum(xs)), 0.0
-    a, b = np.polyfit(xs, ys, 1)
+    a, b = np.polyfit(xs, ys, 1, w=1.0 / np.maximum(np.abs(ys), 1e-12))  # relative residuals (module docstring)
     return float(a), float(b)
 
 
@@ -250,7 +255,9 @@ def _fit_shared(
         design[i, 2 * g], design[i, 2 * g + 1] = p.raw_sum_ms, 1.0
     for j, column in enumerate(shared):
         design[:, n_lines + j] = column
-    coef, *_ = np.linalg.lstsq(design, np.array([p.measured_ms for p in points]), rcond=None)
+    measured = np.array([p.measured_ms for p in points])
+    weight = 1.0 / np.maximum(np.abs(measured), 1e-12)  # relative residuals, as in fit_linear
+    coef, *_ = np.linalg.lstsq(design * weight[:, None], measured * weight, rcond=None)
     slopes = coef[0:n_lines:2]
     if not np.all(np.isfinite(coef)) or np.any(slopes <= 0):
         return None

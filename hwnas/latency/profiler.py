@@ -139,6 +139,12 @@ def calibrate_table(
     return table.with_meta(calibration=meta)
 
 
+def _bar(total: int, desc: str, progress: bool) -> Any:
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="model", disable=not progress, leave=False, dynamic_ncols=True)
+
+
 def _finished() -> None:
     raise AssertionError("an item whose passes were all recorded is never run again")
 
@@ -158,7 +164,6 @@ def profile_space(
     export_workers: int = 2,
 ) -> LatencyTable:
     """Measure every distinct block of `space` at `resolutions` (+ calibration subnets), save and return the LUT."""
-    from tqdm import tqdm
 
     from hwnas.blocks import build_block, build_model
 
@@ -188,15 +193,16 @@ def profile_space(
     needed.update({item: protocol.rounds + profile.calib_passes for item in subnet_items})
     todo = [item for item in items if len(done.get(item, ())) < needed[item]]
     loaded = {}
+    lowering: dict[str, Any] | None = None
     timer = timer or profile_timer(profile)
     rng = rng or random.Random(0)
     try:
-        bar = tqdm(total=len(todo), desc="export", unit="model", disable=not progress, leave=False, dynamic_ncols=True)
         if hasattr(runner, "load_onnx"):  # ONNX runtimes: export in parallel worker processes
             jobs = [(space, *items[item]) for item in todo]
-            for n, data in enumerate(export_many(jobs, workers=export_workers)):
-                loaded[todo[n]] = runner.load_onnx(data, items[todo[n]][1])
-                bar.update(1)
+            with _bar(len(todo), "export", progress) as bar:
+                for n, data in enumerate(export_many(jobs, workers=export_workers)):
+                    loaded[todo[n]] = runner.load_onnx(data, items[todo[n]][1])
+                    bar.update(1)
         else:
             models = {
                 item: (
@@ -207,12 +213,16 @@ def profile_space(
                 )
                 for item in todo
             }
-            if hasattr(runner, "prepare"):  # runners that lower slowly: in parallel processes, into their cache
-                runner.prepare(list(models.values()), workers=export_workers)
-            for item, (model, shape) in models.items():
-                loaded[item] = runner.load(model, shape)
-                bar.update(1)
-        bar.close()
+            if hasattr(runner, "prepare"):  # runners that lower slowly: in worker processes, into their cache
+                try:
+                    lowering = runner.prepare(list(models.values()), progress=progress).to_meta()
+                finally:
+                    if hasattr(runner, "close"):
+                        runner.close()  # lowering is over: no idle workers while timing
+            with _bar(len(todo), "load", progress) as bar:
+                for item, (model, shape) in models.items():
+                    loaded[item] = runner.load(model, shape)
+                    bar.update(1)
         export_s = time.monotonic() - started
 
         def run_of(item: str) -> Any:
@@ -242,6 +252,7 @@ def profile_space(
             resolutions,
             build_seconds=round(seconds, 1),
             export_seconds=round(export_s, 1),
+            lowering=lowering,
             resumed=bool(done),
         ),
         source=str(out_path),
