@@ -31,6 +31,7 @@ BENCHES = (
     "bench_export.py",
     "bench_nas_modes.py",
     "bench_executorch.py",
+    "bench_device.py",
     "bench_baselines.py",
     "bench_ofa_specialize.py",
 )
@@ -102,6 +103,7 @@ FULL_ARGS = {
         "/tmp/hwnas-bench-nas-warm",
     ],
     "bench_executorch.py": ["--subnets", "40", "--search-run", RUN],
+    "bench_device.py": ["--mbv3"],  # (b) on mbv3 at 160 px too: ~2 h of lowering the first time, see its docstring
     "bench_baselines.py": [
         "--run",
         QUALITY_RUN,

@@ -301,13 +301,59 @@ def _executorch(data: Any) -> dict[str, Any] | None:
     }
 
 
+def _device_bundle(data: Any) -> dict[str, Any] | None:
+    """bench_device.py (a): the bundle table and the `hwnas profile` table graded on the same held-out subnets here,
+    and the bundle table's report measured by the device script itself."""
+    a = _get(data, "bundle_vs_profile")
+    if a is None:
+        return None
+    out: dict[str, Any] = {
+        "space": a.get("space"),
+        "resolution": a.get("resolution"),
+        "heldout": a.get("heldout_subnets"),
+    }
+    for name, field in (
+        ("profile", "profile.fidelity_here"),
+        ("bundle", "bundle.fidelity_here"),
+        ("bundle_on_device", "bundle.fidelity_device"),
+    ):
+        for fit in ("kendall_tau", "within_10pct", "mape"):
+            out[f"{name}_{fit}"] = _get(a, f"{field}.lut.{fit}")
+            out[f"{name}_{fit}_x_speed"] = _get(a, f"{field}.drift_corrected.lut.{fit}")
+    out["rows_bundle_over_profile_median"] = _get(a, "rows_bundle_over_profile.median")
+    return out
+
+
+def _device_fewshot(run: str) -> Callable[[Any], Any]:
+    """bench_device.py (b) for one space: the few-shot table at N = 40 against the ExecuTorch block table and FLOPs
+    calibrated on the same 40 subnets, as measured and x speed factor, and whether issue 29's targets were met."""
+
+    def read(data: Any) -> dict[str, Any] | None:
+        b = _get(data, f"fewshot.{run}")
+        if b is None:
+            return None
+        out: dict[str, Any] = {"heldout": b.get("heldout_subnets"), "model_n40": _get(b, "fewshot.40.model")}
+        for suffix, prefix in (("", ""), ("_x_speed", "drift_corrected.")):
+            for fit in ("kendall_tau", "within_10pct", "mape"):
+                out[f"fewshot_n40_{fit}{suffix}"] = _get(b, f"fewshot.40.{prefix}lut.{fit}")
+                out[f"block_table_{fit}{suffix}"] = _get(b, f"block_table.{prefix}lut.{fit}")
+            out[f"flops_n40_kendall_tau{suffix}"] = _get(b, f"fewshot.40.{prefix}flops.kendall_tau")
+        for n in ("10", "20", "80"):
+            out[f"fewshot_n{n}_kendall_tau"] = _get(b, f"fewshot.{n}.lut.kendall_tau")
+        out["targets_met"] = _get(b, "targets")
+        return out
+
+    return read
+
+
 LAT, LAT_RUNS = "Latency tables", "Latency tables: other recorded runs"
 TRAIN, NAS = "Supernet training", "Latency-aware training"
 SEARCH, QUALITY, QUALITY_RUNS = "Search", "Result quality against baselines", "Result quality: other recorded runs"
 EXPORT, ET, OFA, RELIABILITY = "Export", "ExecuTorch", "OFA specialization", "Reliability"
+DEV = "Real devices: bundles and few-shot tables"
 DEMO = "make demo"
 DIST = "torchrun on one machine"
-SECTIONS = (LAT, LAT_RUNS, TRAIN, NAS, SEARCH, DIST, QUALITY, QUALITY_RUNS, EXPORT, ET, OFA, DEMO, RELIABILITY)
+SECTIONS = (LAT, LAT_RUNS, TRAIN, NAS, SEARCH, DIST, QUALITY, QUALITY_RUNS, EXPORT, ET, DEV, OFA, DEMO, RELIABILITY)
 M = Metric
 LF, EX, BL = "lut_fidelity.json", "export.json", "baselines.json"
 _MBV3_L224 = _speed_row("mbv3", resolution=224)
@@ -765,6 +811,31 @@ METRICS: tuple[Metric, ...] = (
         _executorch,
     ),
     M("executorch_mbv3", ET, "the same, `mbv3`", "executorch_mbv3.json", "runtimes, cross_runtime", _executorch),
+    M(
+        "device_bundle_vs_profile",
+        DEV,
+        "`mbv3` at 160 px on cpu-ort-1t: bundle → measure_bundle.py → import vs `hwnas profile`, same held-out subnets",
+        "device.json",
+        "bundle_vs_profile",
+        _device_bundle,
+    ),
+    M(
+        "device_fewshot_mbv3_tiny",
+        DEV,
+        "few-shot ExecuTorch table of `mbv3-tiny` (32 px) from the onnxruntime table + 40 whole subnets vs the block "
+        "table and FLOPs",
+        "device.json",
+        "fewshot.mbv3-tiny-r32",
+        _device_fewshot("mbv3-tiny-r32"),
+    ),
+    M(
+        "device_fewshot_mbv3",
+        DEV,
+        "the same, `mbv3` at 160 px",
+        "device.json",
+        "fewshot.mbv3-r160",
+        _device_fewshot("mbv3-r160"),
+    ),
     M(
         "ofa_specialize_speedup_vs_ofa",
         OFA,

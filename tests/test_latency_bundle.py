@@ -103,22 +103,29 @@ def test_bundle_measure_import_round_trip(tmp_path, capsys):
 
 
 def test_import_rejects_incomplete_results(tmp_path, capsys):
-    results = tmp_path / "results.csv"
-    results.write_text("key,ms_p50,ms_p90,cv,n\n28x28x1:conv_k3_c16_s1_hs,0.01,0.01,0.0,4\n")
-    space = get_space("mbv3-tiny")
+    """Results of a bundle that holds one block only (a partial bundle, all its rows present) never become a table."""
+    from device_bundle import restamp
+
     from hwnas.latency.lut import space_meta
 
+    results = tmp_path / "results.csv"
+    key = "28x28x1:conv_k3_c16_s1_hs"
+    results.write_text(f"key,ms_p50,ms_p90,cv,n\n{key},0.01,0.01,0.0,4\n")
+    space = get_space("mbv3-tiny")
     (tmp_path / "results.meta.json").write_text(
         json.dumps(
             {
                 "kind": "hwnas-bundle-results",
+                "bundle": {"id": "0123abcd", "mode": "blocks"},
                 "space": space_meta(space),
                 "resolutions": [28],
                 "device": "x",
                 "profile": {"name": "x"},
+                "items": [{"key": key, "kind": "block"}],
             }
         )
     )
+    restamp(results)
     assert main(["profile", "--import", str(results), "--device", "x", "--out", str(tmp_path / "t")]) == 2
     err = capsys.readouterr().err
-    assert "blocks missing" in err and err.count("\n") == 1
+    assert "blocks missing" in err and err.count("\n") == 1 and not (tmp_path / "t").exists()

@@ -32,12 +32,20 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     prof.add_argument("--out", type=Path, default=DEFAULT_TABLES, help="tables directory (default latency_tables/)")
     prof.add_argument("--calib-subnets", type=int, default=None, help="calibration subnets (default: the profile's)")
     prof.add_argument("--fresh", action="store_true", help="ignore a partial profile from an interrupted run")
+    _add_cache_args(prof)
     prof.add_argument(
         "--import",
         dest="import_csv",
         type=Path,
         metavar="CSV",
         help="results.csv from measure_bundle.py (with results.meta.json beside it)",
+    )
+    prof.add_argument(
+        "--from-table",
+        type=Path,
+        metavar="REF_CSV",
+        help="with --import of a --whole-subnets bundle: fit a few-shot table from this reference table of the "
+        "same space (another device or runtime) and the bundle's whole-subnet timings",
     )
     prof.add_argument("--json", action="store_true", help="machine-readable summary")
     prof.set_defaults(handler=_profile)
@@ -55,15 +63,14 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         description="Shares (within_*) and relative errors (mape, max_err) are fractions 0-1.",
     )
     val.add_argument("--lut", type=Path, required=True, help="latency_tables/<device>/<space>.csv")
-    val.add_argument("--subnets", type=positive_int, default=100, help="held-out subnets (default 100)")
-    val.add_argument("--seed", type=int, default=1, help="sampling seed (default 1)")
+    val.add_argument("--subnets", type=positive_int, help="held-out subnets (default 100)")
+    val.add_argument("--seed", type=int, help="sampling seed (default 1)")
     val.add_argument("--resolution", type=positive_int, help="only this resolution (default: all of the LUT's)")
     val.add_argument("--plot", type=Path, help="scatter PNG (default <lut>.fidelity.png next to the table)")
     val.add_argument("--records", type=Path, help="also write per-subnet measurements to this CSV")
     val.add_argument(
         "--references",
         type=non_negative_int,
-        default=6,
         help="calibration subnets re-timed in every chunk to measure the machine's drift since the "
         "table was built (default 6; 0: no drift-corrected numbers)",
     )
@@ -72,6 +79,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         type=positive_int,
         help="interleaved timing passes per subnet (default 3x the profile's rounds); more passes, a more "
         "repeatable ground truth (see retest_kendall_tau)",
+    )
+    _add_cache_args(val)
+    val.add_argument(
+        "--stored",
+        action="store_true",
+        help="show the fidelity report the device measured (stored by 'hwnas profile --import' of a bundle made "
+        "with --validate) instead of timing here; the default for tables of remote devices",
     )
     val.add_argument("--json", action="store_true", help="machine-readable summary")
     val.set_defaults(handler=_validate)
@@ -89,7 +103,24 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     add_space_args(bun)
     bun.add_argument("--resolutions", type=positive_int, nargs="+", help="subset of the space's resolutions")
     bun.add_argument("--calib-subnets", type=int, default=None, help="calibration subnets (default: the profile's)")
+    bun.add_argument(
+        "--validate",
+        type=non_negative_int,
+        default=0,
+        metavar="N",
+        help="also N held-out whole subnets (+ drift references), timed after the table: the import reports the "
+        "table's fidelity on the device and stores it in the table's metadata",
+    )
+    bun.add_argument("--validate-seed", type=int, help="sampling seed of the held-out subnets (default 1)")
+    bun.add_argument(
+        "--whole-subnets",
+        type=positive_int,
+        metavar="N",
+        help="no blocks, only N whole subnets (for devices that cannot time single blocks); import with "
+        "'hwnas profile --import results.csv --from-table REF.csv'",
+    )
     bun.add_argument("--out", type=Path, required=True, help="bundle directory")
+    _add_cache_args(bun)
     bun.add_argument("--force", action="store_true", help="overwrite an existing bundle")
     bun.set_defaults(handler=_bundle)
 
@@ -116,6 +147,48 @@ def _int8_runner(profile):  # type: ignore[no-untyped-def]
     return make_runner(profile, quantize=quantize_onnx_bytes)
 
 
+def _add_cache_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument(
+        "--cache-dir",
+        type=Path,
+        help="executorch profiles: where lowered .pte programs are kept for timing (default $HWNAS_CACHE_DIR/pte, "
+        "else ~/.cache/hwnas/pte)",
+    )
+    group.add_argument(
+        "--no-cache", action="store_true", help="executorch profiles: lower every program again, keep none on disk"
+    )
+
+
+def _pte_cache_dir(args: argparse.Namespace) -> Path | None:
+    """Where an executorch profile's lowered programs live (see hwnas.latency.pte_cache); None with --no-cache."""
+    import os
+
+    if args.no_cache:
+        return None
+    if args.cache_dir is not None:
+        return Path(args.cache_dir)
+    if os.environ.get("HWNAS_CACHE_DIR"):
+        return Path(os.environ["HWNAS_CACHE_DIR"]) / "pte"
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "hwnas" / "pte"
+
+
+def _local_runner(profile, args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    """The runner 'profile' and 'validate' time with: int8 ORT quantizes, executorch lowers in worker processes
+    into the .pte cache; None: the profile's plain runner."""
+    if profile.runtime != "executorch":
+        if args.cache_dir is not None or args.no_cache:
+            flag = "--cache-dir" if args.cache_dir is not None else "--no-cache"
+            raise HwnasError(
+                f"{flag} applies to executorch profiles (lowered .pte programs); {profile.name} uses "
+                f"{profile.runtime}: drop {flag}"
+            )
+        return _int8_runner(profile)
+    from hwnas.latency.executorch_runner import ExecuTorchRunner
+
+    return ExecuTorchRunner(profile, cache_dir=_pte_cache_dir(args))
+
+
 def _table_profile(table):  # type: ignore[no-untyped-def]
     from hwnas.latency.profiles import profile_from_dict
 
@@ -126,10 +199,27 @@ def _profile(args: argparse.Namespace) -> int:
     from hwnas.latency import load_profile
     from hwnas.latency.lut import lut_path
 
+    if args.import_csv is not None and (args.cache_dir is not None or args.no_cache):
+        raise HwnasError("--import reads timings and lowers nothing: drop --cache-dir / --no-cache")
+    fidelity = None
+    if args.from_table is not None and args.import_csv is None:
+        raise HwnasError("--from-table fits a table from a bundle's results: give them with --import results.csv")
     if args.import_csv is not None:
         from hwnas.latency.bundle import import_results
 
-        table, path = import_results(args.import_csv, device=args.device, out_dir=args.out)
+        options = (
+            ("--resolutions", args.resolutions),
+            ("--calib-subnets", args.calib_subnets),
+            ("--fresh", args.fresh),
+        )
+        for flag, value in options:
+            if value not in (None, False):
+                raise HwnasError(
+                    f"{flag} applies when a table is built here or bundled; --import takes the bundle's: drop {flag}"
+                )
+
+        imported = import_results(args.import_csv, device=args.device, out_dir=args.out, from_table=args.from_table)
+        table, path, fidelity = imported.table, imported.path, imported.fidelity
     else:
         from hwnas.latency.profiler import profile_space
 
@@ -140,6 +230,7 @@ def _profile(args: argparse.Namespace) -> int:
                 f"profile {profile.name} is a remote device; use 'hwnas bundle --device {profile.name}' "
                 "and import the results with 'hwnas profile --import'"
             )
+        runner = _local_runner(profile, args)  # a misplaced flag fails before anything is written
         path = lut_path(args.out, profile.name, space)
         check_out_dir(path.parent, force=True)
         table = profile_space(
@@ -150,7 +241,7 @@ def _profile(args: argparse.Namespace) -> int:
             calib_subnets=_calib(args.calib_subnets),
             resume=not args.fresh,
             progress=sys.stderr.isatty(),
-            runner=_int8_runner(profile),
+            runner=runner,
         )
     cal = table.meta.get("calibration") or {}
     summary = {
@@ -163,7 +254,13 @@ def _profile(args: argparse.Namespace) -> int:
         "calibration_fit_mape": cal.get("fit_mape"),
         "raw_sum_mape": cal.get("raw_mape"),
         "seconds": table.meta.get("build_seconds"),
+        "lowering": table.meta.get("lowering"),
     }
+    fewshot = table.meta.get("fewshot")
+    if args.import_csv is not None:
+        keys = ("reference", "subnets", "model", "factors", "depthwise_ms_per_mmac", "cv")
+        summary["fewshot"] = None if fewshot is None else {k: fewshot[k] for k in keys}
+        summary["fidelity"] = None if fidelity is None else fidelity.summary()
     if args.json:
         print_json(summary)
     else:
@@ -171,11 +268,29 @@ def _profile(args: argparse.Namespace) -> int:
             f"wrote {path} ({summary['rows']} blocks, resolutions {summary['resolutions']}"
             + (f", {summary['seconds']} s)" if summary["seconds"] is not None else ")")
         )
+        low = table.meta.get("lowering")
+        if low:
+            where = f" in {low['cache_dir']}" if low["cache_dir"] else ""
+            print(
+                f"programs: all {low['programs']} found lowered{where}"
+                if not low["lowered"]
+                else f"programs: {low['lowered']} of {low['programs']} lowered in {low['seconds']} s by "
+                f"{low['workers']} processes ({low['cpu_seconds_per_program']} CPU s each), "
+                f"{low['cache_hits']} found lowered{where}"
+            )
         if cal.get("subnets"):
             print(
                 f"calibration on {summary['calibration_subnets']} subnets: raw sum MAPE {cal['raw_mape']:.1%} -> "
                 f"calibrated {cal['fit_mape']:.1%} (in-sample); check held-out with 'hwnas latency validate --lut {path}'"
             )
+        if fewshot:
+            print(
+                f"few-shot from {fewshot['reference']['lut']} and {fewshot['subnets']} whole subnets: model "
+                f"{fewshot['model']}, leave-one-out MAPE {fewshot['cv']['mape']:.1%}"
+            )
+        if fidelity is not None:
+            print(f"fidelity measured on the device, {fidelity.subnets} held-out subnets (stored in the table's meta):")
+            _print_fidelity(fidelity)
     return 0
 
 
@@ -199,22 +314,65 @@ def _predict(args: argparse.Namespace) -> int:
     return 0
 
 
+# the options of 'latency validate' that time subnets here: given with a stored report, they would be ignored
+MEASURING_FLAGS = (
+    ("subnets", "--subnets"),
+    ("seed", "--seed"),
+    ("resolution", "--resolution"),
+    ("references", "--references"),
+    ("passes", "--passes"),
+    ("cache_dir", "--cache-dir"),
+    ("no_cache", "--no-cache"),
+)
+
+
+def _stored_report(args: argparse.Namespace, table, profile):  # type: ignore[no-untyped-def]
+    """The device's own fidelity report stored in the table's meta (shown with --stored, or for a remote device's
+    table, which cannot be timed here), and a line saying where it comes from; (None, None) to time here."""
+    from hwnas.latency.fidelity import FidelityReport
+
+    if not (args.stored or profile.remote):
+        return None, None
+    stored = table.meta.get("device_fidelity")
+    if not stored:
+        why = "it was measured on a remote device and cannot be timed here, and it" if not args.stored else "it"
+        raise HwnasError(
+            f"LUT {args.lut} ({table.device}): {why} holds no device fidelity report; make its bundle with "
+            "'hwnas bundle ... --validate N' and import the device's results"
+        )
+    given = [flag for name, flag in MEASURING_FLAGS if getattr(args, name, None) not in (None, False)]
+    if given:
+        raise HwnasError(
+            f"{given[0]} sets how subnets are timed here, but the report shown is the one stored from the device "
+            f"({'--stored' if args.stored else 'remote profile ' + profile.name}); drop {given[0]}"
+        )
+    origin = (
+        f"stored report of the device (bundle {stored.get('bundle_id')}, timed {stored.get('date')} on "
+        f"{(stored.get('machine') or {}).get('platform', 'the device')}), not re-timed here"
+    )
+    return FidelityReport.from_meta(stored["report"]), origin
+
+
 def _validate(args: argparse.Namespace) -> int:
     from hwnas.latency.validate import plot_fidelity, validate_lut
 
     table, _ = _load(args.lut)
+    profile = _table_profile(table)
     plot = args.plot or args.lut.with_name(args.lut.name.removesuffix(".csv") + ".fidelity.png")
-    report = validate_lut(
-        table,
-        subnets=args.subnets,
-        seed=args.seed,
-        resolution=args.resolution,
-        progress=sys.stderr.isatty(),
-        runner=_int8_runner(_table_profile(table)),
-        references=args.references,
-        passes=args.passes,
-    )
-    plot_fidelity(report, plot, title=f"{table.space_name} on {table.device}: {report.subnets} held-out subnets")
+    report, origin = _stored_report(args, table, profile)
+    if report is None:
+        report = validate_lut(
+            table,
+            subnets=100 if args.subnets is None else args.subnets,
+            seed=1 if args.seed is None else args.seed,
+            resolution=args.resolution,
+            progress=sys.stderr.isatty(),
+            runner=_local_runner(profile, args),
+            references=6 if args.references is None else args.references,
+            passes=args.passes,
+        )
+    where = "measured on the device" if origin else "held-out subnets"
+    plot_fidelity(report, plot, title=f"{table.space_name} on {table.device}: {report.subnets} {where}")
     if args.records is not None:
         import pandas as pd
 
@@ -223,12 +381,24 @@ def _validate(args: argparse.Namespace) -> int:
         with atomic_path(args.records) as tmp:
             pd.DataFrame(list(report.records)).to_csv(tmp, index=False, float_format="%.6f")
     if args.json:
-        print_json(report.summary())
+        payload = report.summary()
+        if origin:  # only then: where the stored report was measured
+            stored = table.meta["device_fidelity"]
+            payload["stored"] = {k: stored.get(k) for k in ("source", "bundle_id", "date", "machine", "validate_seed")}
+        print_json(payload)
         return 0
+    if origin:
+        print(f"{table.device}: {origin}")
     print(
         f"{report.subnets} held-out subnets of {table.space_name} on {table.device} ({report.seconds} s); "
         f"scatter: {plot}"
     )
+    _print_fidelity(report)
+    return 0
+
+
+def _print_fidelity(report) -> None:  # type: ignore[no-untyped-def]
+    """The fidelity table of a report (validate here, or a device's from a bundle): LUT, raw sum, FLOPs, x speed."""
     rows = [
         [
             name,
@@ -269,7 +439,6 @@ def _validate(args: argparse.Namespace) -> int:
         f"measurement repeatability: Kendall tau {tau:.3f} between each subnet's even and odd passes (a LUT tau "
         "near it is limited by the measurement, not the table; raise --passes)"
     )
-    return 0
 
 
 def _bundle(args: argparse.Namespace) -> int:
@@ -278,6 +447,12 @@ def _bundle(args: argparse.Namespace) -> int:
 
     space = space_from_args(args)
     profile = load_profile(args.device)
+    if args.validate_seed is not None and not args.validate:
+        raise HwnasError("--validate-seed draws the held-out subnets of --validate N: give --validate N too")
+    if profile.runtime != "executorch" and (args.cache_dir is not None or args.no_cache):
+        flag = "--cache-dir" if args.cache_dir is not None else "--no-cache"
+        raise HwnasError(f"{flag} applies to executorch bundles (.pte programs); {profile.name} exports ONNX: drop it")
+    cache_dir = _pte_cache_dir(args) if profile.runtime == "executorch" else None
     out = check_out_dir(args.out, force=args.force, produces=("manifest.json",))
     manifest = write_bundle(
         space,
@@ -285,10 +460,22 @@ def _bundle(args: argparse.Namespace) -> int:
         out,
         resolutions=_resolutions(space, args.resolutions),
         calib_subnets=_calib(args.calib_subnets),
+        validate=args.validate,
+        validate_seed=1 if args.validate_seed is None else args.validate_seed,
+        whole_subnets=args.whole_subnets,
+        cache_dir=cache_dir,
         progress=sys.stderr.isatty(),
     )
-    n_sub = sum(1 for i in manifest["items"] if i["kind"] == "subnet")
-    print(f"wrote {out}: {len(manifest['items']) - n_sub} blocks + {n_sub} calibration subnets for {profile.name}")
+    kinds = [i["kind"] for i in manifest["items"]]
+    n_sub, n_held = kinds.count("subnet"), kinds.count("heldout")
+    what = (
+        f"{kinds.count('block')} blocks + {n_sub} calibration subnets"
+        if manifest["mode"] == "blocks"
+        else f"{n_sub} whole subnets"
+    )
+    held = f" + {n_held} held-out subnets and {kinds.count('reference')} drift references" if n_held else ""
+    print(f"wrote {out} (bundle {manifest['bundle_id']}): {what}{held} for {profile.name}")
     print(f"on the device: python3 {manifest.get('script', 'measure_bundle.py')} {out} --out results.csv")
-    print(f"then: hwnas profile --import results.csv --device {profile.name}")
+    from_table = " --from-table REF.csv" if manifest["mode"] == "whole-subnets" else ""
+    print(f"then: hwnas profile --import results.csv --device {profile.name}{from_table}")
     return 0

@@ -1,9 +1,9 @@
 """`hwnas latency validate`: does the table predict whole subnets it has never seen?
 
 N held-out random subnets (never the calibration ones) are exported whole and timed with the same robust protocol as the
-blocks; predictions are compared with the measurements: share within ±5% / ±10%, MAPE, worst error, Kendall τ — for the
-calibrated LUT, for the raw sum of rows, and for the obvious proxy, FLOPs (fvcore MACs) calibrated with the same
-subnets and the same per-resolution line. A LUT that cannot beat calibrated FLOPs is not worth its profiling time.
+blocks, interleaved in chunks with a few drift references; `hwnas.latency.fidelity` compares the predictions with the
+measurements (calibrated LUT, raw sum, calibrated FLOPs). A LUT that cannot beat calibrated FLOPs is not worth its
+profiling time. The report types are re-exported here, where their users have always found them.
 """
 
 from __future__ import annotations
@@ -12,15 +12,23 @@ import logging
 import random
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from hwnas.errors import HwnasError
-from hwnas.latency.calibrate import CalibrationPoint, fit_calibration
-from hwnas.latency.drift import reference_archs, speed_factor
+from hwnas.latency.drift import reference_archs
+from hwnas.latency.fidelity import (
+    DriftCorrected,
+    FidelityReport,
+    Fit,
+    Measured,
+    calibration_arch_strs,
+    fidelity_report,
+    fit_stats,
+    kendall_tau,
+)
 from hwnas.latency.harness import (
     PassRecord,
     TimingStats,
@@ -30,11 +38,9 @@ from hwnas.latency.harness import (
     whole_model_protocol,
 )
 from hwnas.latency.lut import LatencyTable
-from hwnas.latency.predictor import LatencyPredictor
 from hwnas.latency.profiles import DeviceProfile, profile_from_dict, profile_timer
 from hwnas.latency.runtime import Runner, export_many, export_pool, make_runner
 from hwnas.space import Arch, SpaceSpec, sample
-from hwnas.stats import kendall_tau
 
 __all__ = [
     "measure_archs",
@@ -45,102 +51,12 @@ __all__ = [
     "kendall_tau",
     "fit_stats",
     "validate_lut",
+    "fidelity_report",
     "heldout_archs",
     "plot_fidelity",
 ]
 
 log = logging.getLogger(__name__)
-
-
-def _finite_or_none(value: float) -> float | None:
-    """JSON has no NaN: an undefined statistic (fewer than 2 subnets or passes) is written as null."""
-    return value if np.isfinite(value) else None
-
-
-@dataclass(frozen=True, slots=True)
-class Fit:
-    """Agreement of one predictor with the measurements (relative errors as fractions)."""
-
-    within_5pct: float
-    within_10pct: float
-    mape: float
-    max_err: float
-    kendall_tau: float
-
-
-def fit_stats(predicted: Sequence[float] | np.ndarray, measured: Sequence[float] | np.ndarray) -> Fit:
-    p, m = np.asarray(predicted, dtype=np.float64), np.asarray(measured, dtype=np.float64)
-    err = np.abs(p / m - 1.0)
-    return Fit(
-        float(np.mean(err <= 0.05)),
-        float(np.mean(err <= 0.10)),
-        float(np.mean(err)),
-        float(np.max(err)),
-        kendall_tau(p, m),
-    )
-
-
-def _fit_summary(lut: Fit, raw: Fit, flops: Fit, retest_kendall_tau: float) -> dict[str, Any]:
-    """The fidelity figures both reports print: the calibrated LUT's, the raw sum's and FLOPs' headline numbers."""
-    return {
-        "within_5pct": lut.within_5pct,
-        "within_10pct": lut.within_10pct,
-        "mape": lut.mape,
-        "max_err": lut.max_err,
-        "kendall_tau": lut.kendall_tau,
-        "raw_within_10pct": raw.within_10pct,
-        "flops_kendall_tau": flops.kendall_tau,
-        "flops_mape": flops.mape,
-        "retest_kendall_tau": _finite_or_none(retest_kendall_tau),
-    }
-
-
-@dataclass(frozen=True, slots=True)
-class DriftCorrected:
-    """The same comparisons with every prediction × the machine speed factor of the chunk its subnet was timed in."""
-
-    lut: Fit
-    raw: Fit
-    flops: Fit
-    speed_factors: tuple[float, ...]  # one per chunk: median(reference now / reference at build time)
-    references: tuple[str, ...]  # the calibration subnets re-timed in every chunk
-    retest_kendall_tau: float = float("nan")  # even vs odd passes, each divided by its chunk's speed factor
-
-    def summary(self) -> dict[str, Any]:
-        return {
-            **_fit_summary(self.lut, self.raw, self.flops, self.retest_kendall_tau),
-            "speed_factors": [round(s, 4) for s in self.speed_factors],
-            "references": len(self.references),
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class FidelityReport:
-    lut: Fit
-    raw: Fit
-    flops: Fit
-    subnets: int
-    seconds: float
-    records: tuple[dict[str, Any], ...] = field(default=())
-    drift_corrected: DriftCorrected | None = None
-    retest_kendall_tau: float = float("nan")
-
-    def summary(self) -> dict[str, Any]:
-        """The `--json` payload of `hwnas latency validate` (shares and errors as fractions 0–1).
-
-        `speed_factor` is the median machine speed relative to the table's build (> 1: slower now), `drift_corrected`
-        the same numbers with predictions scaled by it per chunk; both null without reference subnets.
-        `retest_kendall_tau` ranks the subnets by their even passes against their odd passes: how repeatable the
-        measurement is. A LUT τ near it is as good as this ground truth can show; far below it, the table is the limit.
-        """
-        dc = self.drift_corrected
-        return {
-            "subnets": self.subnets,
-            **_fit_summary(self.lut, self.raw, self.flops, self.retest_kendall_tau),
-            "seconds": self.seconds,
-            "speed_factor": None if dc is None else round(float(np.median(dc.speed_factors)), 4),
-            "drift_corrected": None if dc is None else dc.summary(),
-        }
 
 
 def heldout_archs(space: SpaceSpec, n: int, *, resolutions: Sequence[int], exclude: set[str], seed: int) -> list[Arch]:
@@ -159,17 +75,6 @@ def heldout_archs(space: SpaceSpec, n: int, *, resolutions: Sequence[int], exclu
         seen.add(str(arch))
         out.append(arch)
     return out
-
-
-@dataclass(frozen=True, slots=True)
-class Measured:
-    """Whole-subnet timings, the chunk each subnet was timed in, the reference subnets' timings per chunk, and per subnet
-    the p50 of its even and of its odd passes (`split_half_p50`)."""
-
-    timings: dict[Arch, TimingStats]
-    chunk_of: dict[Arch, int]
-    reference_timings: tuple[dict[Arch, TimingStats], ...]
-    halves: dict[Arch, tuple[float, float]] = field(default_factory=dict)
 
 
 def measure_archs(
@@ -210,8 +115,8 @@ def measure_archs(
             )
             return [runner.load_onnx(data, shape) for data, shape in zip(datas, shapes)]  # type: ignore[attr-defined]
         models = [(build_model(space, a), shape) for a, shape in zip(part, shapes)]
-        if hasattr(runner, "prepare"):  # runners that lower slowly: in parallel processes, into their cache
-            runner.prepare(models, workers=export_workers)
+        if hasattr(runner, "prepare"):  # runners that lower slowly: in worker processes, into their cache
+            runner.prepare(models, progress=progress)
         return [runner.load(m, shape) for m, shape in models]
 
     refs = {("ref", a): ld for a, ld in zip(references, load_all(references))} if references else {}
@@ -249,6 +154,8 @@ def measure_archs(
         bar.close()
         if pool is not None:
             pool.shutdown()
+        if hasattr(runner, "close"):
+            runner.close()  # the lowering workers, kept from chunk to chunk
     return Measured(timings, chunk_of, tuple(ref_timings), halves)
 
 
@@ -272,28 +179,20 @@ def validate_lut(
     ones how well it predicts once the machine-wide drift since the build is taken out. `passes` overrides the number
     of interleaved timing passes per subnet (`whole_model_protocol`).
     """
-    from hwnas.blocks import arch_macs
-
     started = time.monotonic()
     space = table.space()
     profile = profile_from_dict(table.meta.get("profile"), where=f"LUT {table.source} metadata")
     if profile.remote:
-        raise HwnasError(f"LUT {table.source} was measured on a remote device ({profile.name}); validate it there")
+        raise HwnasError(
+            f"LUT {table.source} was measured on a remote device ({profile.name}) and cannot be timed here; "
+            "make its bundle with --validate N to get the device's own fidelity report"
+        )
     whole_model_protocol(profile, warmup_s=0.0, passes=passes)  # a bad `passes` fails before anything is exported
     resolutions = (resolution,) if resolution is not None else (table.resolutions or space.resolutions)
     if resolution is not None and resolution not in (table.resolutions or space.resolutions):
         raise HwnasError(f"resolution {resolution} is not in LUT {table.source} ({list(table.resolutions)})")
-    cal_meta = table.meta.get("calibration") or {}
-    cal_points = cal_meta.get("subnets", [])
-    if not cal_points:
-        raise HwnasError(
-            f"LUT {table.source} has no calibration subnets, so FLOPs cannot be calibrated; rebuild it "
-            "with 'hwnas profile' (calib_subnets > 0)"
-        )
-    exclude = {p["arch"] for p in cal_points}
-    archs = heldout_archs(space, subnets, resolutions=resolutions, exclude=exclude, seed=seed)
+    archs = heldout_archs(space, subnets, resolutions=resolutions, exclude=calibration_arch_strs(table), seed=seed)
     refs = reference_archs(table, resolutions=resolutions, n=references)
-    predictor = LatencyPredictor(table, space)
     measured = measure_archs(
         space,
         archs,
@@ -304,64 +203,7 @@ def validate_lut(
         references=[r.arch for r in refs],
         passes=passes,
     )
-    speeds = (
-        tuple(speed_factor(refs, {a: st.p50_ms for a, st in rt.items()}) for rt in measured.reference_timings)
-        if refs
-        else ()
-    )
-    meas = np.array([measured.timings[a].p50_ms for a in archs])
-    pred = predictor.predict_many(archs)
-    raw = np.array([predictor.raw_ms(a) for a in archs])
-    flops_cal = fit_calibration(
-        [
-            CalibrationPoint(
-                p["arch"],
-                Arch.parse(p["arch"]).resolution,
-                arch_macs(space, Arch.parse(p["arch"])) / 1e6,
-                p["measured_ms"],
-            )
-            for p in cal_points
-        ]
-    )
-    macs = np.array([arch_macs(space, a) / 1e6 for a in archs])
-    flops = np.array([flops_cal.apply(m, a.resolution) for m, a in zip(macs, archs)])
-    speed = np.array([speeds[measured.chunk_of[a]] for a in archs]) if speeds else None
-    halves = np.array([measured.halves.get(a, (float("nan"), float("nan"))) for a in archs]).reshape(len(archs), 2)
-    records = tuple(
-        {
-            "arch": str(a),
-            "resolution": a.resolution,
-            "measured_ms": float(m),
-            "measured_cv": measured.timings[a].cv,
-            "measured_halves_ms": [float(h) for h in halves[i]],
-            "predicted_ms": float(p),
-            "raw_sum_ms": float(r),
-            "mmacs": float(mm),
-            "flops_pred_ms": float(f),
-            "speed_factor": None if speed is None else float(speed[i]),
-        }
-        for i, (a, m, p, r, mm, f) in enumerate(zip(archs, meas, pred, raw, macs, flops))
-    )
-    corrected = None
-    if speed is not None:
-        corrected = DriftCorrected(
-            lut=fit_stats(pred * speed, meas),
-            raw=fit_stats(raw * speed, meas),
-            flops=fit_stats(flops * speed, meas),
-            speed_factors=speeds,
-            references=tuple(str(r.arch) for r in refs),
-            retest_kendall_tau=kendall_tau(halves[:, 0] / speed, halves[:, 1] / speed),
-        )
-    return FidelityReport(
-        lut=fit_stats(pred, meas),
-        raw=fit_stats(raw, meas),
-        flops=fit_stats(flops, meas),
-        subnets=len(archs),
-        seconds=round(time.monotonic() - started, 1),
-        records=records,
-        drift_corrected=corrected,
-        retest_kendall_tau=kendall_tau(halves[:, 0], halves[:, 1]),
-    )
+    return fidelity_report(table, archs, measured, refs, seconds=time.monotonic() - started)
 
 
 def plot_fidelity(report: FidelityReport, path: Path, *, title: str) -> Path:

@@ -7,9 +7,12 @@
 All timing is done by protocol.py, which `hwnas bundle` copies next to this script byte for byte from
 hwnas/latency/protocol.py — the code `hwnas profile` times its tables with: a global warm-up, blocks and calibration
 subnets in the same interleaved passes (each in a fresh random order), per-pass speed normalisation, medians,
-re-measured noisy items, then `calib_passes` more passes among the calibration subnets. Its settings are the device
+re-measured noisy items, then `calib_passes` more passes among the calibration subnets. A bundle made with
+`--validate N` then times its held-out subnets as `hwnas latency validate` does: in chunks (bounded memory), each
+interleaved with the drift references, with the protocol's whole-model passes. Its settings are the device
 profile's, written into manifest.json by `hwnas bundle`; the options above override them. This script only loads the
-models and writes results.csv (key, ms_p50, ms_p90, cv, n) and results.meta.json: bring both back and run
+models and writes results.csv (key, ms_p50, ms_p90, cv, n) and results.meta.json (the bundle's id and items, the
+validation chunks and split halves, and the CSV's SHA-256): bring both back and run
 `hwnas profile --import results.csv --device NAME`. ExecuTorch (.pte) bundles: measure_bundle_pte.py.
 """
 
@@ -19,6 +22,7 @@ import argparse
 import csv
 import dataclasses
 import datetime as dt
+import hashlib
 import json
 import logging
 import os
@@ -30,7 +34,17 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # protocol.py lies next to this script
-from protocol import Protocol, run_table_protocol  # noqa: E402
+from protocol import (  # noqa: E402
+    CALIB_WARMUP_S,
+    Protocol,
+    TimingStats,
+    for_whole_models,
+    pass_speeds,
+    run_passes,
+    run_table_protocol,
+    split_half_p50,
+    stats_from_passes,
+)
 
 log = logging.getLogger("measure_bundle")
 Run = Callable[[], object]
@@ -97,18 +111,63 @@ def settings(manifest: dict[str, Any], args: argparse.Namespace) -> tuple[Protoc
 
 
 def write_results(path: str, rows: dict[str, Any], meta: dict[str, Any]) -> None:
-    """results.csv (the columns `hwnas profile --import` reads) and results.meta.json, each written atomically."""
+    """results.csv (the columns `hwnas profile --import` reads) and results.meta.json (with the CSV's SHA-256, so the
+    import knows the pair belongs together), each written atomically."""
     with open(path + ".tmp", "w", newline="") as fh:
         writer = csv.writer(fh)  # subnet keys contain commas: the csv module quotes them
         writer.writerow(["key", "ms_p50", "ms_p90", "cv", "n"])
         for key in sorted(rows):
             st = rows[key]
             writer.writerow([key, f"{st.p50_ms:.6f}", f"{st.p90_ms:.6f}", f"{st.cv:.6f}", st.n])
+    with open(path + ".tmp", "rb") as fh:
+        meta = {**meta, "results_sha256": hashlib.sha256(fh.read()).hexdigest()}
     os.replace(path + ".tmp", path)
     stem = path[:-4] if path.endswith(".csv") else path
     with open(stem + ".meta.json.tmp", "w") as fh:
         json.dump(meta, fh, indent=2)
     os.replace(stem + ".meta.json.tmp", stem + ".meta.json")
+
+
+def time_validation(
+    bundle: str,
+    manifest: dict[str, Any],
+    protocol: Protocol,
+    *,
+    load: Loader,
+    threads: int,
+    rng: random.Random,
+) -> tuple[dict[str, TimingStats], dict[str, Any]]:
+    """Time the held-out subnets as `hwnas latency validate` does: chunk by chunk (loaded, timed, released), each chunk
+    interleaved with the drift references (loaded once) in the protocol's whole-model passes. Returns the stats (a
+    reference's key gets "@<chunk>") and what the import needs besides: chunk of each subnet, split halves."""
+    items = manifest["items"]
+    heldout = [item for item in items if item["kind"] == "heldout"]
+    settings = manifest.get("validation") or {}
+    chunk = int(settings.get("chunk") or 40)
+    whole = for_whole_models(protocol, warmup_s=min(CALIB_WARMUP_S, protocol.warmup_s), passes=settings.get("passes"))
+    refs = load(bundle, [item for item in items if item["kind"] == "reference"], threads)
+    stats: dict[str, TimingStats] = {}
+    chunk_of: dict[str, int] = {}
+    halves: dict[str, list[float]] = {}
+    starts = range(0, len(heldout), chunk)
+    for index, start in enumerate(starts):
+        part = load(bundle, heldout[start : start + chunk], threads)
+        runs = {**part, **{f"{key}@{index}": run for key, run in refs.items()}}
+        log.info(
+            "validation chunk %d/%d: %d held-out subnets + %d references", index + 1, len(starts), len(part), len(refs)
+        )
+        passes = run_passes(runs, whole, rng=rng, progress=sys.stderr.isatty(), desc=f"validate {index + 1}")
+        speeds = pass_speeds(passes)
+        for key, recs in passes.items():
+            stats[key] = stats_from_passes(recs, speeds)
+            if key in part:
+                chunk_of[key] = index
+                if len(recs) >= 2:
+                    halves[key] = list(split_half_p50(recs, speeds))
+        del part, runs  # release this chunk's sessions before loading the next
+    used = whole.to_dict()
+    del used["checkpoint_s"]
+    return stats, {**settings, "chunks": len(starts), "chunk_of": chunk_of, "halves_ms": halves, "protocol": used}
 
 
 def measure_bundle(
@@ -148,30 +207,40 @@ def measure_bundle(
         return 2
     started = time.monotonic()
     items = manifest["items"]
-    log.info("loading %d models", len(items))
-    runs = load(args.bundle, items, threads)
-    subnet_keys = {item["key"] for item in items if item["kind"] == "subnet"}
+    table_items = [item for item in items if item["kind"] in ("block", "subnet")]
+    log.info("loading %d models", len(table_items))
+    runs = load(args.bundle, table_items, threads)
+    subnet_keys = {item["key"] for item in table_items if item["kind"] == "subnet"}
     log.info("timing %d blocks + %d calibration subnets: %s", len(runs) - len(subnet_keys), len(subnet_keys), protocol)
+    rng = random.Random(args.seed)
     stats = run_table_protocol(
         {k: r for k, r in runs.items() if k not in subnet_keys},
         {k: r for k, r in runs.items() if k in subnet_keys},
         protocol,
-        rng=random.Random(args.seed),
+        rng=rng,
         progress=sys.stderr.isatty(),
         desc="measure",
     )
+    del runs  # release the table's sessions before the held-out subnets are loaded
+    validation = None
+    if any(item["kind"] == "heldout" for item in items):
+        timed, validation = time_validation(args.bundle, manifest, protocol, load=load, threads=threads, rng=rng)
+        stats.update(timed)
     used = protocol.to_dict()
     del used["checkpoint_s"]
     meta = {
         "kind": "hwnas-bundle-results",
         "format": fmt,
         "script": script,
+        "bundle": {"id": manifest.get("bundle_id"), "mode": manifest.get("mode", "blocks")},
         "space": manifest["space"],
         "resolutions": manifest["resolutions"],
         "device": manifest["device"],
         "complete": manifest.get("complete", True),
         "protocol": used,
         "profile": {**manifest["profile"], "threads": threads, **{k: used[k] for k in PROFILE_FIELDS}},
+        "items": [{"key": item["key"], "kind": item["kind"]} for item in items],
+        "validation": validation,
         "machine": {
             "platform": platform.platform(),
             "machine": platform.machine(),
