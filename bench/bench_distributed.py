@@ -165,6 +165,12 @@ def bench_search(work: Path, *, run: Path, lut: Path, effort: dict[str, int], ro
     first = outcomes[0][1]
     same_winner = all(o["arch"] == first["arch"] for _, o in outcomes)
     same_scores = all(o["candidates"] == first["candidates"] for _, o in outcomes)
+    # different thread counts sum BN statistics in another order: a candidate may land one val image apart
+    first_scores = dict(first["candidates"])
+    diffs = [
+        abs(acc - first_scores[arch]) for _, o in outcomes for arch, acc in o["candidates"] if arch in first_scores
+    ]
+    same_set = all({a for a, _ in o["candidates"]} == set(first_scores) for _, o in outcomes)
     wall_med = {name: statistics.median(v) for name, v in walls.items()}
     search_med = {name: statistics.median(v) for name, v in seconds.items()}
     one, two = SEARCH_LAYOUTS[0][0], SEARCH_LAYOUTS[1][0]
@@ -186,6 +192,10 @@ def bench_search(work: Path, *, run: Path, lut: Path, effort: dict[str, int], ro
         "winner": first["arch"],
         "same_winner": same_winner,
         "same_candidate_scores": same_scores,
+        "same_candidate_set": same_set,
+        "candidates": len(first_scores),
+        "scores_differing": sum(d > 0 for d in diffs),
+        "max_score_diff": round(max(diffs, default=0.0), 6),
     }
 
 
@@ -238,7 +248,8 @@ def main(argv: list[str] | None = None) -> int:
     atomic_write_json(out, payload)
     print(
         f"search: {search['speedup_wall']}x wall, {search['speedup_search']}x searching with 2 ranks; "
-        f"same winner {search['same_winner']}, same scores {search['same_candidate_scores']}"
+        f"same winner {search['same_winner']}, same scores {search['same_candidate_scores']} "
+        f"({search['scores_differing']} launch-candidate scores differ, at most {search['max_score_diff']})"
     )
     print(f"train img/s: {train['img_per_s']}")
     print(f"wrote {out}")

@@ -31,6 +31,7 @@ BENCHES = (
     "bench_export.py",
     "bench_nas_modes.py",
     "bench_executorch.py",
+    "bench_et_table.py",
     "bench_device.py",
     "bench_baselines.py",
     "bench_ofa_specialize.py",

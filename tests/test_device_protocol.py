@@ -3,7 +3,6 @@ torch or hwnas, and an installed wheel (not only a source checkout) writes such 
 
 import ast
 import json
-import os
 import random
 import shutil
 import subprocess
@@ -13,6 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from device_bundle import WITHOUT, device_env
 
 import hwnas.latency.harness as harness
 import hwnas.latency.protocol as protocol
@@ -47,24 +47,6 @@ SETTINGS = {
     "calib_passes": 2,
     "clock": "thread",
 }
-# Runs a script as __main__ in an interpreter where importing torch or hwnas fails, as on a device without them.
-WITHOUT_TORCH_AND_HWNAS = """
-import importlib.abc, runpy, sys
-BLOCKED = ("torch", "hwnas")
-assert not [m for m in sys.modules if m.split(".")[0] in BLOCKED]
-class Blocked(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in BLOCKED:
-            raise ImportError(f"{name} is not installed on this device")
-        return None
-sys.meta_path.insert(0, Blocked())
-sys.argv = sys.argv[1:]
-runpy.run_path(sys.argv[0], run_name="__main__")
-"""
-
-
-def _env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
 
 
 @pytest.fixture(scope="module")
@@ -126,11 +108,11 @@ def test_device_script_runs_without_torch_or_hwnas(bundle, tmp_path, capsys):
     probe = tmp_path / "probe.py"
     probe.write_text("import torch\n")
     proc = subprocess.run(
-        [sys.executable, "-c", WITHOUT_TORCH_AND_HWNAS, str(probe)],
+        [sys.executable, "-c", WITHOUT, "torch,hwnas", str(probe)],
         capture_output=True,
         text=True,
         cwd=tmp_path,
-        env=_env(),
+        env=device_env(),
         timeout=60,
     )
     assert proc.returncode != 0 and "torch is not installed on this device" in proc.stderr  # the blocker works
@@ -140,7 +122,8 @@ def test_device_script_runs_without_torch_or_hwnas(bundle, tmp_path, capsys):
         [
             sys.executable,
             "-c",
-            WITHOUT_TORCH_AND_HWNAS,
+            WITHOUT,
+            "torch,hwnas",
             str(bundle / "measure_bundle.py"),
             str(bundle),
             "--out",
@@ -149,7 +132,7 @@ def test_device_script_runs_without_torch_or_hwnas(bundle, tmp_path, capsys):
         capture_output=True,
         text=True,
         cwd=tmp_path,
-        env=_env(),
+        env=device_env(),
         timeout=120,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -206,7 +189,9 @@ def test_table_protocol_times_subnets_with_the_blocks_then_alone():
 
 def test_installed_wheel_writes_bundles(tmp_path):
     def run(*cmd, **kw):
-        proc = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, env=_env(), timeout=300, **kw)
+        proc = subprocess.run(
+            [str(c) for c in cmd], capture_output=True, text=True, env=device_env(), timeout=300, **kw
+        )
         assert proc.returncode == 0, proc.stderr[-3000:]
         return proc.stdout
 
