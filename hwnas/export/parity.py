@@ -10,6 +10,7 @@ mantissa bits, about 1e-3 relative: far above the 1e-4 parity limit).
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,7 +22,17 @@ from torch import nn
 from hwnas.errors import HwnasError
 from hwnas.export.onnx import INPUT_NAME, ort_session
 
-__all__ = ["ParityResult", "onnx_logits", "onnx_accuracy", "check_parity", "torch_logits", "full_fp32"]
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "ParityResult",
+    "onnx_logits",
+    "onnx_accuracy",
+    "check_parity",
+    "require_parity",
+    "torch_logits",
+    "full_fp32",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +41,23 @@ class ParityResult:
     mean_abs_diff: float
     top1_agreement: float  # share of images where argmax(onnx) == argmax(torch), 0..1
     n_images: int
+
+
+def require_parity(parity: ParityResult, *, what: str, arch: object, limit: float) -> None:
+    """Log a parity check of the `what` file ("ONNX", ".pte") and raise HwnasError unless every logit is within
+    `limit` of torch's and every top-1 prediction agrees (a failure is an exporter bug, never the user's input)."""
+    log.info(
+        "%s parity on %d images: max |diff| %.2e, top-1 agreement %.2f%%",
+        what,
+        parity.n_images,
+        parity.max_abs_diff,
+        100 * parity.top1_agreement,
+    )
+    if parity.max_abs_diff > limit or parity.top1_agreement < 1.0:
+        raise HwnasError(
+            f"{what} parity failed for {arch}: max |diff| {parity.max_abs_diff:.2e} (limit "
+            f"{limit:.0e}), top-1 agreement {parity.top1_agreement:.4f}; report this as a bug"
+        )
 
 
 def _as_batch(images: torch.Tensor | np.ndarray) -> np.ndarray:

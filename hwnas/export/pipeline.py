@@ -33,7 +33,7 @@ from hwnas.export.finetune import AtResolution, FinetuneConfig, finetune_kd, kd_
 from hwnas.export.int8 import quantize_int8
 from hwnas.export.latency import drift_references, lut_for, measure_exported, predicted_ms_for, rel_error
 from hwnas.export.onnx import OPSET, export_onnx
-from hwnas.export.parity import ParityResult, check_parity, onnx_accuracy, torch_logits
+from hwnas.export.parity import ParityResult, check_parity, onnx_accuracy, require_parity, torch_logits
 from hwnas.export.search_file import arch_from_search, read_scaled, read_search
 from hwnas.space import Arch, SpaceSpec, check_arch
 
@@ -331,17 +331,7 @@ def _onnx_with_parity(job: _Job, model: nn.Module, test_acc: float) -> tuple[Pat
     )
     parity_x, _ = _images(job.dataset.test, cfg.parity_images, resolution=job.resolution, batch_size=cfg.batch_size)
     parity = check_parity(model, onnx_path, parity_x)
-    log.info(
-        "parity on %d test images: max |diff| %.2e, top-1 agreement %.2f%%",
-        parity.n_images,
-        parity.max_abs_diff,
-        100 * parity.top1_agreement,
-    )
-    if parity.max_abs_diff > PARITY_MAX_ABS_DIFF or parity.top1_agreement < 1.0:
-        raise HwnasError(
-            f"ONNX parity failed for {job.arch}: max |diff| {parity.max_abs_diff:.2e} (limit "
-            f"{PARITY_MAX_ABS_DIFF:.0e}), top-1 agreement {parity.top1_agreement:.4f}; report this as a bug"
-        )
+    require_parity(parity, what="ONNX", arch=job.arch, limit=PARITY_MAX_ABS_DIFF)
     return onnx_path, parity, parity_x
 
 

@@ -22,7 +22,7 @@ from torch import nn
 from hwnas.atomic import atomic_write_bytes
 from hwnas.errors import HwnasError
 from hwnas.export.onnx import on_cpu
-from hwnas.export.parity import ParityResult, torch_logits
+from hwnas.export.parity import ParityResult, require_parity, torch_logits
 from hwnas.space import Arch, SpaceSpec, check_arch
 
 __all__ = [
@@ -172,17 +172,7 @@ def export_pte_checked(
         )
     path = export_pte(model, out_dir / "model.pte", space=space, arch=arch)
     parity = check_pte_parity(model, path, images)
-    log.info(
-        ".pte parity on %d images: max |diff| %.2e, top-1 agreement %.2f%%",
-        parity.n_images,
-        parity.max_abs_diff,
-        100 * parity.top1_agreement,
-    )
-    if parity.max_abs_diff > PTE_MAX_ABS_DIFF or parity.top1_agreement < 1.0:
-        raise HwnasError(
-            f".pte parity failed for {arch}: max |diff| {parity.max_abs_diff:.2e} (limit "
-            f"{PTE_MAX_ABS_DIFF:.0e}), top-1 agreement {parity.top1_agreement:.4f}; report this as a bug"
-        )
+    require_parity(parity, what=".pte", arch=arch, limit=PTE_MAX_ABS_DIFF)
     measured = predicted = lut_used = None
     if profile is not None:
         from hwnas.export.latency import predicted_ms_for
