@@ -21,7 +21,15 @@ from hwnas.errors import HwnasError
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["DEVICE_HELP", "Dist", "check_device_spec", "resolve_device", "setup_distributed", "world_size_from_env"]
+__all__ = [
+    "DEVICE_HELP",
+    "Dist",
+    "check_device_spec",
+    "rank_from_env",
+    "resolve_device",
+    "setup_distributed",
+    "world_size_from_env",
+]
 
 DEVICE_HELP = (
     "torch device: cpu, cuda or cuda:N (default: cuda when available, else cpu; under torchrun cuda:LOCAL_RANK)"
@@ -47,11 +55,16 @@ def world_size_from_env() -> int:
         return 1
 
 
-def _local_rank() -> int:
+def _env_int(name: str) -> int:
     try:
-        return int(os.environ.get("LOCAL_RANK", "0"))
+        return int(os.environ.get(name, "0"))
     except ValueError:
         return 0
+
+
+def rank_from_env() -> int:
+    """torchrun's RANK (0 when not launched by torchrun): known before the process group forms."""
+    return _env_int("RANK")
 
 
 def resolve_device(spec: str | None) -> torch.device:
@@ -69,7 +82,7 @@ def resolve_device(spec: str | None) -> torch.device:
             f"torch.cuda.is_available() is False); use --device cpu"
         )
     count = torch.cuda.device_count()
-    index = int(text.split(":")[1]) if ":" in text else (_local_rank() if world_size_from_env() > 1 else 0)
+    index = int(text.split(":")[1]) if ":" in text else (_env_int("LOCAL_RANK") if world_size_from_env() > 1 else 0)
     if index >= count:
         raise HwnasError(
             f"--device {text}: this machine has {count} CUDA device{'s' if count != 1 else ''} "
@@ -118,6 +131,13 @@ class Dist:
             import torch.distributed as dist
 
             dist.barrier()
+
+    def close(self) -> None:
+        """Leave torchrun's process group once the work is done (NCCL warns at exit about a group left open)."""
+        if self.world > 1:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
 
 
 def setup_distributed(device_spec: str | None) -> Dist:

@@ -117,9 +117,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 def _search(args: argparse.Namespace) -> int:
     """Every torchrun rank runs this; rank 0 alone prints (errors included), logs and writes."""
-    from hwnas.distributed import world_size_from_env
+    from hwnas.distributed import rank_from_env, world_size_from_env
 
-    rank, world = _env_rank(), world_size_from_env()
+    rank, world = rank_from_env(), world_size_from_env()
     if rank != 0:
         logging.getLogger().setLevel(logging.WARNING)
     try:
@@ -144,13 +144,6 @@ def _search(args: argparse.Namespace) -> int:
         if rank == 0:
             raise
         return 130
-
-
-def _env_rank() -> int:
-    try:
-        return int(os.environ.get("RANK", "0"))
-    except ValueError:
-        return 0
 
 
 def _first_rank_of_another_node() -> bool:
@@ -200,16 +193,8 @@ def _measured(args: argparse.Namespace, inputs: SearchInputs) -> int:
     if dist.main:
         context = _context(args, inputs.table, inputs.space, torch_device=str(dist.device), world_size=dist.world)
         _write(args, results, out_dir, context, {**extra, "scorer": "measured"})
-    _leave_process_group(dist)
+    dist.close()
     return 0
-
-
-def _leave_process_group(dist: Dist) -> None:
-    """Close torchrun's process group once the search is done (NCCL warns at exit about one left open)."""
-    if dist.world > 1:
-        import torch.distributed
-
-        torch.distributed.destroy_process_group()
 
 
 def _predictor_search(

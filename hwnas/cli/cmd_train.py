@@ -14,12 +14,12 @@ so is an option the mode does not use: no option is silently dropped.
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 from typing import Any
 
 from hwnas.cli.common import add_device_arg, check_out_dir, positive_float, positive_int
 from hwnas.cli.output import print_json
+from hwnas.distributed import rank_from_env
 from hwnas.errors import HwnasError
 from hwnas.space import SPACE_NAMES
 
@@ -244,7 +244,7 @@ def _train(args: argparse.Namespace) -> int:
     unused = [name for name in NAS_ONLY if getattr(args, name) is not None]
     if unused:
         raise HwnasError(f"{flag(unused[0])} applies only to --mode {' | '.join(NAS_MODES)}; drop it for --mode {mode}")
-    rank = int(os.environ.get("RANK", "0"))
+    rank = rank_from_env()
     if args.resume:
         from hwnas.train import config_from_dict
 
