@@ -1,4 +1,7 @@
-"""Facts about the machine and software a measurement was taken on (stored in LUT metadata, model cards, benchmarks)."""
+"""Facts about the machine and software a measurement was taken on (stored in LUT metadata, model cards, benchmarks).
+
+Standard library only: `hwnas bundle` copies this file next to the device scripts, so a table imported from a device
+names that device's CPU the way a table built here names this one."""
 
 from __future__ import annotations
 
@@ -10,43 +13,63 @@ import time
 
 __all__ = ["cpu_model", "cpu_signature", "other_cpu", "package_versions", "machine_info", "cores_in_use"]
 
-# The instruction sets that change which kernels onnxruntime / XNNPACK / oneDNN pick, hence a table's latencies.
+# The instruction sets that change which kernels onnxruntime / XNNPACK / oneDNN pick, hence a table's latencies
+# (x86, then Arm: dot product, int8 matrix multiply, fp16 arithmetic, bf16, SVE).
 _KERNEL_ISA = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile")
+_KERNEL_ISA_ARM = ("asimddp", "i8mm", "asimdhp", "bf16", "sve", "sve2", "sme")
 
 
-def cpu_model() -> str:
+def _cpuinfo_fields() -> dict[str, str] | None:
+    """The fields of /proc/cpuinfo's first processor (plus the machine-wide ones Arm kernels print after the last
+    processor, such as "Hardware"); None where it is missing."""
+    fields: dict[str, str] = {}
     try:
         with open("/proc/cpuinfo") as fh:
             for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
+                key, sep, value = line.partition(":")
+                if sep and key.strip() not in fields:
+                    fields[key.strip()] = value.strip()
     except OSError:
-        pass
+        return None
+    return fields
+
+
+def cpu_model() -> str:
+    """The CPU's name: x86 "model name"; on Arm, the SoC ("Hardware") or the core's implementer/part codes."""
+    fields = _cpuinfo_fields() or {}
+    if fields.get("model name"):
+        return fields["model name"]
+    if fields.get("Hardware"):
+        return fields["Hardware"]
+    if "CPU implementer" in fields:
+        return f"Arm implementer {fields['CPU implementer']} part {fields.get('CPU part', '?')}"
     return platform.processor() or platform.machine()
 
 
 def cpu_signature() -> str | None:
     """Vendor, family/model and kernel-relevant instruction sets of this CPU, as
-    '<vendor_id> family <F> model <M> [<instruction sets of _KERNEL_ISA present>]'; None where /proc/cpuinfo is missing.
+    '<vendor_id> family <F> model <M> [<instruction sets of _KERNEL_ISA present>]' (Arm:
+    'Arm implementer <I> part <P> variant <V> [<features of _KERNEL_ISA_ARM present>]'); None where /proc/cpuinfo is
+    missing.
 
     Why: under a hypervisor the model name says little — the same name can stand for an AVX2-only host and for a host
     of another family with AVX-512 VNNI — so a table keyed by name alone would be reused on a CPU it does not describe.
     """
-    fields: dict[str, str] = {}
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if not line.strip():
-                    break  # the first processor is enough
-                key, _, value = line.partition(":")
-                fields[key.strip()] = value.strip()
-    except OSError:
+    fields = _cpuinfo_fields()
+    if not fields:
         return None
-    if "cpu family" not in fields:
-        return None
-    flags = set(fields.get("flags", "").split())
-    isa = " ".join(f for f in _KERNEL_ISA if f in flags)
-    return f"{fields.get('vendor_id', '?')} family {fields['cpu family']} model {fields.get('model', '?')} [{isa}]"
+    if "cpu family" in fields:
+        flags = set(fields.get("flags", "").split())
+        isa = " ".join(f for f in _KERNEL_ISA if f in flags)
+        return f"{fields.get('vendor_id', '?')} family {fields['cpu family']} model {fields.get('model', '?')} [{isa}]"
+    if "CPU implementer" in fields:
+        features = set(fields.get("Features", "").split())
+        isa = " ".join(f for f in _KERNEL_ISA_ARM if f in features)
+        return (
+            f"Arm implementer {fields['CPU implementer']} part {fields.get('CPU part', '?')} "
+            f"variant {fields.get('CPU variant', '?')} [{isa}]"
+        )
+    return None
 
 
 def other_cpu(built_cpu: str | None, built_signature: str | None) -> tuple[str, str | None, str] | None:

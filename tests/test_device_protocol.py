@@ -259,6 +259,7 @@ def test_installed_wheel_writes_bundles(tmp_path):
     for name, shipped in (("measure_bundle.py", "device/measure_bundle.py"), ("protocol.py", "protocol.py")):
         assert (bundle / name).read_bytes() == (package / "latency" / shipped).read_bytes()
         assert (bundle / name).read_bytes() == (ROOT / "hwnas" / "latency" / shipped).read_bytes()
+    assert (bundle / "machine.py").read_bytes() == (package / "machine.py").read_bytes()
     run(
         python,
         bundle / "measure_bundle.py",

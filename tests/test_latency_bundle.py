@@ -1,6 +1,7 @@
 """bundle -> measure_bundle.py (numpy + onnxruntime only, hwnas/latency/device/) -> profile --import -> the same LUT."""
 
 import json
+import logging
 import subprocess
 import sys
 from pathlib import Path
@@ -10,13 +11,14 @@ import pytest
 
 from hwnas.cli.main import main
 from hwnas.latency import LatencyPredictor, load_lut, raw_sum_ms
+from hwnas.machine import cpu_model, cpu_signature
 from hwnas.space import Arch, distinct_blocks, get_space
 
 ROOT = Path(__file__).parents[1]
 
 
 @pytest.mark.slow
-def test_bundle_measure_import_round_trip(tmp_path, capsys):
+def test_bundle_measure_import_round_trip(tmp_path, capsys, caplog):
     bundle = tmp_path / "bundle"
     assert (
         main(
@@ -45,6 +47,7 @@ def test_bundle_measure_import_round_trip(tmp_path, capsys):
     latency = ROOT / "hwnas" / "latency"
     assert (bundle / "measure_bundle.py").read_bytes() == (latency / "device" / "measure_bundle.py").read_bytes()
     assert (bundle / "protocol.py").read_bytes() == (latency / "protocol.py").read_bytes()
+    assert (bundle / "machine.py").read_bytes() == (ROOT / "hwnas" / "machine.py").read_bytes()
 
     # on the "device": a fresh interpreter that must not import hwnas
     results = tmp_path / "results.csv"
@@ -93,6 +96,11 @@ def test_bundle_measure_import_round_trip(tmp_path, capsys):
     for key, stats in table.rows.items():
         assert stats.p50_ms == pytest.approx(by_key.loc[key, "ms_p50"], abs=1e-6)
     assert table.meta["device"] == "pixel-test" and table.meta["profile"]["threads"] == 1
+    # the device script named its CPU as hwnas does here (this "device" is this machine): no other-CPU warning
+    assert (table.meta["cpu"], table.meta["cpu_signature"]) == (cpu_model(), cpu_signature())
+    with caplog.at_level(logging.WARNING):
+        load_lut(lut, space=space)
+    assert not [r for r in caplog.records if "was measured on" in r.getMessage()]
     subnets = table.meta["calibration"]["subnets"]
     assert len(subnets) == 3
     for point in subnets:

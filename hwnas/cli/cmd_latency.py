@@ -162,15 +162,13 @@ def _add_cache_args(parser: argparse.ArgumentParser) -> None:
 
 def _pte_cache_dir(args: argparse.Namespace) -> Path | None:
     """Where an executorch profile's lowered programs live (see hwnas.latency.pte_cache); None with --no-cache."""
-    import os
+    from hwnas.cache import cache_root
 
     if args.no_cache:
         return None
     if args.cache_dir is not None:
         return Path(args.cache_dir)
-    if os.environ.get("HWNAS_CACHE_DIR"):
-        return Path(os.environ["HWNAS_CACHE_DIR"]) / "pte"
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "hwnas" / "pte"
+    return cache_root() / "pte"
 
 
 def _local_runner(profile, args: argparse.Namespace):  # type: ignore[no-untyped-def]

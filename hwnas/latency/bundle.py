@@ -1,4 +1,5 @@
-"""On-device measurement: `hwnas bundle` writes models + a manifest + `measure_bundle.py` + `protocol.py`;
+"""On-device measurement: `hwnas bundle` writes models + a manifest + `measure_bundle.py` + `protocol.py` +
+`machine.py` (names the device's CPU);
 `hwnas profile --import` turns the device's results into a LUT and, with held-out subnets, a fidelity report.
 
 Why a bundle: the device that matters (a phone, a board) usually cannot run hwnas or torch, but it can run onnxruntime.
@@ -28,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import hwnas.latency.protocol as protocol_module
+import hwnas.machine as machine_module
 from hwnas.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
 from hwnas.errors import HwnasError
 from hwnas.latency.bundle_results import HELDOUT_PREFIX, REFERENCE_PREFIX, read_results
@@ -62,6 +64,7 @@ log = logging.getLogger(__name__)
 BUNDLE_SCHEMA = 2
 SCRIPT = "measure_bundle.py"
 PROTOCOL_FILE = "protocol.py"
+MACHINE_FILE = "machine.py"
 N_REFERENCES = 6  # drift references per validation chunk, as `hwnas latency validate` times them
 VALIDATE_CHUNK = 40  # held-out subnets loaded at once on the device (bounded memory), as validate does here
 
@@ -88,9 +91,11 @@ def protocol_settings(profile: DeviceProfile) -> dict[str, Any]:
 
 
 def copy_device_files(out_dir: Path, scripts: Sequence[str]) -> None:
-    """Copy the device `scripts` and the timing protocol (`hwnas.latency.protocol`, byte for byte) into a bundle."""
+    """Copy the device `scripts`, the timing protocol (`hwnas.latency.protocol`) and the machine record
+    (`hwnas.machine`, which names the device's CPU) into a bundle, byte for byte."""
     files = {name: device_script_path(name) for name in scripts}
     files[PROTOCOL_FILE] = Path(str(protocol_module.__file__))
+    files[MACHINE_FILE] = Path(str(machine_module.__file__))
     for name, path in files.items():
         atomic_write_bytes(out_dir / name, path.read_bytes())
 
@@ -341,8 +346,13 @@ def import_results(
     base = table_meta(space, profile, results.resolutions, imported_from=str(csv_path), bundle_id=results.bundle_id)
     base["space"]["block_graph_revision"] = results.graph_revision
     machine = meta.get("machine") or {}
-    base.update(machine=machine, versions=machine.get("versions"), cpu=machine.get("machine"), date=meta.get("date"))
-    base.pop("cpu_signature", None)  # that of this machine, not the device's
+    base.update(
+        machine=machine,
+        versions=machine.get("versions"),
+        cpu=machine.get("cpu") or machine.get("machine"),  # results of older scripts name the architecture only
+        cpu_signature=machine.get("cpu_signature"),  # the device's, never this machine's
+        date=meta.get("date"),
+    )
     out_path = lut_path(out_dir, device, space)
     if from_table is not None:
         from hwnas.latency.fewshot import fewshot_table

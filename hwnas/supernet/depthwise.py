@@ -42,11 +42,6 @@ _SOURCE = Path(__file__).with_name("dw_grad.c")
 _CONV_BACKWARD = torch.ops.aten.convolution_backward
 
 
-def _cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "hwnas" / "native"
-
-
 @lru_cache(maxsize=1)
 def _library() -> Any:
     """The compiled weight-gradient kernel, or None when it cannot be built here (then oneDNN is used)."""
@@ -57,11 +52,14 @@ def _library() -> Any:
         log.info("no C compiler found: depthwise weight gradients use oneDNN")
         return None
     source = _SOURCE.read_bytes()
-    # -march=native code is only valid on this kind of CPU: the CPU model is part of the cache key
-    from hwnas.machine import cpu_model
+    # -march=native code is only valid on this kind of CPU: its name and signature (family, model, instruction sets:
+    # one name can stand for hosts with and without AVX-512 under a hypervisor) are part of the cache key
+    from hwnas.cache import cache_root
+    from hwnas.machine import cpu_model, cpu_signature
 
-    key = hashlib.sha256(source + cpu_model().encode() + platform.machine().encode()).hexdigest()[:16]
-    target = _cache_dir() / f"dw_grad-{key}.so"
+    cpu = f"{cpu_model()}|{cpu_signature()}|{platform.machine()}"
+    key = hashlib.sha256(source + cpu.encode()).hexdigest()[:16]
+    target = cache_root() / "native" / f"dw_grad-{key}.so"
     if not target.is_file():
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".so.tmp")

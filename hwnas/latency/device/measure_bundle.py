@@ -12,7 +12,7 @@ re-measured noisy items, then `calib_passes` more passes among the calibration s
 interleaved with the drift references, with the protocol's whole-model passes. Its settings are the device
 profile's, written into manifest.json by `hwnas bundle`; the options above override them. This script only loads the
 models and writes results.csv (key, ms_p50, ms_p90, cv, n) and results.meta.json (the bundle's id and items, the
-validation chunks and split halves, and the CSV's SHA-256): bring both back and run
+validation chunks and split halves, the CSV's SHA-256, and this CPU as machine.py names it): bring both back and run
 `hwnas profile --import results.csv --device NAME`. ExecuTorch (.pte) bundles: measure_bundle_pte.py.
 """
 
@@ -33,7 +33,8 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # protocol.py lies next to this script
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # protocol.py and machine.py lie next to this script
+from machine import cpu_model, cpu_signature  # noqa: E402
 from protocol import (  # noqa: E402
     CALIB_WARMUP_S,
     Protocol,
@@ -242,6 +243,8 @@ def measure_bundle(
         "items": [{"key": item["key"], "kind": item["kind"]} for item in items],
         "validation": validation,
         "machine": {
+            "cpu": cpu_model(),
+            "cpu_signature": cpu_signature(),
             "platform": platform.platform(),
             "machine": platform.machine(),
             "python": platform.python_version(),
