@@ -202,6 +202,26 @@ def _tiny_space():  # type: ignore[no-untyped-def]
     return SpaceSpec("et-tiny", 1, 10, (16,), 8, 2, 8, (stage,), 2, 16)
 
 
+@pytest.mark.slow  # ~20 lowerings of small models, each twice: ~40 s on 2 cores
+def test_lean_lowering_changes_no_byte() -> None:
+    """The timing path's shortcuts (verifier off, BatchNorms folded first, hwnas.latency.lean_lowering: registry
+    lookups, provenance copies, deferred recompiles, no re-trace of graphs a pass left unchanged) give the program that
+    ExecuTorch's own lowering gives: one block of every (op, kernel, expand, stride, SE, activation) combination of
+    mbv3-tiny at 28 px up to 16 blocks, and a whole subnet with its classifier."""
+    from hwnas.blocks import build_block, build_model
+    from hwnas.latency.executorch_runner import fold_batchnorm, lower_for_timing, pte_bytes
+
+    kinds = {}
+    for spec in distinct_blocks(SPACE, (RES,))[RES]:
+        kinds.setdefault((spec.op, spec.kernel, spec.expand > 1, spec.stride, spec.se, spec.act), spec)
+    torch.manual_seed(0)
+    models = [(build_block(s), (1, s.in_ch, s.in_hw, s.in_hw)) for s in list(kinds.values())[:16]]
+    models.append((build_model(SPACE, smallest(SPACE, resolution=RES)), (1, SPACE.in_channels, RES, RES)))
+    assert len(models) >= 10
+    for model, shape in models:
+        assert lower_for_timing(model, shape) == pte_bytes(fold_batchnorm(model), shape, check_ir=False), shape
+
+
 def test_cache_key_and_corrupt_entries(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import hwnas.latency.pte_cache as pc
     from hwnas.blocks import build_block

@@ -9,9 +9,18 @@ which these take, per program:
 - every pass that rewrites a node records provenance (`node.meta["from_node"]`, a chain of `NodeSource`) and deep-copies
   the chain of the node it came from; the chains grow with every pass, so on a subnet the copies cost ~15%. The
   records are never mutated once made, so sharing them (a shallow copy of the list) gives equal provenance.
-Both touch private torch names; where one is missing the lowering runs as torch ships it. The programs are
-byte-identical to `pte_bytes` without these shortcuts (tests/test_executorch.py checks it), so the cache key
-does not record them.
+- every change to a GraphModule's graph regenerates its Python source and compiles it (`GraphModule.recompile`, ~200
+  times a program), though lowering runs graphs through interpreters, not through that source. Here a module that has
+  been compiled once defers the next compile to the first call of its `forward` or read of its `code` (what torch's
+  own `_LazyGraphModule` does for the modules it makes): ~15% of a subnet.
+- ExecuTorch's interpreter-based passes (`ExportPass`) rewrite what they match and then re-trace the whole graph with
+  fake tensors. Most of XNNPACK's 15 passes match nothing in a MobileNetV3 (no upsampling, attention, PReLU, 1-D
+  convolution, concatenation, BatchNorm once folded), so they re-trace a graph they did not change: ~25% of a subnet.
+  A pass that overrides none of the re-trace's hooks and left its graph as it found it (same nodes, targets,
+  arguments and value shapes) returns that graph instead; passes that rewrite through the hooks always re-trace.
+All touch private torch / ExecuTorch names; where one is missing the lowering runs as shipped. The programs are
+byte-identical to `pte_bytes` without these shortcuts (tests/test_executorch.py checks it on blocks of every kind and
+whole subnets), so the cache key does not record them.
 """
 
 from __future__ import annotations
@@ -70,7 +79,97 @@ def _shared_provenance() -> Iterator[None]:
 
 
 @contextlib.contextmanager
+def _deferred_recompile() -> Iterator[None]:
+    from torch.fx.graph import _PyTreeCodeGen
+    from torch.fx.graph_module import GraphModule
+
+    compile_now = GraphModule.recompile
+    code = GraphModule.code
+
+    def compile_then_forward(self: Any, *args: Any, **kwargs: Any) -> Any:
+        compile_now(self)  # installs the compiled forward and __call__ on the module's own class
+        return self(*args, **kwargs)
+
+    def recompile(self: Any) -> Any:
+        if "_code" not in self.__dict__:  # never compiled (a new module): compile, so every attribute exists
+            return compile_now(self)
+        if isinstance(self._graph._codegen, _PyTreeCodeGen):  # what compiling sets besides the source
+            self._in_spec = self._graph._codegen.pytree_info.in_spec
+            self._out_spec = self._graph._codegen.pytree_info.out_spec
+        type(self).forward = compile_then_forward  # each GraphModule has a class of its own
+        return None
+
+    def current_code(self: Any) -> str:
+        if type(self).forward is compile_then_forward:
+            compile_now(self)
+        return str(code.fget(self))  # type: ignore[attr-defined]
+
+    GraphModule.recompile = recompile  # type: ignore[method-assign]
+    GraphModule.code = property(current_code)  # type: ignore[assignment, method-assign]
+    try:
+        yield
+    finally:
+        GraphModule.recompile = compile_now  # type: ignore[method-assign]
+        GraphModule.code = code  # type: ignore[method-assign]
+
+
+def _graph_state(graph_module: Any) -> tuple[Any, ...]:
+    """What a re-trace reads from a graph: every node's name, kind, target, arguments and value shape/dtype."""
+
+    def value(v: Any) -> Any:
+        return (tuple(v.shape), v.dtype) if hasattr(v, "shape") and hasattr(v, "dtype") else repr(v)
+
+    return tuple(
+        (n.name, n.op, str(n.target), repr(n.args), repr(n.kwargs), value(n.meta.get("val")))
+        for n in graph_module.graph.nodes
+    )
+
+
+@contextlib.contextmanager
+def _no_retrace_of_unchanged_graphs() -> Iterator[None]:
+    try:
+        from executorch.exir.pass_base import ExportPass, _ExportPassBase
+        from torch.fx.passes.infra.pass_base import PassBase, PassResult
+    except ImportError:
+        yield
+        return
+    hooks = {
+        name
+        for base in (_ExportPassBase, ExportPass)
+        for name, member in vars(base).items()
+        if callable(member) and name not in ("call", "__init__")
+    }
+    run_pass = PassBase.__call__
+    retrace = _ExportPassBase.call
+
+    def run_recording_input(self: Any, graph_module: Any) -> Any:
+        if isinstance(self, _ExportPassBase):
+            self.__dict__["_lean_input"] = (graph_module, _graph_state(graph_module))
+        return run_pass(self, graph_module)
+
+    def call(self: Any, graph_module: Any) -> Any:
+        seen = self.__dict__.pop("_lean_input", None)
+        rewrites_in_hooks = any(getattr(type(self), h, None) is not getattr(ExportPass, h, None) for h in hooks)
+        if (
+            seen is not None
+            and not rewrites_in_hooks
+            and seen[0] is graph_module
+            and seen[1] == _graph_state(graph_module)
+        ):
+            return PassResult(graph_module, False)
+        return retrace(self, graph_module)
+
+    PassBase.__call__ = run_recording_input  # type: ignore[method-assign]
+    _ExportPassBase.call = call  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        PassBase.__call__ = run_pass  # type: ignore[method-assign]
+        _ExportPassBase.call = retrace  # type: ignore[method-assign]
+
+
+@contextlib.contextmanager
 def lean_lowering() -> Iterator[None]:
     """Within the block, lowering skips the repeated work above (single-threaded use: it patches module globals)."""
-    with _frozen_cia_ops(), _shared_provenance():
+    with _frozen_cia_ops(), _shared_provenance(), _deferred_recompile(), _no_retrace_of_unchanged_graphs():
         yield
