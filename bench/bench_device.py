@@ -19,10 +19,10 @@ good are few-shot tables (a reference table + N whole-subnet timings) for a runt
 Lowered .pte programs are cached in --cache-dir (shared with bench_executorch.py). Writes bench/results/device.json
 (--quick: bench/results/device_quick.json, a smoke run on mbv3-tiny at 24 px with few subnets; ~20 min on 2 busy cores).
 
-Cost on 2 cores, from the --quick run (XNNPACK lowering: ~2 CPU s a block, ~13 CPU s a whole mbv3-tiny subnet): (a)
-~20 min (exporting and timing 250 mbv3 models twice); (b) on mbv3-tiny ~40 min the first time (~330 programs to lower,
-in 2 processes), a few minutes with the cache; --mbv3 adds a few hours the first time (whole mbv3 subnets lower
-several times slower than tiny ones).
+Cost on 2 cores: (a) a few minutes (exporting and timing ~250 mbv3 models twice); (b) on mbv3-tiny ~20 min the first
+time (~330 programs to lower, in 2 processes), a minute with the cache; --mbv3 adds about as much again (whole mbv3
+subnets lower in about the CPU time of tiny ones, and time longer). Each part's `seconds` in the results say what it
+took.
 """
 
 from __future__ import annotations

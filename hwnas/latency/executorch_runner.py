@@ -213,8 +213,8 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
 def lower_for_timing(model: nn.Module, input_shape: tuple[int, ...]) -> bytes:
     """What the runner lowers with: `pte_bytes` of `fold_batchnorm(model)`, without its IR checks and without the
     repeated work `hwnas.latency.lean_lowering` skips. Same XNNPACK program as `pte_bytes(model)` (see
-    `fold_batchnorm`) for about half the CPU on mbv3-tiny."""
-    with lean_lowering():
+    `fold_batchnorm`) for a fraction of the CPU (docs/executorch.md)."""
+    with _quiet_import(), lean_lowering():  # lean_lowering imports ExecuTorch passes: keep its notice quiet
         return pte_bytes(fold_batchnorm(model), input_shape, check_ir=False)
 
 
