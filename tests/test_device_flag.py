@@ -151,3 +151,20 @@ def test_latency_aware_modes_train_in_bf16_on_the_cpu_and_record_it(
     assert json.loads(capsys.readouterr().out)["amp"] == "none"
     config = json.loads((run / "config.json").read_text())
     assert (config["nas"]["amp"], config["amp_used"]) == ("none", "none")
+
+
+@pytest.mark.parametrize("mode", ["fbnet", "enas"])
+def test_latency_aware_modes_refuse_torchrun(
+    mode: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under torchrun (WORLD_SIZE > 1) every rank would train its own α and write the same files: rank 0 refuses
+    with one line, the other ranks exit 2 silently, and nothing is written."""
+    argv = [*TRAIN[:4], mode, "--lut", str(TINY_LUT), "--target-ms", "1.0", "--out", str(tmp_path / "run")]
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    line = _one_error_line(capsys, argv)
+    assert f"--mode {mode} trains in one process" in line and "bignas" in line
+    monkeypatch.setenv("RANK", "1")
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err == "" and not (tmp_path / "run").exists()

@@ -1,6 +1,7 @@
 """`hwnas train`: train a weight-sharing supernet (ofa | bignas | spos | any mode module in hwnas/train/strategies).
 
-Works under `torchrun --nproc-per-node N -m hwnas train ...` (DDP; only rank 0 prints and writes).
+The supernet modes work under `torchrun --nproc-per-node N -m hwnas train ...` (DDP; only rank 0 prints and writes);
+the latency-aware modes (fbnet, proxyless, darts, enas) train in one process and refuse torchrun.
 Ctrl-C saves a checkpoint first, then exits 130; `--resume` continues from it.
 
 `--resume` takes every option from the run. An option given with it must equal the stored value, except the run's
@@ -19,7 +20,7 @@ from typing import Any
 
 from hwnas.cli.common import add_device_arg, check_out_dir, positive_float, positive_int
 from hwnas.cli.output import print_json
-from hwnas.distributed import rank_from_env
+from hwnas.distributed import rank_from_env, world_size_from_env
 from hwnas.errors import HwnasError
 from hwnas.space import SPACE_NAMES
 
@@ -237,6 +238,15 @@ def _train(args: argparse.Namespace) -> int:
                 f"--dataset is required for a new run (one of {', '.join(_DATASETS)}); a --resume takes it from the run"
             )
     if mode in NAS_MODES:
+        if world_size_from_env() > 1:  # every rank would train alone and write the same files
+            if rank_from_env() != 0:
+                return 2  # rank 0 prints the one line
+            supernet_modes = " | ".join(m for m in _modes() if m not in NAS_MODES)
+            raise HwnasError(
+                f"--mode {mode} trains in one process (its architecture parameters and latency loss are not shared "
+                f"between torchrun ranks); run it without torchrun, or train a supernet under torchrun with "
+                f"--mode {supernet_modes}"
+            )
         unused = [name for name in _SUPERNET_ONLY if getattr(args, name) is not None]
         if unused:
             raise HwnasError(f"{flag(unused[0])} is not used by --mode {mode} (only by the supernet modes); drop it")
