@@ -17,7 +17,8 @@ which these take, per program:
   fake tensors. Most of XNNPACK's 15 passes match nothing in a MobileNetV3 (no upsampling, attention, PReLU, 1-D
   convolution, concatenation, BatchNorm once folded), so they re-trace a graph they did not change: ~25% of a subnet.
   A pass that overrides none of the re-trace's hooks and left its graph as it found it (same nodes, targets,
-  arguments and value shapes) returns that graph instead; passes that rewrite through the hooks always re-trace.
+  arguments and value shapes, strides and dtypes) returns that graph instead; passes that rewrite through the hooks
+  always re-trace.
 All touch private torch / ExecuTorch names; where one is missing the lowering runs as shipped. The programs are
 byte-identical to `pte_bytes` without these shortcuts (tests/test_executorch.py checks it on blocks of every kind and
 whole subnets), so the cache key does not record them.
@@ -114,10 +115,12 @@ def _deferred_recompile() -> Iterator[None]:
 
 
 def _graph_state(graph_module: Any) -> tuple[Any, ...]:
-    """What a re-trace reads from a graph: every node's name, kind, target, arguments and value shape/dtype."""
+    """What a re-trace reads from a graph: every node's name, kind, target, arguments and value shape/stride/dtype."""
 
     def value(v: Any) -> Any:
-        return (tuple(v.shape), v.dtype) if hasattr(v, "shape") and hasattr(v, "dtype") else repr(v)
+        if hasattr(v, "shape") and hasattr(v, "dtype") and hasattr(v, "stride"):
+            return tuple(v.shape), tuple(v.stride()), v.dtype
+        return repr(v)
 
     return tuple(
         (n.name, n.op, str(n.target), repr(n.args), repr(n.kwargs), value(n.meta.get("val")))
