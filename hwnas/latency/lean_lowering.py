@@ -17,8 +17,7 @@ which these take, per program:
   fake tensors. Most of XNNPACK's 15 passes match nothing in a MobileNetV3 (no upsampling, attention, PReLU, 1-D
   convolution, concatenation, BatchNorm once folded), so they re-trace a graph they did not change: ~25% of a subnet.
   A pass that overrides none of the re-trace's hooks and left its graph as it found it (same nodes, targets,
-  arguments and value shapes, strides and dtypes) returns that graph instead; passes that rewrite through the hooks
-  always re-trace.
+  arguments and value objects) returns that graph instead; passes that rewrite through the hooks always re-trace.
 All touch private torch / ExecuTorch names; where one is missing the lowering runs as shipped. The programs are
 byte-identical to `pte_bytes` without these shortcuts (tests/test_executorch.py checks it on blocks of every kind and
 whole subnets), so the cache key does not record them.
@@ -114,18 +113,14 @@ def _deferred_recompile() -> Iterator[None]:
         GraphModule.code = code  # type: ignore[method-assign]
 
 
-def _graph_state(graph_module: Any) -> tuple[Any, ...]:
-    """What a re-trace reads from a graph: every node's name, kind, target, arguments and value shape/stride/dtype."""
-
-    def value(v: Any) -> Any:
-        if hasattr(v, "shape") and hasattr(v, "dtype") and hasattr(v, "stride"):
-            return tuple(v.shape), tuple(v.stride()), v.dtype
-        return repr(v)
-
-    return tuple(
-        (n.name, n.op, str(n.target), repr(n.args), repr(n.kwargs), value(n.meta.get("val")))
-        for n in graph_module.graph.nodes
-    )
+def _graph_state(graph_module: Any) -> tuple[tuple[Any, ...], list[Any]]:
+    """What a re-trace reads from a graph: every node's name, kind, target, arguments and value object (`meta["val"]`,
+    by identity: a pass that set a new value, of whatever shape, stride or dtype, changed the graph). The values are
+    returned too, so that they stay alive and their ids cannot be reused while the pass runs."""
+    nodes = list(graph_module.graph.nodes)
+    values = [n.meta.get("val") for n in nodes]
+    state = tuple((n.name, n.op, str(n.target), repr(n.args), repr(n.kwargs), id(v)) for n, v in zip(nodes, values))
+    return state, values
 
 
 @contextlib.contextmanager
@@ -157,7 +152,7 @@ def _no_retrace_of_unchanged_graphs() -> Iterator[None]:
             seen is not None
             and not rewrites_in_hooks
             and seen[0] is graph_module
-            and seen[1] == _graph_state(graph_module)
+            and seen[1][0] == _graph_state(graph_module)[0]
         ):
             return PassResult(graph_module, False)
         return retrace(self, graph_module)
