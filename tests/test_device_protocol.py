@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from device_bundle import WITHOUT, device_env
+from device_bundle import RES, WITHOUT, device_env, make_bundle, write_profile
 
 import hwnas.latency.harness as harness
 import hwnas.latency.protocol as protocol
@@ -22,21 +22,6 @@ from hwnas.space import distinct_blocks, get_space
 
 ROOT = Path(__file__).parents[1]
 SPACE = get_space("mbv3-tiny")
-RES = 24
-PROFILE = """\
-name: tiny-device
-runtime: onnxruntime
-threads: 1
-clock: thread
-warmup_s: 0.0
-warmup: 1
-rounds: 2
-repeats: 2
-max_cv: 10.0
-remeasure: 0
-calib_subnets: 2
-calib_passes: 2
-"""
 SETTINGS = {
     "warmup_s": 0.0,
     "warmup": 1,
@@ -52,24 +37,8 @@ SETTINGS = {
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("device")
-    (tmp / "tiny-device.yaml").write_text(PROFILE)
     out = tmp / "bundle"
-    assert (
-        main(
-            [
-                "bundle",
-                "--device",
-                str(tmp / "tiny-device.yaml"),
-                "--space",
-                "mbv3-tiny",
-                "--resolutions",
-                str(RES),
-                "--out",
-                str(out),
-            ]
-        )
-        == 0
-    )
+    make_bundle(out, write_profile(tmp))
     return out
 
 
@@ -237,14 +206,13 @@ def test_installed_wheel_writes_bundles(tmp_path):
         ROOT / "latency_tables" / "cpu-ort-1t" / "mbv3.csv"
     ).read_bytes()
 
-    (tmp_path / "tiny-device.yaml").write_text(PROFILE)
     run(
         python,
         "-m",
         "hwnas",
         "bundle",
         "--device",
-        tmp_path / "tiny-device.yaml",
+        write_profile(tmp_path),
         "--space",
         "mbv3-tiny",
         "--resolutions",

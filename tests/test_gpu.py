@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from train_config import small_config
 
 from hwnas.cli.main import main
 from hwnas.data import Dataset, load_dataset, make_batch, resize
@@ -27,29 +28,8 @@ ARCH = "r28/k3e3,k3e3/k3e3,k3e3/k3e3,k3e3/k3e3,k3e3/k3e3,k3e3"  # a small mbv3-t
 QUICK = {"warmup_s": 0.05, "warmup": 1, "rounds": 2, "repeats": 3, "max_cv": 0.5, "remeasure": 0}
 
 
-@pytest.fixture(scope="module")
-def synthetic() -> Dataset:
-    return load_dataset("synthetic", val_size=64, seed=0, synthetic_size=512)
-
-
-def _cfg(mode: str = "bignas", **kw: object):  # noqa: ANN202 - TrainConfig, imported lazily like the other tests' helpers
-    from hwnas.train import TrainConfig
-
-    base: dict[str, object] = dict(
-        dataset="synthetic",
-        mode=mode,
-        width=0.5,
-        epochs=0.0,
-        max_steps=2,
-        batch_size=8,
-        val_size=64,
-        checkpoint_every=1,
-        log_every=1,
-        recal_batches=1,
-        eval_batch_size=64,
-    )
-    base.update(kw)
-    return TrainConfig(**base)  # type: ignore[arg-type]
+def _cfg(mode: str = "bignas", **kw: object):  # noqa: ANN202 - TrainConfig
+    return small_config(mode, **{"batch_size": 8, "checkpoint_every": 1, **kw})
 
 
 @pytest.mark.gpu

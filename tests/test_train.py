@@ -9,37 +9,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from train_config import small_config
 
 from hwnas.cli.main import main
-from hwnas.data import Dataset, load_dataset
+from hwnas.data import Dataset
 from hwnas.errors import HwnasError
 from hwnas.space import get_space, largest, smallest
 from hwnas.supernet import extract
-from hwnas.train import CHECKPOINT, TrainConfig, available_modes, evaluate_arch, load_run, train
-
-
-@pytest.fixture(scope="module")
-def synthetic() -> Dataset:
-    return load_dataset("synthetic", val_size=64, seed=0, synthetic_size=512)
-
-
-def _cfg(mode: str, **kw: object) -> TrainConfig:
-    # width 0.5 keeps these CPU tests fast (and exercises the width multiplier end to end)
-    base: dict[str, object] = dict(
-        dataset="synthetic",
-        mode=mode,
-        width=0.5,
-        epochs=0.0,
-        max_steps=2,
-        batch_size=4,
-        val_size=64,
-        checkpoint_every=2,
-        log_every=1,
-        recal_batches=1,
-        eval_batch_size=64,
-    )
-    base.update(kw)
-    return TrainConfig(**base)  # type: ignore[arg-type]
+from hwnas.train import CHECKPOINT, available_modes, evaluate_arch, load_run, train
 
 
 def test_builtin_modes_are_discovered() -> None:
@@ -49,7 +26,7 @@ def test_builtin_modes_are_discovered() -> None:
 @pytest.mark.parametrize("mode", ["bignas", "spos", "ofa"])
 def test_each_mode_trains_and_writes_a_run(mode: str, synthetic: Dataset, tmp_path: Path) -> None:
     # ofa over 4 steps passes through all four phases (full, kernel, depth, expand)
-    cfg = _cfg(mode, max_steps=4 if mode == "ofa" else 2)
+    cfg = small_config(mode, max_steps=4 if mode == "ofa" else 2)
     result = train(cfg, tmp_path, data=synthetic, progress=False)
     assert result.steps == cfg.max_steps and 0 <= result.val_acc_max <= 1 and result.img_per_s > 0
     rows = (tmp_path / "metrics.csv").read_text().splitlines()
@@ -63,7 +40,7 @@ def test_each_mode_trains_and_writes_a_run(mode: str, synthetic: Dataset, tmp_pa
 
 
 def test_resume_after_interrupt_equals_uninterrupted(synthetic: Dataset, tmp_path: Path) -> None:
-    cfg = _cfg("bignas", max_steps=3, checkpoint_every=100)
+    cfg = small_config("bignas", max_steps=3, checkpoint_every=100)
     full = train(cfg, tmp_path / "full", data=synthetic, progress=False)
 
     def interrupt(step: int) -> None:
@@ -90,7 +67,7 @@ def test_load_run_errors(synthetic: Dataset, tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(HwnasError, match="no checkpoint.pt"):
         load_run(tmp_path / "empty")
-    train(_cfg("spos", max_steps=1), tmp_path / "ok", data=synthetic, progress=False)
+    train(small_config("spos", max_steps=1), tmp_path / "ok", data=synthetic, progress=False)
     blob = (tmp_path / "ok" / CHECKPOINT).read_bytes()
     (tmp_path / "cut").mkdir()
     (tmp_path / "cut" / CHECKPOINT).write_bytes(blob[: len(blob) // 2])
@@ -101,7 +78,7 @@ def test_load_run_errors(synthetic: Dataset, tmp_path: Path) -> None:
 
 
 def test_extracted_subnet_agrees_with_supernet_after_recalibration(synthetic: Dataset, tmp_path: Path) -> None:
-    train(_cfg("spos", max_steps=1), tmp_path, data=synthetic, progress=False)
+    train(small_config("spos", max_steps=1), tmp_path, data=synthetic, progress=False)
     run = load_run(tmp_path)
     for arch in (largest(run.space), smallest(run.space)):
         acc = evaluate_arch(run.supernet, synthetic, arch, recal_batches=1, batch_size=64)
