@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from fidelity_json import report_dict
 from results_paths import repo_relative
 
 from hwnas.atomic import atomic_write_json
@@ -45,7 +46,7 @@ from hwnas.latency.bundle import SCRIPT, import_results, write_bundle
 from hwnas.latency.calibrate import calibration_archs
 from hwnas.latency.drift import Reference, reference_archs
 from hwnas.latency.fewshot import fewshot_table
-from hwnas.latency.fidelity import FidelityReport, Fit, calibration_arch_strs, fidelity_report
+from hwnas.latency.fidelity import calibration_arch_strs, fidelity_report
 from hwnas.latency.profiler import profile_space, table_meta
 from hwnas.latency.runtime import make_runner
 from hwnas.latency.validate import heldout_archs, measure_archs
@@ -57,37 +58,6 @@ REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
 log = logging.getLogger("bench_device")
 NS = (10, 20, 40, 80)
-
-
-def fit_dict(f: Fit) -> dict[str, float | None]:
-    values = {
-        "within_5pct": f.within_5pct,
-        "within_10pct": f.within_10pct,
-        "mape": f.mape,
-        "max_err": f.max_err,
-        "kendall_tau": f.kendall_tau,
-    }
-    return {k: round(v, 4) if np.isfinite(v) else None for k, v in values.items()}
-
-
-def report_dict(r: FidelityReport) -> dict[str, Any]:
-    """The comparisons of a report, as measured and × speed factor (LUT, raw sum, FLOPs)."""
-    dc = r.drift_corrected
-    return {
-        "subnets": r.subnets,
-        "lut": fit_dict(r.lut),
-        "raw_sum": fit_dict(r.raw),
-        "flops": fit_dict(r.flops),
-        "retest_kendall_tau": None if not np.isfinite(r.retest_kendall_tau) else round(r.retest_kendall_tau, 4),
-        "drift_corrected": None
-        if dc is None
-        else {
-            "lut": fit_dict(dc.lut),
-            "raw_sum": fit_dict(dc.raw),
-            "flops": fit_dict(dc.flops),
-            "speed_factors": [round(s, 4) for s in dc.speed_factors],
-        },
-    }
 
 
 def _load() -> list[float]:

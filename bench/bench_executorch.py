@@ -17,7 +17,6 @@ Writes bench/results/executorch.json (+ fidelity PNGs).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 import sys
 import time
@@ -30,40 +29,18 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from fidelity_json import report_dict  # noqa: E402
+
 from hwnas.atomic import atomic_write_json  # noqa: E402
 from hwnas.latency import load_profile  # noqa: E402
 from hwnas.latency.executorch_runner import ExecuTorchRunner, executorch_version  # noqa: E402
 from hwnas.latency.profiler import profile_space  # noqa: E402
 from hwnas.latency.runtime import make_runner  # noqa: E402
-from hwnas.latency.validate import FidelityReport, Fit, kendall_tau, plot_fidelity, validate_lut  # noqa: E402
+from hwnas.latency.validate import FidelityReport, kendall_tau, plot_fidelity, validate_lut  # noqa: E402
 from hwnas.machine import machine_info  # noqa: E402
 from hwnas.space import get_space  # noqa: E402
 
 log = logging.getLogger("bench_executorch")
-
-
-def fit_dict(f: Fit) -> dict[str, float]:
-    return {k: round(v, 4) for k, v in dataclasses.asdict(f).items()}
-
-
-def report_dict(r: FidelityReport) -> dict[str, Any]:
-    dc = r.drift_corrected
-    return {
-        "subnets": r.subnets,
-        "seconds": r.seconds,
-        "lut": fit_dict(r.lut),
-        "raw_sum": fit_dict(r.raw),
-        "flops": fit_dict(r.flops),
-        "drift_corrected": None
-        if dc is None
-        else {
-            "lut": fit_dict(dc.lut),
-            "raw_sum": fit_dict(dc.raw),
-            "flops": fit_dict(dc.flops),
-            "speed_factors": [round(x, 4) for x in dc.speed_factors],
-            "references": len(dc.references),
-        },
-    }
 
 
 def search_both(args: argparse.Namespace, luts: dict[str, Path]) -> dict[str, Any]:
