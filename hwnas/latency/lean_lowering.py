@@ -139,21 +139,21 @@ def _no_retrace_of_unchanged_graphs() -> Iterator[None]:
     }
     run_pass = PassBase.__call__
     retrace = _ExportPassBase.call
+    may_skip: dict[type, bool] = {}  # per pass class: it rewrites nothing through the re-trace's hooks
+
+    def skippable(cls: type) -> bool:
+        if cls not in may_skip:
+            may_skip[cls] = all(getattr(cls, h, None) is getattr(ExportPass, h, None) for h in hooks)
+        return may_skip[cls]
 
     def run_recording_input(self: Any, graph_module: Any) -> Any:
-        if isinstance(self, _ExportPassBase):
+        if isinstance(self, _ExportPassBase) and skippable(type(self)):
             self.__dict__["_lean_input"] = (graph_module, _graph_state(graph_module))
         return run_pass(self, graph_module)
 
     def call(self: Any, graph_module: Any) -> Any:
-        seen = self.__dict__.pop("_lean_input", None)
-        rewrites_in_hooks = any(getattr(type(self), h, None) is not getattr(ExportPass, h, None) for h in hooks)
-        if (
-            seen is not None
-            and not rewrites_in_hooks
-            and seen[0] is graph_module
-            and seen[1][0] == _graph_state(graph_module)[0]
-        ):
+        seen = self.__dict__.pop("_lean_input", None)  # only passes that may skip record their input
+        if seen is not None and seen[0] is graph_module and seen[1][0] == _graph_state(graph_module)[0]:
             return PassResult(graph_module, False)
         return retrace(self, graph_module)
 
