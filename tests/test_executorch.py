@@ -336,6 +336,21 @@ def _synthetic_et_table(tmp_path: Path) -> Path:
     return save_lut(table, tmp_path / "cpu-et-xnnpack-1t" / "mbv3-tiny.csv")
 
 
+@pytest.mark.slow  # 7 blocks lowered in 2 spawned workers, then timed: ~15 s on 2 cores
+def test_missing_rows_of_an_executorch_table_are_lowered_and_timed(tmp_path: Path) -> None:
+    """`--strategy scale` times the blocks a table lacks on the table's own runtime: for ExecuTorch, lowered by the
+    runner's workers first, then timed with reference rows of the table."""
+    from hwnas.latency import load_lut
+    from hwnas.latency.extra_rows import measure_extra_rows
+
+    table = load_lut(_synthetic_et_table(tmp_path), space=SPACE)
+    new = [s for s in distinct_blocks(SPACE, (RES,))[RES] if s.key not in table][:1]
+    assert new
+    measured = measure_extra_rows(table, new)
+    assert set(measured.rows) == {new[0].key} and measured.rows[new[0].key].p50_ms > 0
+    assert measured.references and measured.factor > 0
+
+
 @pytest.mark.slow  # lowers one mbv3-tiny subnet twice in-process: 12 s idle, ~55 s on 2 busy cores
 def test_validate_cache_flags_and_json_with_progress(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]

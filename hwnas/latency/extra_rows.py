@@ -129,8 +129,11 @@ def _load(runner: Any, specs: Mapping[str, BlockSpec], shapes: Mapping[str, tupl
     if hasattr(runner, "load_onnx"):
         return {key: runner.load_onnx(block_onnx_bytes(spec, shapes[key]), shapes[key]) for key, spec in specs.items()}
     models = {key: (build_block(spec), shapes[key]) for key, spec in specs.items()}
-    if hasattr(runner, "prepare"):
-        runner.prepare(list(models.values()), workers=2)
+    if hasattr(runner, "prepare"):  # runners that lower slowly: in worker processes, stopped before timing
+        try:
+            runner.prepare(list(models.values()))
+        finally:
+            runner.close()
     return {key: runner.load(model, shape) for key, (model, shape) in models.items()}
 
 
