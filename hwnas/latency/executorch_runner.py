@@ -12,14 +12,14 @@ method loaded before the reset keeps a pointer to the old pool, so the runner re
 it loads anything, and a method must never be run after a runner with another thread count was created. With one thread
 pthreadpool runs everything on the calling thread, so the "thread" clock is valid for `cpu-et-xnnpack-1t`.
 
-Lowering is slow (about a second of CPU per block, 5-10 per whole mbv3-tiny subnet: torch.export's decompositions and
-the XNNPACK passes dominate, not the model size), timing is fast. So `ExecuTorchRunner.prepare` lowers every program a
-profile or validation will load up front, in one worker process per core (the biggest first, so the workers finish
-together), with a progress bar, into `cache_dir` (`hwnas.latency.pte_cache`: keyed by what fixes a program's latency,
-for timing only) or, without one, into memory until `load()` takes them. The workers run `lower_for_timing`: BatchNorms
-folded before export rather than by XNNPACK (the same delegate graph, `fold_batchnorm`), and minus work that cannot
-change the result (the edge-IR verifier, and what `hwnas.latency.lean_lowering` skips, both byte-identical, tested):
-about half the CPU of `pte_bytes`. `hwnas export --format pte` calls `pte_bytes` on its own model and never reads a
+Lowering is slow (seconds of CPU per program: torch.export's decompositions and the XNNPACK passes dominate, not the
+model size), timing is fast. So `ExecuTorchRunner.prepare` lowers every program a profile or validation will load up
+front, in one worker process per core (the biggest first, so the workers finish together), with a progress bar, into
+`cache_dir` (`hwnas.latency.pte_cache`: keyed by what fixes a program's latency, for timing only) or, without one,
+into memory until `load()` takes them. The workers run `lower_for_timing`: BatchNorms folded before export rather
+than by XNNPACK (the same delegate graph, `fold_batchnorm`), and minus work that cannot change the result (the
+edge-IR verifier, and what `hwnas.latency.lean_lowering` skips, both byte-identical, tested): a fraction of the CPU
+of `pte_bytes` (docs/executorch.md). `hwnas export --format pte` calls `pte_bytes` on its own model and never reads a
 cache: its weights matter.
 """
 
