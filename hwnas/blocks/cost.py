@@ -21,11 +21,11 @@ __all__ = ["count_macs", "block_macs", "block_params", "arch_macs", "arch_params
 
 def count_macs(model: nn.Module, input_shape: tuple[int, ...]) -> int:
     """Multiply-accumulates of one forward pass at `input_shape`, counted by fvcore (conv, linear, matmul)."""
-    from fvcore.nn import FlopCountAnalysis  # slow import; only needed here
-
     model = model.eval()
     with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+        warnings.simplefilter("ignore")  # fvcore's first import warns about torch.jit.script, its counting about ops
+        from fvcore.nn import FlopCountAnalysis  # slow import; only needed here
+
         analysis = FlopCountAnalysis(model, torch.zeros(input_shape))
         analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
         logging.getLogger("fvcore").setLevel(logging.ERROR)

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +34,7 @@ from hwnas.atomic import atomic_write_bytes, atomic_write_json, atomic_write_tex
 from hwnas.errors import HwnasError
 from hwnas.latency.bundle_results import HELDOUT_PREFIX, REFERENCE_PREFIX, read_results
 from hwnas.latency.calibrate import calibration_archs
+from hwnas.latency.fewshot import MIN_SUBNETS
 from hwnas.latency.fidelity import FidelityReport, fidelity_report
 from hwnas.latency.harness import Protocol
 from hwnas.latency.lut import LatencyTable, graph_revision, load_lut, lut_path, save_lut, space_meta
@@ -156,8 +157,10 @@ def plan_bundle(
             raise HwnasError(
                 "--calib-subnets does not apply with --whole-subnets: the whole subnets are the calibration"
             )
-        if whole_subnets < 4:
-            raise HwnasError(f"--whole-subnets must be >= 4 (a few-shot fit needs them), got {whole_subnets}")
+        if whole_subnets < MIN_SUBNETS:
+            raise HwnasError(
+                f"--whole-subnets must be >= {MIN_SUBNETS} (a few-shot fit needs them), got {whole_subnets}"
+            )
         subnets = calibration_archs(space, whole_subnets, resolutions=resolutions)
         blocks: dict[str, BlockSpec] = {}
     else:
@@ -321,7 +324,6 @@ def import_results(
     device: str,
     out_dir: Path,
     from_table: Path | None = None,
-    progress: Callable[[str], None] | None = None,
 ) -> Imported:
     """Turn a bundle's results.csv (+ results.meta.json beside it) into `<out_dir>/<device>/<space>.csv`.
 
@@ -344,7 +346,6 @@ def import_results(
     space = results.space
     profile = profile_from_dict({**meta["profile"], "name": device}, where=f"results {csv_path}")
     base = table_meta(space, profile, results.resolutions, imported_from=str(csv_path), bundle_id=results.bundle_id)
-    base["space"]["block_graph_revision"] = results.graph_revision
     machine = meta.get("machine") or {}
     base.update(
         machine=machine,
@@ -373,8 +374,6 @@ def import_results(
         )
     report = None
     if results.heldout:
-        if progress is not None:
-            progress(f"fidelity on {len(results.heldout)} held-out subnets timed on the device")
         archs = sorted(results.heldout, key=lambda a: results.chunk_of[a])
         report = fidelity_report(table, archs, results.measured(), results.references())
         table = table.with_meta(

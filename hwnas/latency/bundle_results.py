@@ -24,7 +24,7 @@ from hwnas.errors import HwnasError
 from hwnas.latency.drift import Reference
 from hwnas.latency.fidelity import Measured
 from hwnas.latency.harness import TimingStats
-from hwnas.latency.lut import COLUMNS, graph_revision
+from hwnas.latency.lut import COLUMNS, graph_revision, meta_path
 from hwnas.latency.profiler import SUBNET_PREFIX
 from hwnas.space import (
     GRAPH_REVISION,
@@ -41,7 +41,6 @@ from hwnas.space import (
 __all__ = [
     "BundleResults",
     "read_results",
-    "results_meta_path",
     "SUBNET_PREFIX",
     "HELDOUT_PREFIX",
     "REFERENCE_PREFIX",
@@ -90,11 +89,6 @@ class BundleResults:
         return {a: (st.p50_ms, st.cv) for a, st in self.subnets.items()}
 
 
-def results_meta_path(csv_path: Path) -> Path:
-    name = csv_path.name
-    return csv_path.with_name(name[:-4] + ".meta.json" if name.endswith(".csv") else name + ".meta.json")
-
-
 def _space(meta: Mapping[str, Any], where: Path) -> SpaceSpec:
     info = meta.get("space") or {}
     try:
@@ -120,7 +114,7 @@ def _space(meta: Mapping[str, Any], where: Path) -> SpaceSpec:
 
 
 def _read_meta(csv_path: Path) -> dict[str, Any]:
-    meta_file = results_meta_path(csv_path)
+    meta_file = meta_path(csv_path)
     if not csv_path.is_file():
         raise HwnasError(f"results file {csv_path} not found; run the bundle's script on the device first")
     try:

@@ -11,8 +11,7 @@ chunk, the same again with predictions × the machine's speed factor (`hwnas.lat
 from __future__ import annotations
 
 import dataclasses
-import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,7 +23,7 @@ from hwnas.latency.drift import Reference, speed_factor
 from hwnas.latency.harness import TimingStats
 from hwnas.latency.lut import LatencyTable
 from hwnas.latency.predictor import LatencyPredictor
-from hwnas.space import Arch, BlockSpec, SpaceSpec, blocks_of
+from hwnas.space import Arch
 from hwnas.stats import kendall_tau
 
 __all__ = [
@@ -35,7 +34,6 @@ __all__ = [
     "Measured",
     "fidelity_report",
     "calibration_arch_strs",
-    "mmacs_counter",
     "kendall_tau",
 ]
 
@@ -198,25 +196,6 @@ def calibration_arch_strs(table: LatencyTable) -> set[str]:
     return {str(p["arch"]) for p in points}
 
 
-def mmacs_counter(space: SpaceSpec) -> Callable[[Arch], float]:
-    """An arch's MACs (millions) as `arch_macs` counts them, each distinct block counted once (fvcore is slow)."""
-    from hwnas.blocks import block_macs
-
-    per_block: dict[BlockSpec, float] = {}
-
-    def mmacs(arch: Arch) -> float:
-        total = 0.0
-        for spec in blocks_of(space, arch):
-            if spec not in per_block:
-                with warnings.catch_warnings():  # fvcore's first import warns about torch.jit.script
-                    warnings.simplefilter("ignore", FutureWarning)
-                    per_block[spec] = block_macs(spec) / 1e6
-            total += per_block[spec]
-        return total
-
-    return mmacs
-
-
 def fidelity_report(
     table: LatencyTable,
     archs: Sequence[Arch],
@@ -231,11 +210,12 @@ def fidelity_report(
     bundle with --validate). FLOPs are calibrated on the table's own calibration subnets; with `references` timed in
     every chunk (`measured.reference_timings`), every comparison is also made with predictions × the chunk's speed
     factor relative to the references' `built_ms`."""
+    from hwnas.blocks import arch_macs  # torch models: imported when a report is made
+
     space = table.space()
     overlap = sorted(calibration_arch_strs(table) & {str(a) for a in archs})
     if overlap:
         raise HwnasError(f"subnet {overlap[0]} is a calibration subnet of LUT {table.source}, not a held-out one")
-    mmacs = mmacs_counter(space)
     speeds = (
         tuple(speed_factor(references, {a: st.p50_ms for a, st in rt.items()}) for rt in measured.reference_timings)
         if references
@@ -248,12 +228,15 @@ def fidelity_report(
     flops_cal = fit_calibration(
         [
             CalibrationPoint(
-                p["arch"], Arch.parse(p["arch"]).resolution, mmacs(Arch.parse(p["arch"])), p["measured_ms"]
+                p["arch"],
+                Arch.parse(p["arch"]).resolution,
+                arch_macs(space, Arch.parse(p["arch"])) / 1e6,
+                p["measured_ms"],
             )
             for p in table.meta["calibration"]["subnets"]
         ]
     )
-    macs = np.array([mmacs(a) for a in archs])
+    macs = np.array([arch_macs(space, a) / 1e6 for a in archs])
     flops = np.array([flops_cal.apply(m, a.resolution) for m, a in zip(macs, archs)])
     speed = np.array([speeds[measured.chunk_of[a]] for a in archs]) if speeds else None
     halves = np.array([measured.halves.get(a, (float("nan"), float("nan"))) for a in archs]).reshape(len(archs), 2)
