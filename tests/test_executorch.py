@@ -384,6 +384,11 @@ def test_cache_flags_are_never_ignored(tmp_path: Path, capsys: pytest.CaptureFix
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and "--cache-dir applies to executorch profiles" in err[0]
     assert not out.exists()  # refused before anything was written
+    bundle = tmp_path / "bundle"
+    rc = main(["bundle", "--device", "cpu-ort-1t", "--space", "mbv3-tiny", "--out", str(bundle), "--no-cache"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "--no-cache applies to executorch profiles" in err[0]
+    assert not bundle.exists()
     rc = main(["profile", "--import", str(tmp_path / "results.csv"), "--device", "phone", "--no-cache"])
     assert rc == 2 and "--import reads timings" in capsys.readouterr().err
     assert main(["profile", "--device", "cpu-et-xnnpack-1t", "--cache-dir", "x", "--no-cache"]) == 2

@@ -160,10 +160,19 @@ def _add_cache_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _pte_cache_dir(args: argparse.Namespace) -> Path | None:
-    """Where an executorch profile's lowered programs live (see hwnas.latency.pte_cache); None with --no-cache."""
+def _pte_cache_dir(args: argparse.Namespace, profile) -> Path | None:  # type: ignore[no-untyped-def]
+    """Where an executorch profile's lowered programs live (see hwnas.latency.pte_cache); None with --no-cache or
+    for other runtimes, which refuse the cache flags (they lower nothing)."""
     from hwnas.cache import cache_root
 
+    if profile.runtime != "executorch":
+        if args.cache_dir is not None or args.no_cache:
+            flag = "--cache-dir" if args.cache_dir is not None else "--no-cache"
+            raise HwnasError(
+                f"{flag} applies to executorch profiles (lowered .pte programs); {profile.name} uses "
+                f"{profile.runtime}: drop {flag}"
+            )
+        return None
     if args.no_cache:
         return None
     if args.cache_dir is not None:
@@ -174,17 +183,12 @@ def _pte_cache_dir(args: argparse.Namespace) -> Path | None:
 def _local_runner(profile, args: argparse.Namespace):  # type: ignore[no-untyped-def]
     """The runner 'profile' and 'validate' time with: int8 ORT quantizes, executorch lowers in worker processes
     into the .pte cache; None: the profile's plain runner."""
+    cache_dir = _pte_cache_dir(args, profile)
     if profile.runtime != "executorch":
-        if args.cache_dir is not None or args.no_cache:
-            flag = "--cache-dir" if args.cache_dir is not None else "--no-cache"
-            raise HwnasError(
-                f"{flag} applies to executorch profiles (lowered .pte programs); {profile.name} uses "
-                f"{profile.runtime}: drop {flag}"
-            )
         return _int8_runner(profile)
     from hwnas.latency.executorch_runner import ExecuTorchRunner
 
-    return ExecuTorchRunner(profile, cache_dir=_pte_cache_dir(args))
+    return ExecuTorchRunner(profile, cache_dir=cache_dir)
 
 
 def _table_profile(table):  # type: ignore[no-untyped-def]
@@ -447,10 +451,7 @@ def _bundle(args: argparse.Namespace) -> int:
     profile = load_profile(args.device)
     if args.validate_seed is not None and not args.validate:
         raise HwnasError("--validate-seed draws the held-out subnets of --validate N: give --validate N too")
-    if profile.runtime != "executorch" and (args.cache_dir is not None or args.no_cache):
-        flag = "--cache-dir" if args.cache_dir is not None else "--no-cache"
-        raise HwnasError(f"{flag} applies to executorch bundles (.pte programs); {profile.name} exports ONNX: drop it")
-    cache_dir = _pte_cache_dir(args) if profile.runtime == "executorch" else None
+    cache_dir = _pte_cache_dir(args, profile)
     out = check_out_dir(args.out, force=args.force, produces=("manifest.json",))
     manifest = write_bundle(
         space,
