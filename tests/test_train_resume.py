@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 from search_lut import write_table
+from train_config import small_config
 
 from hwnas.cli.main import main
 from hwnas.latency import LatencyPredictor, latency_range_ms, load_lut
@@ -29,21 +30,11 @@ class Stop(Exception):
 
 
 def _cfg(mode: str, **kw: object) -> TrainConfig:
-    # the CLI loads the same synthetic dataset (2048 images), so a run made here resumes through `hwnas train`
-    base: dict[str, object] = dict(
-        dataset="synthetic",
-        mode=mode,
-        width=0.25,
-        epochs=0.0,
-        max_steps=20,
-        batch_size=4,
-        checkpoint_every=5,
-        log_every=1,
-        recal_batches=1,
-        eval_batch_size=64,
-    )
-    base.update(kw)
-    return TrainConfig(**base)  # type: ignore[arg-type]
+    # the CLI loads the same synthetic dataset (2048 images) with the default validation split, so a run made here
+    # resumes through `hwnas train`
+    default_val_size = next(f.default for f in dataclasses.fields(TrainConfig) if f.name == "val_size")
+    overrides = {"width": 0.25, "max_steps": 20, "checkpoint_every": 5, "val_size": default_val_size}
+    return small_config(mode, **{**overrides, **kw})
 
 
 def _stop_at(step: int):  # noqa: ANN202
